@@ -1,0 +1,1 @@
+"""deploykit: idempotent, plan-first deployment steps for the trading platform on Azure."""

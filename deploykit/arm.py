@@ -1,0 +1,146 @@
+"""The provider: official Azure SDK clients over one ARM endpoint (real Azure or the sandbox).
+
+Generic by-id operations carry every plain resource; typed clients only where a resource needs
+special handling (soft-deleted vaults, Key Vault secrets). Retries, Retry-After and long-running
+operations are azure-core's, configured here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
+
+from deploykit.errors import AzureOperationError, ResourceLockedError
+from deploykit.model import ResourceSpec
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where requests go and how they authenticate."""
+
+    name: str  # "sandbox" or "azure"
+    arm_endpoint: str
+    credential: TokenCredential
+    subscription_id: str
+    credential_scope: str
+    connection_verify: str | bool = True
+    polling_interval: float = 30.0  # Retry-After from the service takes precedence
+    verify_challenge_resource: bool = True
+
+
+# Reads are retried more than azure-core's default of 3 status retries (issue 2); PUT and GET
+# are idempotent, so the same policy serves writes.
+RETRY_SETTINGS = {"retry_total": 10, "retry_status": 6, "retry_backoff_factor": 0.5, "retry_backoff_max": 30}
+
+
+def _raw_json(pipeline_response: Any, _deserialized: Any, _headers: Any) -> Any:
+    """Keep Azure's JSON as sent: diffs compare ARM's own field names, not SDK model names."""
+    response = pipeline_response.http_response
+    return response.json() if response.text() else None
+
+
+def azure_error(exc: HttpResponseError) -> AzureOperationError:
+    """Translate an SDK error into ours, keeping Azure's error code and message."""
+    code = (exc.error.code if exc.error is not None else None) or getattr(exc, "reason", None) or "HttpError"
+    message = (exc.error.message if exc.error is not None else None) or str(exc.message or exc).splitlines()[0]
+    status = exc.status_code
+    if code == "ScopeLocked":
+        return ResourceLockedError(code, message, status)
+    return AzureOperationError(code, message, status)
+
+
+@contextmanager
+def translated_errors(endpoint: str) -> Iterator[None]:
+    """Turn SDK exceptions into ours at the provider boundary, keeping Azure's code and message."""
+    try:
+        yield
+    except ClientAuthenticationError as exc:
+        message = str(exc.message or exc).splitlines()[0]
+        raise AzureOperationError("AuthenticationFailed", message, exc.status_code) from None
+    except HttpResponseError as exc:
+        raise azure_error(exc) from None
+    except ServiceRequestError as exc:
+        raise AzureOperationError("ConnectionFailed", f"could not reach {endpoint}: {exc}") from None
+
+
+class ArmProvider:
+    """Reads and writes ARM resources through the SDK; one instance per task run (thread-safe)."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        return {
+            "base_url": self.target.arm_endpoint,
+            "credential_scopes": [self.target.credential_scope],
+            "connection_verify": self.target.connection_verify,
+            **RETRY_SETTINGS,
+        }
+
+    @cached_property
+    def resources(self) -> Any:
+        from azure.mgmt.resource.resources import ResourceManagementClient
+
+        return ResourceManagementClient(self.target.credential, self.target.subscription_id, **self._client_kwargs())
+
+    @cached_property
+    def keyvault(self) -> Any:
+        from azure.mgmt.keyvault import KeyVaultManagementClient
+
+        return KeyVaultManagementClient(self.target.credential, self.target.subscription_id, **self._client_kwargs())
+
+    def read(self, resource_id: str, api_version: str) -> dict[str, Any] | None:
+        """The resource's JSON, or None when it (or its group) does not exist."""
+        with translated_errors(self.target.arm_endpoint):
+            try:
+                return self.resources.resources.get_by_id(resource_id, api_version=api_version, cls=_raw_json)
+            except ResourceNotFoundError:
+                return None
+
+    def put(self, spec: ResourceSpec, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create or update, waiting for the long-running operation to finish."""
+        with translated_errors(self.target.arm_endpoint):
+            poller = self.resources.resources.begin_create_or_update_by_id(
+                spec.id,
+                dict(body),
+                api_version=spec.api_version,
+                cls=_raw_json,
+                polling_interval=self.target.polling_interval,
+            )
+            return poller.result()
+
+    def delete(self, resource_id: str, api_version: str) -> None:
+        with translated_errors(self.target.arm_endpoint):
+            self.resources.resources.begin_delete_by_id(
+                resource_id, api_version=api_version, polling_interval=self.target.polling_interval
+            ).result()
+
+    def read_deleted_vault(self, name: str, location: str) -> dict[str, Any] | None:
+        """A soft-deleted vault holding this name, or None (azure-facts.md 4)."""
+        with translated_errors(self.target.arm_endpoint):
+            try:
+                return self.keyvault.vaults.get_deleted(name, location, cls=_raw_json)
+            except ResourceNotFoundError:
+                return None
+
+    def secret_client(self, vault_url: str) -> Any:
+        from azure.keyvault.secrets import SecretClient
+
+        return SecretClient(
+            vault_url,
+            self.target.credential,
+            connection_verify=self.target.connection_verify,
+            verify_challenge_resource=self.target.verify_challenge_resource,
+            **RETRY_SETTINGS,
+        )

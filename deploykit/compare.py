@@ -1,0 +1,145 @@
+"""One normalise-and-diff function: compare only what the playbook declares, per-type rules as data."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RULES_FILE = Path(__file__).with_name("normalise.yaml")
+_MISSING = object()
+_ID_PREFIX = re.compile(r"^/(subscriptions|providers)/", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class TypeRules:
+    case_insensitive: frozenset[str] = frozenset()
+    ignore_spaces: frozenset[str] = frozenset()
+    major_version: frozenset[str] = frozenset()
+    last_segment: frozenset[str] = frozenset()
+
+
+@cache
+def rules_for(resource_type: str) -> TypeRules:
+    """The default rules merged with the type's own (type names compared case-insensitively)."""
+    data = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))
+    by_type = {k.lower(): v for k, v in data.items()}
+    merged: dict[str, set[str]] = {}
+    for block in (by_type.get("default", {}), by_type.get(resource_type.lower(), {})):
+        for rule, paths in block.items():
+            merged.setdefault(rule, set()).update(paths)
+    return TypeRules(**{rule: frozenset(paths) for rule, paths in merged.items()})
+
+
+def diff_resource(
+    resource_type: str, desired: Mapping[str, Any], actual: Mapping[str, Any], write_only: tuple[str, ...] = ()
+) -> dict[str, dict[str, Any]]:
+    """Differences between declared fields and actual state: {display path: {"old", "new"}}.
+
+    Fields the playbook does not declare are never compared (Azure fills defaults and read-only
+    fields); write-only fields (passwords, createMode) are never returned, so never compared.
+    """
+    rules = rules_for(resource_type)
+    out: dict[str, dict[str, Any]] = {}
+    _walk(desired, actual, "", "", rules, frozenset(write_only), out)
+    return out
+
+
+def _walk(want: Any, have: Any, shown: str, schema: str, rules: TypeRules, skip: frozenset[str], out: dict) -> None:
+    if schema in skip:
+        return
+    if isinstance(want, Mapping):
+        if not isinstance(have, Mapping):
+            out[shown or "(body)"] = {"old": _plain(have), "new": _plain(want)}
+            return
+        case_keys = schema == "tags"  # a provider may re-case tag keys (PG VNetServer -> VnetServer)
+        lookup = {k.lower(): v for k, v in have.items()} if case_keys else have
+        for key, value in want.items():
+            found = lookup.get(key.lower() if case_keys else key, _MISSING)
+            child_schema = f"{schema}.{key}" if schema else key
+            child_shown = f"{shown}.{key}" if shown else key
+            if found is _MISSING:
+                if child_schema not in skip:
+                    out[child_shown] = {"old": None, "new": _plain(value)}
+                continue
+            _walk(value, found, child_shown, child_schema, rules, skip, out)
+        return
+    if isinstance(want, list):
+        _walk_list(want, have, shown, schema, rules, skip, out)
+        return
+    if not _scalar_equal(want, have, schema, rules):
+        out[shown] = {"old": _plain(have), "new": _plain(want)}
+
+
+def _walk_list(want: list, have: Any, shown: str, schema: str, rules: TypeRules, skip: frozenset[str], out: dict) -> None:
+    if not isinstance(have, list):
+        out[shown] = {"old": _plain(have), "new": _plain(want)}
+        return
+    named = all(isinstance(i, Mapping) and "name" in i for i in want) and all(
+        isinstance(i, Mapping) and "name" in i for i in have
+    )
+    if named and want:
+        # Lists of named objects (subnets, rules, certificates) are matched by name, not position.
+        have_by_name = {str(i["name"]).lower(): i for i in have}
+        extra = set(have_by_name) - {str(i["name"]).lower() for i in want}
+        for item in want:
+            match = have_by_name.get(str(item["name"]).lower(), _MISSING)
+            child = f"{shown}[{item['name']}]"
+            if match is _MISSING:
+                out[child] = {"old": None, "new": _plain(item)}
+            else:
+                _walk(item, match, child, schema, rules, skip, out)
+        for name in sorted(extra):
+            out[f"{shown}[{name}]"] = {"old": _plain(have_by_name[name]), "new": None}
+        return
+    if len(want) != len(have):
+        out[shown] = {"old": _plain(have), "new": _plain(want)}
+        return
+    if all(not isinstance(i, (Mapping, list)) for i in want):
+        # Scalar lists (protocols, address prefixes) are sets to Azure: order is not meaningful.
+        if sorted(_norm_scalar(i, schema, rules) for i in want) != sorted(_norm_scalar(i, schema, rules) for i in have):
+            out[shown] = {"old": _plain(have), "new": _plain(want)}
+        return
+    for index, (w, h) in enumerate(zip(want, have, strict=True)):
+        _walk(w, h, f"{shown}[{index}]", schema, rules, skip, out)
+
+
+def _scalar_equal(want: Any, have: Any, schema: str, rules: TypeRules) -> bool:
+    if isinstance(want, bool) or isinstance(have, bool):
+        return want is have
+    if isinstance(want, (int, float)) and isinstance(have, (int, float)):
+        return float(want) == float(have)
+    return _norm_scalar(want, schema, rules) == _norm_scalar(have, schema, rules)
+
+
+def _norm_scalar(value: Any, schema: str, rules: TypeRules) -> str:
+    if value is None:
+        return "\0none"
+    text = str(value)
+    if schema == "location":
+        # Some providers answer with display names ("East US"), others with short names.
+        return text.lower().replace(" ", "")
+    if schema in rules.last_segment:
+        text = text.rstrip("/").rsplit("/", 1)[-1]
+    if schema in rules.major_version:
+        text = text.split(".", 1)[0]
+    if schema in rules.ignore_spaces:
+        text = text.replace(" ", "")
+    if schema in rules.case_insensitive or _ID_PREFIX.match(text):
+        text = text.lower()
+    return text
+
+
+def _plain(value: Any) -> Any:
+    if value is _MISSING:
+        return None
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

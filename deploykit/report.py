@@ -1,0 +1,149 @@
+"""The only module that prints: plan tables, progress, --json, and the append-only audit log.
+
+Every string passes through the redactor first, so a secret registered with `redact_value`
+never reaches the console, JSON or the audit log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+import sys
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from deploykit.model import Action, Change, Plan
+
+AUDIT_DIR = Path(".deploykit")
+REDACTED = "[redacted]"
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+ACTION_STYLE = {
+    Action.CREATE: "green",
+    Action.RECOVER: "cyan",
+    Action.UPDATE: "yellow",
+    Action.DELETE: "red",
+    Action.UNCHANGED: "dim",
+}
+
+
+def redact_value(value: str) -> None:
+    """Register a secret: from now on it is replaced wherever it would be printed or logged."""
+    if value:
+        with _secrets_lock:
+            _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    with _secrets_lock:
+        for value in sorted(_secrets, key=len, reverse=True):
+            text = text.replace(value, REDACTED)
+    return text
+
+
+def _redact_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redact_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_json(v) for v in value]
+    return value
+
+
+class Reporter:
+    """Console output for one task run; with --json, humans read stderr and stdout is one object."""
+
+    def __init__(self, task: str, env: str | None, target: str, dry_run: bool, as_json: bool) -> None:
+        self.task, self.env, self.target, self.dry_run, self.as_json = task, env, target, dry_run, as_json
+        self.console = Console(stderr=as_json, highlight=False, soft_wrap=True)
+        self._lock = threading.Lock()
+
+    def info(self, message: str) -> None:
+        with self._lock:
+            self.console.print(escape(redact(message)))
+
+    def warn(self, message: str) -> None:
+        with self._lock:
+            self.console.print(f"[yellow]warning:[/] {escape(redact(message))}")
+
+    def show_plan(self, plan: Plan, title: str) -> None:
+        table = Table(title=redact(title), title_justify="left", show_lines=False, expand=False)
+        table.add_column("address")
+        table.add_column("type")
+        table.add_column("action")
+        table.add_column("detail", overflow="fold")
+        for change in plan.changes:
+            style = ACTION_STYLE[change.action]
+            table.add_row(escape(change.address), escape(change.type), f"[{style}]{change.action.value}[/]",
+                          escape(redact(_detail(change))))
+        with self._lock:
+            self.console.print(table)
+            self.console.print(escape(summary_line(plan.summary())))
+
+    def progress(self, change: Change, ok: bool, seconds: float, error: str | None = None) -> None:
+        verb = {Action.CREATE: "created", Action.RECOVER: "recovered", Action.UPDATE: "updated",
+                Action.DELETE: "deleted"}.get(change.action, change.action.value)
+        with self._lock:
+            if ok:
+                self.console.print(f"  [green]ok[/] {escape(change.address)} {verb} ({seconds:.1f}s)")
+            else:
+                self.console.print(f"  [red]failed[/] {escape(change.address)}: {escape(redact(error or ''))}")
+
+    def emit_json(self, plan: Plan, changes: Iterable[dict[str, Any]], failed: int) -> None:
+        document = {
+            "task": self.task,
+            "env": self.env,
+            "target": self.target,
+            "dry_run": self.dry_run,
+            "summary": plan.summary(failed=failed),
+            "changes": list(changes),
+        }
+        sys.stdout.write(json.dumps(_redact_json(document)) + "\n")
+        sys.stdout.flush()
+
+
+def summary_line(summary: dict[str, int]) -> str:
+    return ", ".join(f"{n} {k}" for k, n in summary.items())
+
+
+def _detail(change: Change) -> str:
+    if not change.diff:
+        return change.reason
+    parts = [f"{path}: {_short(v.get('old'))} -> {_short(v.get('new'))}" for path, v in change.diff.items()]
+    return "; ".join(parts)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def audit(task: str, env: str | None, target: str, records: Iterable[dict[str, Any]]) -> Path:
+    """Append one line per change to .deploykit/audit.jsonl: when, who, task, env, target, what."""
+    AUDIT_DIR.mkdir(exist_ok=True)
+    path = AUDIT_DIR / "audit.jsonl"
+    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    who = _who()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        for record in records:
+            line = {"when": when, "who": who, "task": task, "env": env, "target": target, **record}
+            handle.write(json.dumps(_redact_json(line)) + "\n")
+    return path
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())

@@ -1,0 +1,392 @@
+"""The sandbox's HTTPS front: parse, route, format. ARM on one port, each Key Vault on its own.
+
+Control namespace `/_sandbox/` (never journaled): status, reset, journal, faults, mutate, seed.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from deploykit.sandbox import providers
+from deploykit.sandbox.store import ArmError, SandboxState, parse_id
+from deploykit.sandbox.tls import ensure_certificate
+
+CONTROL = "/_sandbox"
+READ_METHODS = frozenset({"GET", "HEAD"})
+# Types that Azure answers synchronously without a provisioningState of their own.
+NO_PROVISIONING_STATE = frozenset({"microsoft.authorization/locks", "microsoft.authorization/roleassignments"})
+
+
+@dataclass
+class FaultRule:
+    """One injected fault: matches method and a path fragment, fires `count` times."""
+
+    method: str | None = None
+    path_contains: str | None = None
+    status: int | None = None
+    code: str | None = None
+    retry_after: float | None = None
+    count: int = 1
+    lro_fail: dict[str, str] | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        return (
+            self.count > 0
+            and (self.method is None or self.method.upper() == method)
+            and (self.path_contains is None or self.path_contains.lower() in path.lower())
+        )
+
+
+@dataclass
+class Faults:
+    latency_ms: float = 0.0
+    lro_seconds: float = 0.0
+    poll_ms: float = 100.0
+    rules: list[FaultRule] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Faults:
+        rules = [FaultRule(**r) for r in data.get("rules", [])]
+        return cls(
+            latency_ms=float(data.get("latency_ms", 0)),
+            lro_seconds=float(data.get("lro_seconds", 0)),
+            poll_ms=float(data.get("poll_ms", 100)),
+            rules=rules,
+        )
+
+
+class Journal:
+    """Every ARM and data-plane request, in order; persisted as JSON lines when a path is given."""
+
+    def __init__(self, path: Path | None, run_id: str) -> None:
+        self._path = path
+        self._run_id = run_id
+        self._lock = threading.Lock()
+        self._entries: list[dict[str, Any]] = []
+
+    def record(self, method: str, path: str, status: int, endpoint: str) -> None:
+        entry = {"seq": 0, "t": round(time.time(), 4), "run": self._run_id, "method": method,
+                 "path": path, "status": status, "endpoint": endpoint}
+        with self._lock:
+            entry["seq"] = len(self._entries) + 1
+            self._entries.append(entry)
+            if self._path is not None:
+                with self._path.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(entry) + "\n")
+
+    def since(self, seq: int) -> list[dict[str, Any]]:
+        with self._lock:
+            return [e for e in self._entries if e["seq"] > seq]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Request counts: reads, writes, by method."""
+    by_method: dict[str, int] = {}
+    for e in entries:
+        by_method[e["method"]] = by_method.get(e["method"], 0) + 1
+    writes = sum(n for m, n in by_method.items() if m not in READ_METHODS)
+    return {"requests": len(entries), "reads": len(entries) - writes, "writes": writes, "by_method": by_method}
+
+
+class SandboxServer:
+    """The emulator: one ARM listener plus one listener per Key Vault (vault URIs are per host)."""
+
+    def __init__(self, state_dir: Path | None, run_id: str = "run") -> None:
+        self.state_dir = state_dir
+        tls_dir = (state_dir or Path(".sandbox")) / "tls"
+        self.cert_path, key_path = ensure_certificate(tls_dir)
+        self._ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._ssl.load_cert_chain(self.cert_path, key_path)
+        self.state = SandboxState(state_dir / "state.json" if state_dir else None)
+        self.journal = Journal(state_dir / "journal.jsonl" if state_dir else None, run_id)
+        self.faults = Faults()
+        self._faults_lock = threading.Lock()
+        self._vault_servers: dict[str, ThreadingHTTPServer] = {}
+        self._vault_lock = threading.Lock()
+        self._arm = self._listen(ArmHandler, None)
+        self.url = f"https://127.0.0.1:{self._arm.server_address[1]}"
+
+    def _listen(self, handler: type[BaseHTTPRequestHandler], vault: str | None) -> ThreadingHTTPServer:
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        httpd.daemon_threads = True
+        httpd.socket = self._ssl.wrap_socket(httpd.socket, server_side=True)
+        httpd.sandbox = self  # type: ignore[attr-defined]
+        httpd.vault = vault  # type: ignore[attr-defined]
+        threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+        return httpd
+
+    def vault_url(self, name: str) -> str:
+        with self._vault_lock:
+            httpd = self._vault_servers.get(name.lower())
+            if httpd is None:
+                httpd = self._vault_servers[name.lower()] = self._listen(VaultHandler, name.lower())
+        return f"https://127.0.0.1:{httpd.server_address[1]}/"
+
+    def stop(self) -> None:
+        for httpd in [self._arm, *self._vault_servers.values()]:
+            httpd.shutdown()
+            httpd.server_close()
+
+    # ---- faults --------------------------------------------------------------------------
+    def take_fault(self, method: str, path: str) -> FaultRule | None:
+        with self._faults_lock:
+            for rule in self.faults.rules:
+                if rule.matches(method, path) and (rule.status is not None or (method == "PUT" and rule.lro_fail)):
+                    rule.count -= 1
+                    return rule
+        return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: ThreadingHTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """Quiet: the journal is the request log."""
+
+    @property
+    def sandbox(self) -> SandboxServer:
+        return self.server.sandbox  # type: ignore[attr-defined]
+
+    def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
+        payload = b"" if body is None else json.dumps(body).encode()
+        self.send_response(status)
+        if body is not None:
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("x-ms-request-id", str(time.time_ns()))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if payload and self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def _error(self, err: ArmError, headers: dict[str, str] | None = None) -> int:
+        self._send(err.status, {"error": {"code": err.code, "message": err.message}}, headers)
+        return err.status
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if not raw:
+            return {}
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ArmError(400, "InvalidRequestContent", "The request content was invalid and could not be deserialized.") from None
+        if not isinstance(data, dict):
+            raise ArmError(400, "InvalidRequestContent", "The request content must be a JSON object.")
+        return data
+
+    def _dispatch(self) -> None:
+        split = urlsplit(self.path)
+        path, query = split.path, parse_qs(split.query)
+        if path.startswith(CONTROL):
+            self._control(path[len(CONTROL):], query)
+            return
+        faults = self.sandbox.faults
+        if faults.latency_ms:
+            time.sleep(faults.latency_ms / 1000)
+        status = 500
+        try:
+            rule = self.sandbox.take_fault(self.command, path)
+            if rule is not None and rule.status is not None:
+                raise _Injected(rule)
+            status = self._route(path, query, rule)
+        except _Injected as injected:
+            rule = injected.rule
+            headers = {"Retry-After": f"{rule.retry_after:g}"} if rule.retry_after is not None else {}
+            code = rule.code or {429: "TooManyRequests", 503: "ServiceUnavailable"}.get(rule.status or 500, "InternalServerError")
+            status = self._error(ArmError(rule.status or 500, code, f"Injected fault ({code})."), headers)
+        except ArmError as err:
+            status = self._error(err)
+        finally:
+            self.sandbox.journal.record(self.command, path, status, self._endpoint())
+        return
+
+    def _endpoint(self) -> str:
+        return "arm"
+
+    def _route(self, path: str, query: dict[str, list[str]], rule: FaultRule | None) -> int:
+        raise NotImplementedError
+
+    def _control(self, path: str, query: dict[str, list[str]]) -> None:
+        self._send(404, {"error": {"code": "NotFound", "message": path}})
+
+    do_GET = do_PUT = do_DELETE = do_POST = do_PATCH = do_HEAD = _dispatch
+
+
+class _Injected(Exception):
+    def __init__(self, rule: FaultRule) -> None:
+        super().__init__("injected")
+        self.rule = rule
+
+
+class ArmHandler(_Handler):
+    """Azure Resource Manager: generic resources, deleted vaults, operation status."""
+
+    def _route(self, path: str, query: dict[str, list[str]], rule: FaultRule | None) -> int:
+        if not self.headers.get("Authorization", "").startswith("Bearer "):
+            raise ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
+        if "api-version" not in query:
+            raise ArmError(400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests.")
+        lowered = path.lower()
+        state = self.sandbox.state
+        if "/providers/microsoft.sandbox/operationstatuses/" in lowered:
+            return self._operation(path.rsplit("/", 1)[-1])
+        if "/providers/microsoft.keyvault/locations/" in lowered and "/deletedvaults/" in lowered:
+            parts = path.strip("/").split("/")
+            location, name = parts[5], parts[7]
+            if self.command == "POST" and lowered.endswith("/purge"):
+                state.purge_deleted_vault(location, name)
+                self._send(200, None)
+                return 200
+            self._send(200, state.get_deleted_vault(parts[1], location, name))
+            return 200
+        if self.command in READ_METHODS:
+            record = state.get_resource(path)
+            self._send(200, self._present(record))
+            return 200
+        if self.command == "PUT":
+            return self._put(path, query, rule)
+        if self.command == "DELETE":
+            state.delete_resource(path)
+            self._send(200, None)
+            return 200
+        raise ArmError(405, "MethodNotAllowed", f"{self.command} is not supported on {path}.")
+
+    def _put(self, path: str, query: dict[str, list[str]], rule: FaultRule | None) -> int:
+        state = self.sandbox.state
+        parsed = parse_id(path)
+        created, record = state.put_resource(path, self._body())
+        status = 201 if created else 200
+        tl = parsed.type.lower()
+        if tl not in providers.ASYNC_TYPES:
+            if tl not in NO_PROVISIONING_STATE:
+                state.set_provisioning_state(path, "Succeeded")
+            self._send(status, self._present(state.get_resource(path)))
+            return status
+        faults = self.sandbox.faults
+        failure = rule.lro_fail if rule is not None else None
+        op_id = state.start_operation(path, faults.lro_seconds, failure, created)
+        api = query["api-version"][0]
+        op_url = f"{self.sandbox.url}/subscriptions/{parsed.subscription}/providers/Microsoft.Sandbox/operationStatuses/{op_id}?api-version={api}"
+        headers = {"Azure-AsyncOperation": op_url, "Retry-After-Ms": self._poll_ms(op_id)}
+        self._send(status, self._present(state.get_resource(path)), headers)
+        return status
+
+    def _poll_ms(self, op_id: str) -> str:
+        remaining_ms = self.sandbox.state.operation_remaining(op_id) * 1000
+        return f"{max(10, min(self.sandbox.faults.poll_ms, remaining_ms + 5)):.0f}"
+
+    def _operation(self, op_id: str) -> int:
+        op = self.sandbox.state.get_operation(op_id)
+        body: dict[str, Any] = {"id": op_id, "name": op_id, "status": op["status"], "startTime": op["start"]}
+        headers: dict[str, str] = {}
+        if op["status"] == "InProgress":
+            headers["Retry-After-Ms"] = self._poll_ms(op_id)
+        else:
+            body["endTime"] = op.get("end")
+        if op["status"] == "Failed":
+            body["error"] = {"code": op["failure"].get("code", "InternalServerError"), "message": op["failure"].get("message", "Operation failed.")}
+        self._send(200, body, headers)
+        return 200
+
+    def _present(self, record: dict[str, Any]) -> dict[str, Any]:
+        vault_uri = None
+        if record["type"].lower() == "microsoft.keyvault/vaults":
+            vault_uri = self.sandbox.vault_url(record["id"].rsplit("/", 1)[-1])
+        return providers.present(record["type"], record["id"], record["body"], vault_uri)
+
+    def _control(self, path: str, query: dict[str, list[str]]) -> None:
+        sandbox = self.sandbox
+        try:
+            if path == "/status" and self.command == "GET":
+                self._send(200, {**sandbox.state.counts(), "journal": summarise(sandbox.journal.since(0))})
+            elif path == "/reset" and self.command == "POST":
+                sandbox.state.reset()
+                sandbox.journal.clear()
+                sandbox.faults = Faults()
+                self._send(200, {"reset": True})
+            elif path == "/journal" and self.command == "GET":
+                entries = sandbox.journal.since(int(query.get("since", ["0"])[0]))
+                self._send(200, {"entries": entries, "counts": summarise(entries),
+                                 "last": entries[-1]["seq"] if entries else int(query.get("since", ["0"])[0])})
+            elif path == "/faults" and self.command == "PUT":
+                sandbox.faults = Faults.from_json(self._body())
+                self._send(200, {"faults": True})
+            elif path == "/faults" and self.command == "DELETE":
+                sandbox.faults = Faults()
+                self._send(200, {"faults": False})
+            elif path == "/mutate" and self.command == "POST":
+                body = self._body()
+                record = sandbox.state.mutate(body["id"], body["set"])
+                self._send(200, self._present(record))
+            elif path == "/seed" and self.command == "POST":
+                body = self._body()
+                sandbox.state.seed(body["id"], body["body"])
+                self._send(200, {"seeded": body["id"]})
+            elif path == "/resources" and self.command == "GET":
+                self._send(200, {"value": [self._present(r) for r in sandbox.state.list_resources()]})
+            else:
+                self._send(404, {"error": {"code": "NotFound", "message": f"no control endpoint {path}"}})
+        except ArmError as err:
+            self._error(err)
+        except (KeyError, TypeError, ValueError) as err:
+            self._send(400, {"error": {"code": "BadControlRequest", "message": str(err)}})
+
+
+class VaultHandler(_Handler):
+    """The Key Vault data plane for one vault: secrets, with the bearer challenge the SDK expects."""
+
+    def _endpoint(self) -> str:
+        return f"vault:{self.server.vault}"  # type: ignore[attr-defined]
+
+    def _route(self, path: str, query: dict[str, list[str]], rule: FaultRule | None) -> int:
+        vault = self.server.vault  # type: ignore[attr-defined]
+        if not self.headers.get("Authorization", "").startswith("Bearer "):
+            self._body()
+            challenge = 'Bearer authorization="https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000", resource="https://vault.azure.net"'
+            self._send(401, {"error": {"code": "Unauthorized", "message": "AKV10000: Request is missing a Bearer or PoP token."}},
+                       {"WWW-Authenticate": challenge})
+            return 401
+        state = self.sandbox.state
+        if not state.vault_exists(vault):
+            raise ArmError(404, "VaultNotFound", f"Vault '{vault}' does not exist.")
+        parts = [p for p in path.strip("/").split("/") if p]
+        base = self.sandbox.vault_url(vault)
+        if parts == ["secrets"] and self.command == "GET":
+            items = [{"id": f"{base}secrets/{s['name']}", "attributes": s["attributes"], "contentType": s["contentType"], "tags": s["tags"]}
+                     for s in state.list_secrets(vault)]
+            self._send(200, {"value": items, "nextLink": None})
+            return 200
+        if len(parts) in (2, 3) and parts[0] == "secrets":
+            if self.command == "PUT" and len(parts) == 2:
+                body = self._body()
+                if not isinstance(body.get("value"), str):
+                    raise ArmError(400, "BadParameter", "Property 'value' is required.")
+                entry = state.set_secret(vault, parts[1], body["value"], body.get("contentType"), body.get("tags"))
+                self._send(200, self._bundle(base, entry))
+                return 200
+            if self.command == "GET":
+                entry = state.get_secret(vault, parts[1], parts[2] if len(parts) == 3 else None)
+                self._send(200, self._bundle(base, entry))
+                return 200
+        raise ArmError(400, "BadParameter", f"{self.command} {path} is not supported by the sandbox vault.")
+
+    @staticmethod
+    def _bundle(base: str, entry: dict[str, Any]) -> dict[str, Any]:
+        return {"value": entry["value"], "id": f"{base}secrets/{entry['name']}/{entry['version']}",
+                "contentType": entry["contentType"], "tags": entry["tags"], "attributes": entry["attributes"]}

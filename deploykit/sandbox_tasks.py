@@ -1,0 +1,69 @@
+"""`sandbox.reset` and `sandbox.status`: manage the local emulator's persisted state."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from deploykit.sandbox.server import summarise
+from deploykit.sandbox.store import SandboxState
+from deploykit.target import sandbox_control, sandbox_dir
+
+
+def _external() -> tuple[str, str] | None:
+    url = os.environ.get("DEPLOYKIT_SANDBOX_URL")
+    if not url:
+        return None
+    return url.rstrip("/"), os.environ.get("DEPLOYKIT_SANDBOX_CA") or str(sandbox_dir() / "tls" / "cert.pem")
+
+
+def reset() -> int:
+    external = _external()
+    if external:
+        sandbox_control(*external, "POST", "/reset")
+        print(f"sandbox at {external[0]} reset")
+        return 0
+    directory = sandbox_dir()
+    removed = SandboxState(directory / "state.json").counts()["resources"]
+    for name in ("state.json", "journal.jsonl"):
+        (directory / name).unlink(missing_ok=True)
+    print(f"sandbox reset: {removed} resources removed from {directory}/ (TLS certificate kept)")
+    return 0
+
+
+def last_run(journal: Path) -> dict[str, Any]:
+    """Request counts of the most recent run recorded in the journal file."""
+    if not journal.exists():
+        return summarise([])
+    entries = [json.loads(line) for line in journal.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not entries:
+        return summarise([])
+    run = entries[-1]["run"]
+    return {"run": run, **summarise([e for e in entries if e["run"] == run])}
+
+
+def status(as_json: bool) -> int:
+    external = _external()
+    if external:
+        data = sandbox_control(*external, "GET", "/status")
+        data["where"] = external[0]
+    else:
+        directory = sandbox_dir()
+        data = {**SandboxState(directory / "state.json").counts(), "where": f"{directory}/",
+                "last_run": last_run(directory / "journal.jsonl")}
+    if as_json:
+        sys.stdout.write(json.dumps(data) + "\n")
+        return 0
+    print(f"sandbox state: {data['where']}")
+    print(f"resources: {data['resources']}")
+    for kind, count in data["by_type"].items():
+        print(f"  {kind}: {count}")
+    print(f"soft-deleted vaults: {', '.join(data['deleted_vaults']) or 'none'}")
+    print(f"secrets (all versions): {data['secrets']}")
+    run = data.get("last_run") or data.get("journal") or {}
+    if run:
+        print(f"last run: {run.get('requests', 0)} requests ({run.get('reads', 0)} reads, {run.get('writes', 0)} writes)")
+    return 0

@@ -1,0 +1,30 @@
+"""The registry of numbered steps: one line each. A step is this line, its playbook, task and runbook."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+PLAYBOOK_DIR = Path("playbooks")
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    title: str
+    scope: Literal["all", "shared", "env"]  # all: shared + environments; shared: no --env; env: one env
+
+    @property
+    def playbook(self) -> Path:
+        return PLAYBOOK_DIR / f"{self.name}.yaml.j2"
+
+
+STEPS: dict[str, Step] = {
+    step.name: step
+    for step in (
+        Step("step1", "resource groups, tags and locks", "all"),
+        Step("step2a", "shared Key Vault", "shared"),
+        Step("step2b", "shared container registry", "shared"),
+    )
+}

@@ -1,0 +1,139 @@
+"""Choose and open a target: the local sandbox (default) or real Azure (always explicit)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from azure.core.credentials import AccessToken, AccessTokenInfo
+
+from deploykit.arm import ArmProvider, Target
+from deploykit.config import Platform
+from deploykit.errors import UserError
+
+TARGETS = ("sandbox", "azure")
+SANDBOX_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+SANDBOX_DIR = Path(".sandbox")
+
+
+class SandboxCredential:
+    """A fixed token for the sandbox, which checks that a bearer token is sent, not what it says."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken("sandbox-token", int(time.time()) + 3600)
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+        return AccessTokenInfo("sandbox-token", int(time.time()) + 3600)
+
+
+@dataclass
+class OpenTarget:
+    """A target ready for use; `journal_url` lets the run count its own sandbox requests."""
+
+    provider: ArmProvider
+    sandbox_url: str | None = None
+    journal_start: int = 0
+
+
+def validate_target(name: str) -> None:
+    if name not in TARGETS:
+        raise UserError(f"--target: {name!r} is not a target; allowed: {', '.join(TARGETS)}")
+
+
+@contextmanager
+def open_target(platform: Platform, name: str) -> Iterator[OpenTarget]:
+    """Yield a provider for the target; an in-process sandbox lives as long as the block."""
+    validate_target(name)
+    if name == "azure":
+        yield OpenTarget(ArmProvider(_azure_target(platform)))
+        return
+    external = os.environ.get("DEPLOYKIT_SANDBOX_URL")
+    if external:
+        ca = os.environ.get("DEPLOYKIT_SANDBOX_CA") or str(sandbox_dir() / "tls" / "cert.pem")
+        target = _sandbox_target(platform, external.rstrip("/"), ca)
+        yield OpenTarget(ArmProvider(target), external.rstrip("/"), journal_position(external, ca))
+        return
+    from deploykit.sandbox.server import SandboxServer
+
+    server = SandboxServer(sandbox_dir(), run_id=uuid.uuid4().hex[:12])
+    try:
+        yield OpenTarget(ArmProvider(_sandbox_target(platform, server.url, str(server.cert_path))), server.url, 0)
+    finally:
+        server.stop()
+
+
+def sandbox_dir() -> Path:
+    return Path(os.environ.get("DEPLOYKIT_SANDBOX_DIR", SANDBOX_DIR))
+
+
+def _sandbox_target(platform: Platform, url: str, ca: str) -> Target:
+    return Target(
+        name="sandbox",
+        arm_endpoint=url,
+        credential=SandboxCredential(),
+        subscription_id=platform.subscription_id() or SANDBOX_SUBSCRIPTION,
+        credential_scope="https://management.azure.com/.default",
+        connection_verify=ca,
+        polling_interval=1.0,
+        verify_challenge_resource=False,  # the sandbox vault's host is 127.0.0.1, not *.vault.azure.net
+    )
+
+
+def _azure_target(platform: Platform) -> Target:
+    from azure.identity import DefaultAzureCredential
+
+    subscription = platform.subscription_id() or _cli_default_subscription()
+    return Target(
+        name="azure",
+        arm_endpoint=platform.shared.azure.arm_endpoint,
+        # Reuses an operator's `az login`, environment credentials or a managed identity.
+        credential=DefaultAzureCredential(exclude_interactive_browser_credential=True),
+        subscription_id=subscription,
+        credential_scope=platform.shared.azure.scope(),
+    )
+
+
+def _cli_default_subscription() -> str:
+    """The Azure CLI's default subscription (`az account set`), read through its own profile."""
+    try:
+        from azure.cli.core._profile import Profile  # type: ignore[import-not-found]
+
+        return str(Profile().get_subscription_id())
+    except ImportError:
+        pass
+    except Exception as exc:  # the CLI raises its own CLIError types; any of them means "not logged in"
+        raise UserError(f"no subscription: the Azure CLI says {str(exc).splitlines()[0]}") from None
+    profile = Path(os.environ.get("AZURE_CONFIG_DIR", Path.home() / ".azure")) / "azureProfile.json"
+    try:
+        data = json.loads(profile.read_text(encoding="utf-8-sig"))
+        return next(s["id"] for s in data.get("subscriptions", []) if s.get("isDefault"))
+    except (OSError, ValueError, StopIteration, KeyError):
+        raise UserError(
+            "config/shared.yaml: azure.subscription_id: not set; set it, export AZURE_SUBSCRIPTION_ID, "
+            "or choose one with `az account set`"
+        ) from None
+
+
+def journal_position(url: str, ca: str) -> int:
+    """The sandbox journal's last sequence number, so a run can count only its own requests."""
+    return int(sandbox_control(url, ca, "GET", "/journal?since=999999999")["last"])
+
+
+def sandbox_control(url: str, ca: str, method: str, path: str, body: Any = None) -> Any:
+    """Call the sandbox's control namespace (reset, journal, faults, mutate, seed)."""
+    import ssl
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=ca)
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{url}/_sandbox{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, context=context, timeout=30) as response:  # noqa: S310 - loopback only
+        return json.loads(response.read() or b"null")

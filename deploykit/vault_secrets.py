@@ -1,0 +1,126 @@
+"""`secrets.set`: store a provider secret from stdin or a file; an unchanged value is not rewritten."""
+
+from __future__ import annotations
+
+import getpass
+import hmac
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploykit.arm import translated_errors
+from deploykit.config import VaultConfig, available_envs, load_platform
+from deploykit.errors import ApplyError, AzureOperationError, UserError
+from deploykit.model import Action, Change, Plan
+from deploykit.report import Reporter, audit, redact_value
+from deploykit.runner import CONFIG_DIR, RunOptions, confirm, finish
+from deploykit.target import open_target, validate_target
+
+VAULT_API_VERSION = "2026-05-15"
+MAX_SECRET_BYTES = 25 * 1024  # Key Vault's limit for a secret value
+
+
+@dataclass(frozen=True)
+class SecretRequest:
+    name: str
+    file: str | None
+    env: str
+    target: str
+    dry_run: bool
+    as_json: bool
+    yes: bool
+
+
+def read_value(file: str | None, name: str) -> str:
+    """The value from a file or stdin (never argv); one trailing newline is dropped."""
+    if file:
+        try:
+            raw = Path(file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"--file: cannot read {file}: {exc.strerror}") from None
+    elif sys.stdin.isatty():
+        raw = getpass.getpass(f"Value for {name} (input hidden): ")
+    else:
+        raw = sys.stdin.read()
+    value = raw[:-2] if raw.endswith("\r\n") else raw[:-1] if raw.endswith("\n") else raw
+    if not value:
+        raise UserError(f"{'--file' if file else 'stdin'}: the secret value is empty; nothing was changed")
+    if len(value.encode()) > MAX_SECRET_BYTES:
+        raise UserError(f"{'--file' if file else 'stdin'}: the value is over {MAX_SECRET_BYTES} bytes (Key Vault's limit)")
+    return value
+
+
+def set_secret(req: SecretRequest) -> int:
+    validate_target(req.target)
+    envs = available_envs(CONFIG_DIR)
+    if req.env != "shared" and req.env not in envs:
+        raise UserError(f"--env: {req.env!r} is not allowed; allowed: shared, {', '.join(envs)}")
+    platform = load_platform(CONFIG_DIR, [] if req.env == "shared" else [req.env])
+    allowed = [s.name for s in platform.shared.provider_secrets]
+    if req.name not in allowed:
+        raise UserError(f"--name: {req.name!r} is not a provider secret; allowed: {', '.join(allowed)} (config/shared.yaml provider_secrets)")
+    value = read_value(req.file, req.name)
+    redact_value(value)
+    if req.env == "shared":
+        vault, group = platform.shared.key_vault, platform.shared.resource_group.name
+    else:
+        vault, group = platform.envs[req.env].key_vault, platform.envs[req.env].resource_groups["data"].name
+    reporter = Reporter("secrets.set", req.env, req.target, req.dry_run, req.as_json)
+    options = RunOptions("secrets.set", req.env, req.target, req.dry_run, req.as_json, req.yes)
+    with open_target(platform, req.target) as opened:
+        provider = opened.provider
+        vault_id = f"/subscriptions/{provider.target.subscription_id}/resourceGroups/{group}/providers/Microsoft.KeyVault/vaults/{vault.name}"
+        client = _client_for(provider, vault_id, vault, req.env)
+        change = _plan_secret(client, vault_id, req.name, value)
+        plan = Plan((change,))
+        reporter.show_plan(plan, f"Plan for secrets.set on {req.target}, vault {vault.name}")
+        if req.dry_run or change.action is Action.UNCHANGED:
+            if change.action is Action.UNCHANGED:
+                reporter.info(f"No changes: {req.name} already holds this value (not rewritten).")
+            finish(reporter, opened, plan)
+            return 0
+        confirm(options, plan, reporter)
+        try:
+            with translated_errors(vault_id):
+                client.set_secret(req.name, value, content_type="text/plain")
+        except AzureOperationError as exc:
+            audit("secrets.set", req.env, req.target, [{"address": change.address, "action": change.action.value,
+                                                         "result": "failed", "error_code": exc.code}])
+            raise ApplyError(f"{change.address}: {exc}") from None
+        audit("secrets.set", req.env, req.target, [{"address": change.address, "type": change.type, "id": change.id,
+                                                     "action": change.action.value, "result": "ok", "value": "(not recorded)"}])
+        reporter.progress(change, True, 0.0)
+        finish(reporter, opened, plan)
+        return 0
+
+
+def _client_for(provider, vault_id: str, vault: VaultConfig, env: str):  # noqa: ANN001, ANN202 - SDK types load lazily
+    with translated_errors(vault_id):
+        actual = provider.read(vault_id, VAULT_API_VERSION)
+    if actual is None:
+        step = "step2a" if env == "shared" else "step3"
+        raise UserError(f"vault {vault.name} does not exist yet; run `invoke {step}` first (nothing was changed)")
+    return provider.secret_client(actual["properties"]["vaultUri"])
+
+
+def _plan_secret(client, vault_id: str, name: str, value: str) -> Change:  # noqa: ANN001 - SDK type loads lazily
+    from azure.core.exceptions import ResourceNotFoundError
+
+    secret_id = f"{vault_id}/secrets/{name}"
+    address = f"secret.{name}"
+    kind = "Microsoft.KeyVault/vaults/secrets"
+    try:
+        with translated_errors(vault_id):
+            current = client.get_secret(name).value
+    except ResourceNotFoundError:
+        current = None
+    except AzureOperationError as exc:
+        if exc.code != "SecretNotFound":
+            raise ApplyError(f"{address}: could not read the current value: {exc}") from None
+        current = None
+    if current is None:
+        return Change(address, kind, secret_id, Action.CREATE, "does not exist")
+    if hmac.compare_digest(current.encode(), value.encode()):
+        return Change(address, kind, secret_id, Action.UNCHANGED, "value matches (compared, not shown)")
+    return Change(address, kind, secret_id, Action.UPDATE, "value differs (not shown)",
+                  {"value": {"old": "(hidden)", "new": "(hidden)"}})
