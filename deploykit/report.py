@@ -22,7 +22,6 @@ from rich.table import Table
 
 from deploykit.model import Action, Change, Plan
 
-AUDIT_DIR = Path(".deploykit")
 REDACTED = "[redacted]"
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
@@ -130,8 +129,9 @@ def _short(value: Any) -> str:
 
 def audit(task: str, env: str | None, target: str, records: Iterable[dict[str, Any]]) -> Path:
     """Append one line per change to .deploykit/audit.jsonl: when, who, task, env, target, what."""
-    AUDIT_DIR.mkdir(exist_ok=True)
-    path = AUDIT_DIR / "audit.jsonl"
+    directory = audit_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "audit.jsonl"
     when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     who = _who()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -140,6 +140,11 @@ def audit(task: str, env: str | None, target: str, records: Iterable[dict[str, A
             line = {"when": when, "who": who, "task": task, "env": env, "target": target, **record}
             handle.write(json.dumps(_redact_json(line)) + "\n")
     return path
+
+
+def audit_dir() -> Path:
+    """Where the audit log lives: .deploykit/ (git-ignored), or DEPLOYKIT_AUDIT_DIR."""
+    return Path(os.environ.get("DEPLOYKIT_AUDIT_DIR", ".deploykit"))
 
 
 def _who() -> str:

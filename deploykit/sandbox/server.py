@@ -86,6 +86,10 @@ class Journal:
         with self._lock:
             return [e for e in self._entries if e["seq"] > seq]
 
+    def last_seq(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
@@ -322,8 +326,7 @@ class ArmHandler(_Handler):
                 self._send(200, {"reset": True})
             elif path == "/journal" and self.command == "GET":
                 entries = sandbox.journal.since(int(query.get("since", ["0"])[0]))
-                self._send(200, {"entries": entries, "counts": summarise(entries),
-                                 "last": entries[-1]["seq"] if entries else int(query.get("since", ["0"])[0])})
+                self._send(200, {"entries": entries, "counts": summarise(entries), "last": sandbox.journal.last_seq()})
             elif path == "/faults" and self.command == "PUT":
                 sandbox.faults = Faults.from_json(self._body())
                 self._send(200, {"faults": True})

@@ -1,0 +1,71 @@
+"""Bad input: one line naming file and field, exit 2, nothing sent."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, run_invoke
+
+CASES = [
+    ("vault name too long", "shared.yaml", ["key_vault", "name"], "kv-trading-shared-far-too-long", "key_vault.name", "3-24 characters"),
+    ("registry with a hyphen", "shared.yaml", ["registry", "name"], "acr-trading-shared", "registry.name", "letters and digits only"),
+    ("unknown key", "beta.yaml", ["redis", "tls_everywhere"], True, "redis.tls_everywhere", "unknown field; allowed:"),
+    ("missing field", "beta.yaml", ["postgres", "sku_name"], None, "postgres.sku_name", "missing required field"),
+    ("wrong type", "beta.yaml", ["postgres", "storage_gb"], "lots", "postgres.storage_gb", "valid integer"),
+]
+
+
+def _broken_copy(tmp_path: Path, file: str, path: list[str], value: object) -> Path:
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    shutil.copytree(REPO / "playbooks", tmp_path / "playbooks")
+    target = tmp_path / "config" / file
+    data = yaml.safe_load(target.read_text())
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    if value is None:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    target.write_text(yaml.safe_dump(data))
+    return tmp_path
+
+
+@pytest.mark.parametrize(("case", "file", "path", "value", "field", "allowed"), CASES, ids=[c[0] for c in CASES])
+def test_invalid_config_exits_2_with_one_line(sandbox, tmp_path, case, file, path, value, field, allowed) -> None:
+    workdir = _broken_copy(tmp_path, file, path, value)
+    mark = sandbox.journal_mark()
+    result = run_invoke("deploy", "--env", "beta", cwd=workdir, env=sandbox.env())
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"config/{file}: {field}:" in lines[0] and allowed in lines[0]
+    assert "Traceback" not in result.stderr
+    assert sandbox.requests_since(mark)["requests"] == 0
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["deploy", "--env", "staging"], "--env: 'staging' is not an environment; allowed: beta, prod"),
+    (["deploy", "--env", "beta", "--target", "moon"], "--target: 'moon' is not a target; allowed: sandbox, azure"),
+    (["deploy"], "--env: required"),
+    (["secrets.set", "--name", "not-a-provider-secret"], "--name: 'not-a-provider-secret' is not a provider secret"),
+])
+def test_invalid_flags_exit_2_with_one_line(sandbox, args, expected) -> None:
+    mark = sandbox.journal_mark()
+    result = run_invoke(*args, env=sandbox.env())
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {expected}" + result.stderr.strip().split(expected, 1)[1]]
+    assert sandbox.requests_since(mark)["requests"] == 0
+
+
+def test_broken_playbook_names_file_and_entry(tmp_path, sandbox) -> None:
+    workdir = _broken_copy(tmp_path, "beta.yaml", ["location"], "centralus")
+    book = workdir / "playbooks" / "step2b.yaml.j2"
+    book.write_text(book.read_text().replace("adminUserEnabled", "{{ undefined_thing }}"))
+    result = run_invoke("deploy", "--env", "beta", cwd=workdir, env=sandbox.env())
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: playbooks/step2b.yaml.j2: ") and "undefined_thing" in result.stderr

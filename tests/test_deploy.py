@@ -1,0 +1,87 @@
+"""deploy/plan end to end: idempotence, dry runs, retries, JSON shape."""
+
+from __future__ import annotations
+
+import json
+
+from deploykit.model import Action
+from tests.conftest import run_invoke
+from tests.helpers import plan_for, run, specs_for
+
+BETA_STEPS = ["step1", "step2a", "step2b"]
+
+
+def test_deploy_twice_second_run_makes_zero_writes(sandbox) -> None:
+    assert run(BETA_STEPS, task="deploy") == 0
+    mark = sandbox.journal_mark()
+    assert run(BETA_STEPS, task="deploy") == 0
+    counts = sandbox.requests_since(mark)
+    assert counts["writes"] == 0, counts
+    # All reads in one round: one GET per resource, nothing more.
+    assert counts["by_method"] == {"GET": len(specs_for(BETA_STEPS))}
+
+
+def test_cli_deploy_then_noop_reports_zero_create_zero_update(sandbox) -> None:
+    first = run_invoke("deploy", "--env", "beta", "--json", env=sandbox.env())
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["summary"]["create"] == 5
+    second = run_invoke("deploy", "--env", "beta", "--json", env=sandbox.env())
+    assert second.returncode == 0, second.stderr
+    doc = json.loads(second.stdout)
+    assert doc["summary"] == {"create": 0, "update": 0, "delete": 0, "unchanged": 5, "failed": 0}
+    assert "0 writes" in second.stderr
+
+
+def test_dry_run_json_prints_plan_and_changes_nothing(sandbox) -> None:
+    before = sandbox.resource_ids()
+    mark = sandbox.journal_mark()
+    result = run_invoke("deploy", "--env", "beta", "--dry-run", "--json", env=sandbox.env())
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)  # exactly one JSON object on stdout
+    assert set(doc) == {"task", "env", "target", "dry_run", "summary", "changes"}
+    assert doc["task"] == "deploy" and doc["env"] == "beta" and doc["target"] == "sandbox" and doc["dry_run"] is True
+    assert doc["summary"]["create"] == 5
+    assert {c["address"] for c in doc["changes"]} == {s.address for s in specs_for(BETA_STEPS)}
+    assert all({"address", "type", "action", "diff"} <= set(c) for c in doc["changes"])
+    assert sandbox.resource_ids() == before
+    assert sandbox.requests_since(mark)["writes"] == 0
+
+
+def test_dry_run_against_azure_without_credentials_still_plans(tmp_path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AZURE_CONFIG_DIR": str(tmp_path / "az"),
+           "DEPLOYKIT_AUDIT_DIR": str(tmp_path / "audit")}
+    result = run_invoke("deploy", "--env", "beta", "--dry-run", "--json", "--target", "azure", env=env)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["target"] == "azure" and doc["dry_run"] is True
+    assert doc["summary"]["create"] == 5
+    assert "planning without reading Azure" in result.stderr
+
+
+def test_plan_task_is_the_dry_run_of_deploy(sandbox) -> None:
+    result = run_invoke("plan", "--env", "beta", "--json", env=sandbox.env())
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["task"] == "plan" and doc["dry_run"] is True
+    assert sandbox.resource_ids() == []
+
+
+def test_throttling_and_unavailable_are_retried_to_success(sandbox) -> None:
+    sandbox.faults(rules=[
+        {"method": "GET", "status": 429, "retry_after": 1, "count": 2},
+        {"method": "PUT", "path_contains": "vaults", "status": 503, "count": 1},
+        {"method": "PUT", "path_contains": "registries", "status": 429, "retry_after": 1, "count": 1},
+    ])
+    assert run(BETA_STEPS, task="deploy") == 0
+    entries = sandbox.control("GET", "/journal?since=0")["entries"]
+    assert sum(e["status"] == 429 for e in entries) == 3
+    assert sum(e["status"] == 503 for e in entries) == 1
+    assert all(c.action is Action.UNCHANGED for c in plan_for(sandbox, BETA_STEPS).changes)
+
+
+def test_prod_changes_need_confirmation_without_a_terminal(sandbox) -> None:
+    result = run_invoke("step1", "--env", "prod", env=sandbox.env())
+    assert result.returncode == 2
+    assert "--yes" in result.stderr
+    assert sandbox.resource_ids() == []
+    assert run_invoke("step1", "--env", "prod", "--yes", env=sandbox.env()).returncode == 0
