@@ -84,8 +84,13 @@ def _apply_one(change: Change, spec: ResourceSpec, provider: ArmProvider) -> Out
         elif change.action is Action.DELETE:
             provider.delete(spec.id, spec.api_version)
     except ResourceLockedError as exc:
-        return Outcome(change, False, time.monotonic() - started, exc.code,
-                       f"blocked by a management lock (never lifted automatically): {exc.message}")
+        return Outcome(
+            change,
+            False,
+            time.monotonic() - started,
+            exc.code,
+            f"blocked by a management lock (never lifted automatically): {exc.message}",
+        )
     except AzureOperationError as exc:
         hint = " (run step1 first: the resource group is missing)" if exc.code == "ResourceGroupNotFound" else ""
         return Outcome(change, False, time.monotonic() - started, exc.code, exc.message + hint)

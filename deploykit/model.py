@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     CREATE = "create"
     RECOVER = "recover"  # a soft-deleted resource is restored, then its declared state re-applied
     UPDATE = "update"

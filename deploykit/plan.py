@@ -39,13 +39,13 @@ def plan_resource(spec: ResourceSpec, provider: ArmProvider) -> Change:
     diff = diff_resource(spec.type, spec.body, actual, spec.write_only)
     state = str((actual.get("properties") or {}).get("provisioningState", "")).lower()
     if state in FAILED_STATES:
-        return Change(spec.address, spec.type, spec.id, Action.UPDATE,
-                      f"provisioning state is {state}; re-applying", diff)
+        return Change(spec.address, spec.type, spec.id, Action.UPDATE, f"provisioning state is {state}; re-applying", diff)
     if diff:
         fields = ", ".join(diff)
         return Change(spec.address, spec.type, spec.id, Action.UPDATE, f"differs in {fields}", diff)
-    return Change(spec.address, spec.type, spec.id, Action.UNCHANGED,
-                  f"matches: {_count_leaves(spec.body)} declared fields equal")
+    return Change(
+        spec.address, spec.type, spec.id, Action.UNCHANGED, f"matches: {_count_leaves(spec.body)} declared fields equal"
+    )
 
 
 def _count_leaves(value: object) -> int:

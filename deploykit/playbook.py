@@ -50,9 +50,13 @@ def render_playbook(path: Path, context: Mapping[str, Any], subscription_id: str
     """Render one playbook for `context` and turn its entries into specs with full ARM ids."""
     shown = path.as_posix()
     try:
-        template = jinja2.Environment(
-            undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
-        ).from_string(path.read_text(encoding="utf-8"))
+        # YAML, not HTML: autoescape would corrupt values; tojson does the quoting.
+        environment = jinja2.Environment(
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            autoescape=False,  # noqa: S701
+        )
+        template = environment.from_string(path.read_text(encoding="utf-8"))
         text = template.render(**context)
     except FileNotFoundError:
         raise UserError(f"{shown}: playbook not found") from None

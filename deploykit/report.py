@@ -83,15 +83,17 @@ class Reporter:
         table.add_column("detail", overflow="fold")
         for change in plan.changes:
             style = ACTION_STYLE[change.action]
-            table.add_row(escape(change.address), escape(change.type), f"[{style}]{change.action.value}[/]",
-                          escape(redact(_detail(change))))
+            table.add_row(
+                escape(change.address), escape(change.type), f"[{style}]{change.action.value}[/]", escape(redact(_detail(change)))
+            )
         with self._lock:
             self.console.print(table)
             self.console.print(escape(summary_line(plan.summary())))
 
     def progress(self, change: Change, ok: bool, seconds: float, error: str | None = None) -> None:
-        verb = {Action.CREATE: "created", Action.RECOVER: "recovered", Action.UPDATE: "updated",
-                Action.DELETE: "deleted"}.get(change.action, change.action.value)
+        verb = {Action.CREATE: "created", Action.RECOVER: "recovered", Action.UPDATE: "updated", Action.DELETE: "deleted"}.get(
+            change.action, change.action.value
+        )
         with self._lock:
             if ok:
                 self.console.print(f"  [green]ok[/] {escape(change.address)} {verb} ({seconds:.1f}s)")
@@ -132,7 +134,7 @@ def audit(task: str, env: str | None, target: str, records: Iterable[dict[str, A
     directory = audit_dir()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "audit.jsonl"
-    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     who = _who()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "a", encoding="utf-8") as handle:

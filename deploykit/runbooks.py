@@ -161,8 +161,9 @@ def shellcheck(blocks: list[tuple[Path, Block]]) -> list[str]:
         for index, (path, block) in enumerate(blocks):
             script = Path(tmp) / f"block{index}.sh"
             script.write_text("#!/usr/bin/env bash\n" + "\n".join(block.lines) + "\n", encoding="utf-8")
-            result = subprocess.run([binary, "--format=gcc", "--shell=bash", str(script)],
-                                    capture_output=True, text=True, check=False)
+            result = subprocess.run(
+                [binary, "--format=gcc", "--shell=bash", str(script)], capture_output=True, text=True, check=False
+            )
             for line in result.stdout.splitlines():
                 match = re.match(r"^[^:]+:(\d+):\d+: (.*)$", line)
                 if match:

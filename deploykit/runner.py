@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+
 from deploykit.config import Platform, available_envs, load_platform
 from deploykit.errors import ApplyError, AzureOperationError, UserError
 from deploykit.model import Plan, ResourceSpec
@@ -78,14 +79,28 @@ def converge(options: RunOptions, step_names: Sequence[str]) -> int:
         from deploykit.apply import apply_plan
 
         outcomes = apply_plan(
-            plan, by_address, opened.provider,
+            plan,
+            by_address,
+            opened.provider,
             on_done=lambda o: reporter.progress(o.change, o.ok, o.seconds, f"{o.error_code}: {o.error}" if not o.ok else None),
         )
-        audit(options.task, options.env, options.target, [
-            {"address": o.change.address, "type": o.change.type, "id": o.change.id, "action": o.change.action.value,
-             "result": "ok" if o.ok else "failed", "error_code": o.error_code, "changed_fields": sorted(o.change.diff)}
-            for o in outcomes
-        ])
+        audit(
+            options.task,
+            options.env,
+            options.target,
+            [
+                {
+                    "address": o.change.address,
+                    "type": o.change.type,
+                    "id": o.change.id,
+                    "action": o.change.action.value,
+                    "result": "ok" if o.ok else "failed",
+                    "error_code": o.error_code,
+                    "changed_fields": sorted(o.change.diff),
+                }
+                for o in outcomes
+            ],
+        )
         failed = [o for o in outcomes if not o.ok]
         applied = {o.change.address for o in outcomes if o.ok}
         from deploykit.plan import compute_plan
@@ -137,12 +152,14 @@ def confirm(options: RunOptions, plan: Plan, reporter: Reporter) -> None:
         raise UserError("not confirmed; nothing was changed")
 
 
-def finish(reporter: Reporter, opened: OpenTarget | None, plan: Plan, failed: int = 0,
-           errors: dict[str, str] | None = None) -> None:
+def finish(
+    reporter: Reporter, opened: OpenTarget | None, plan: Plan, failed: int = 0, errors: dict[str, str] | None = None
+) -> None:
     """Close a run: sandbox request counts, the failure line, and the --json document."""
     if opened is not None and opened.sandbox_url:
-        counts = sandbox_control(opened.sandbox_url, str(opened.provider.target.connection_verify), "GET",
-                                 f"/journal?since={opened.journal_start}")["counts"]
+        counts = sandbox_control(
+            opened.sandbox_url, str(opened.provider.target.connection_verify), "GET", f"/journal?since={opened.journal_start}"
+        )["counts"]
         reporter.info(f"sandbox requests this run: {counts['requests']} ({counts['reads']} reads, {counts['writes']} writes)")
     if failed:
         reporter.info(f"Failed: {failed}. " + summary_line(plan.summary(failed=failed)))

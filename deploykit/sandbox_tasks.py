@@ -52,8 +52,11 @@ def status(as_json: bool) -> int:
         data["where"] = external[0]
     else:
         directory = sandbox_dir()
-        data = {**SandboxState(directory / "state.json").counts(), "where": f"{directory}/",
-                "last_run": last_run(directory / "journal.jsonl")}
+        data = {
+            **SandboxState(directory / "state.json").counts(),
+            "where": f"{directory}/",
+            "last_run": last_run(directory / "journal.jsonl"),
+        }
     if as_json:
         sys.stdout.write(json.dumps(data) + "\n")
         return 0

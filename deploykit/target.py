@@ -133,7 +133,8 @@ def sandbox_control(url: str, ca: str, method: str, path: str, body: Any = None)
 
     context = ssl.create_default_context(cafile=ca)
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{url}/_sandbox{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, context=context, timeout=30) as response:  # noqa: S310 - loopback only
+    request = urllib.request.Request(  # noqa: S310 - https to the sandbox only
+        f"{url}/_sandbox{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, context=context, timeout=30) as response:  # noqa: S310
         return json.loads(response.read() or b"null")

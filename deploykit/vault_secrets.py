@@ -58,7 +58,9 @@ def set_secret(req: SecretRequest) -> int:
     platform = load_platform(CONFIG_DIR, [] if req.env == "shared" else [req.env])
     allowed = [s.name for s in platform.shared.provider_secrets]
     if req.name not in allowed:
-        raise UserError(f"--name: {req.name!r} is not a provider secret; allowed: {', '.join(allowed)} (config/shared.yaml provider_secrets)")
+        raise UserError(
+            f"--name: {req.name!r} is not a provider secret; allowed: {', '.join(allowed)} (config/shared.yaml provider_secrets)"
+        )
     value = read_value(req.file, req.name)
     redact_value(value)
     if req.env == "shared":
@@ -69,7 +71,10 @@ def set_secret(req: SecretRequest) -> int:
     options = RunOptions("secrets.set", req.env, req.target, req.dry_run, req.as_json, req.yes)
     with open_target(platform, req.target) as opened:
         provider = opened.provider
-        vault_id = f"/subscriptions/{provider.target.subscription_id}/resourceGroups/{group}/providers/Microsoft.KeyVault/vaults/{vault.name}"
+        vault_id = (
+            f"/subscriptions/{provider.target.subscription_id}/resourceGroups/{group}"
+            f"/providers/Microsoft.KeyVault/vaults/{vault.name}"
+        )
         client = _client_for(provider, vault_id, vault, req.env)
         change = _plan_secret(client, vault_id, req.name, value)
         plan = Plan((change,))
@@ -84,17 +89,34 @@ def set_secret(req: SecretRequest) -> int:
             with translated_errors(vault_id):
                 client.set_secret(req.name, value, content_type="text/plain")
         except AzureOperationError as exc:
-            audit("secrets.set", req.env, req.target, [{"address": change.address, "action": change.action.value,
-                                                         "result": "failed", "error_code": exc.code}])
+            audit(
+                "secrets.set",
+                req.env,
+                req.target,
+                [{"address": change.address, "action": change.action.value, "result": "failed", "error_code": exc.code}],
+            )
             raise ApplyError(f"{change.address}: {exc}") from None
-        audit("secrets.set", req.env, req.target, [{"address": change.address, "type": change.type, "id": change.id,
-                                                     "action": change.action.value, "result": "ok", "value": "(not recorded)"}])
+        audit(
+            "secrets.set",
+            req.env,
+            req.target,
+            [
+                {
+                    "address": change.address,
+                    "type": change.type,
+                    "id": change.id,
+                    "action": change.action.value,
+                    "result": "ok",
+                    "value": "(not recorded)",
+                }
+            ],
+        )
         reporter.progress(change, True, 0.0)
         finish(reporter, opened, plan)
         return 0
 
 
-def _client_for(provider, vault_id: str, vault: VaultConfig, env: str):  # noqa: ANN001, ANN202 - SDK types load lazily
+def _client_for(provider, vault_id: str, vault: VaultConfig, env: str):
     with translated_errors(vault_id):
         actual = provider.read(vault_id, VAULT_API_VERSION)
     if actual is None:
@@ -103,7 +125,7 @@ def _client_for(provider, vault_id: str, vault: VaultConfig, env: str):  # noqa:
     return provider.secret_client(actual["properties"]["vaultUri"])
 
 
-def _plan_secret(client, vault_id: str, name: str, value: str) -> Change:  # noqa: ANN001 - SDK type loads lazily
+def _plan_secret(client, vault_id: str, name: str, value: str) -> Change:
     from azure.core.exceptions import ResourceNotFoundError
 
     secret_id = f"{vault_id}/secrets/{name}"
@@ -122,5 +144,6 @@ def _plan_secret(client, vault_id: str, name: str, value: str) -> Change:  # noq
         return Change(address, kind, secret_id, Action.CREATE, "does not exist")
     if hmac.compare_digest(current.encode(), value.encode()):
         return Change(address, kind, secret_id, Action.UNCHANGED, "value matches (compared, not shown)")
-    return Change(address, kind, secret_id, Action.UPDATE, "value differs (not shown)",
-                  {"value": {"old": "(hidden)", "new": "(hidden)"}})
+    return Change(
+        address, kind, secret_id, Action.UPDATE, "value differs (not shown)", {"value": {"old": "(hidden)", "new": "(hidden)"}}
+    )

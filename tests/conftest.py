@@ -28,8 +28,16 @@ class Sandbox:
         self.url = server.url
         self.ca = str(server.cert_path)
         self.provider = ArmProvider(
-            Target("sandbox", self.url, SandboxCredential(), SANDBOX_SUBSCRIPTION,
-                   "https://management.azure.com/.default", self.ca, 1.0, False)
+            Target(
+                "sandbox",
+                self.url,
+                SandboxCredential(),
+                SANDBOX_SUBSCRIPTION,
+                "https://management.azure.com/.default",
+                self.ca,
+                1.0,
+                False,
+            )
         )
 
     def control(self, method: str, path: str, body: object = None) -> dict:
@@ -74,12 +82,21 @@ def audit_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def run_invoke(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_invoke(
+    *args: str, cwd: Path = REPO, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real CLI as a user would; tasks.py is found in the repo even from another cwd."""
     invoke = shutil.which("invoke", path=str(Path(sys.executable).parent)) or "invoke"
     environment = {**(env or os.environ), "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    return subprocess.run([invoke, "--search-root", str(REPO), *args], cwd=cwd, env=environment,
-                          input=stdin if stdin is not None else "", capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [invoke, "--search-root", str(REPO), *args],
+        cwd=cwd,
+        env=environment,
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def load_example(relative: str) -> dict:

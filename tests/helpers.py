@@ -14,7 +14,7 @@ def specs_for(steps: list[str], env: str | None = "beta") -> list[ResourceSpec]:
     return render_steps(platform, steps, env, SANDBOX_SUBSCRIPTION)
 
 
-def plan_for(sandbox, steps: list[str], env: str | None = "beta") -> Plan:  # noqa: ANN001 - fixture type
+def plan_for(sandbox, steps: list[str], env: str | None = "beta") -> Plan:
     return compute_plan(specs_for(steps, env), sandbox.provider)
 
 

@@ -11,8 +11,22 @@ import yaml
 from tests.conftest import REPO, run_invoke
 
 CASES = [
-    ("vault name too long", "shared.yaml", ["key_vault", "name"], "kv-trading-shared-far-too-long", "key_vault.name", "3-24 characters"),
-    ("registry with a hyphen", "shared.yaml", ["registry", "name"], "acr-trading-shared", "registry.name", "letters and digits only"),
+    (
+        "vault name too long",
+        "shared.yaml",
+        ["key_vault", "name"],
+        "kv-trading-shared-far-too-long",
+        "key_vault.name",
+        "3-24 characters",
+    ),
+    (
+        "registry with a hyphen",
+        "shared.yaml",
+        ["registry", "name"],
+        "acr-trading-shared",
+        "registry.name",
+        "letters and digits only",
+    ),
     ("unknown key", "beta.yaml", ["redis", "tls_everywhere"], True, "redis.tls_everywhere", "unknown field; allowed:"),
     ("missing field", "beta.yaml", ["postgres", "sku_name"], None, "postgres.sku_name", "missing required field"),
     ("wrong type", "beta.yaml", ["postgres", "storage_gb"], "lots", "postgres.storage_gb", "valid integer"),
@@ -48,12 +62,15 @@ def test_invalid_config_exits_2_with_one_line(sandbox, tmp_path, case, file, pat
     assert sandbox.requests_since(mark)["requests"] == 0
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (["deploy", "--env", "staging"], "--env: 'staging' is not an environment; allowed: beta, prod"),
-    (["deploy", "--env", "beta", "--target", "moon"], "--target: 'moon' is not a target; allowed: sandbox, azure"),
-    (["deploy"], "--env: required"),
-    (["secrets.set", "--name", "not-a-provider-secret"], "--name: 'not-a-provider-secret' is not a provider secret"),
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["deploy", "--env", "staging"], "--env: 'staging' is not an environment; allowed: beta, prod"),
+        (["deploy", "--env", "beta", "--target", "moon"], "--target: 'moon' is not a target; allowed: sandbox, azure"),
+        (["deploy"], "--env: required"),
+        (["secrets.set", "--name", "not-a-provider-secret"], "--name: 'not-a-provider-secret' is not a provider secret"),
+    ],
+)
 def test_invalid_flags_exit_2_with_one_line(sandbox, args, expected) -> None:
     mark = sandbox.journal_mark()
     result = run_invoke(*args, env=sandbox.env())

@@ -19,10 +19,20 @@ CREATE_EXAMPLES = [
     ("key-vault/createVault.json", "Microsoft.KeyVault/vaults", "parameters", ()),
     ("key-vault-secret/createSecret.json", "Microsoft.KeyVault/vaults/secrets", "parameters", ("properties.value",)),
     ("container-registry/RegistryCreate.json", "Microsoft.ContainerRegistry/registries", "registry", ()),
-    ("management-lock/ManagementLocks_CreateOrUpdateAtResourceGroupLevel.json", "Microsoft.Authorization/locks", "parameters", ()),
+    (
+        "management-lock/ManagementLocks_CreateOrUpdateAtResourceGroupLevel.json",
+        "Microsoft.Authorization/locks",
+        "parameters",
+        (),
+    ),
     ("redis-firewall-rule/RedisCacheFirewallRuleCreate.json", "Microsoft.Cache/redis/firewallRules", "parameters", ()),
     ("managed-identity/IdentityCreate.json", "Microsoft.ManagedIdentity/userAssignedIdentities", "parameters", ()),
-    ("app-configuration/ConfigurationStoresCreate.json", "Microsoft.AppConfiguration/configurationStores", "configStoreCreationParameters", ()),
+    (
+        "app-configuration/ConfigurationStoresCreate.json",
+        "Microsoft.AppConfiguration/configurationStores",
+        "configStoreCreationParameters",
+        (),
+    ),
     ("role-assignment/RoleAssignments_CreateForResource.json", "Microsoft.Authorization/roleAssignments", "parameters", ()),
     ("role-assignment/RoleAssignments_CreateForResourceGroup.json", "Microsoft.Authorization/roleAssignments", "parameters", ()),
     ("network-security-group/NetworkSecurityGroupCreate.json", "Microsoft.Network/networkSecurityGroups", "parameters", ()),
@@ -30,12 +40,31 @@ CREATE_EXAMPLES = [
     ("virtual-network/VirtualNetworkCreate.json", "Microsoft.Network/virtualNetworks", "parameters", ()),
     ("subnet/SubnetCreateWithDelegation.json", "Microsoft.Network/virtualNetworks/subnets", "subnetParameters", ()),
     ("private-dns-zone/PrivateZonePut.json", "Microsoft.Network/privateDnsZones", "parameters", ()),
-    ("private-dns-vnet-link/VirtualNetworkLinkPut.json", "Microsoft.Network/privateDnsZones/virtualNetworkLinks", "parameters", ()),
-    ("private-endpoint-dns-zone-group/PrivateEndpointDnsZoneGroupCreate.json", "Microsoft.Network/privateEndpoints/privateDnsZoneGroups", "parameters", ()),
+    (
+        "private-dns-vnet-link/VirtualNetworkLinkPut.json",
+        "Microsoft.Network/privateDnsZones/virtualNetworkLinks",
+        "parameters",
+        (),
+    ),
+    (
+        "private-endpoint-dns-zone-group/PrivateEndpointDnsZoneGroupCreate.json",
+        "Microsoft.Network/privateEndpoints/privateDnsZoneGroups",
+        "parameters",
+        (),
+    ),
     ("dns-resolver/DnsResolver_Put.json", "Microsoft.Network/dnsResolvers", "parameters", ()),
-    ("dns-resolver-inbound-endpoint/InboundEndpoint_Put.json", "Microsoft.Network/dnsResolvers/inboundEndpoints", "parameters", ()),
-    ("virtual-network-gateway/VirtualNetworkGatewayUpdate.json", "Microsoft.Network/virtualNetworkGateways", "parameters",
-     ("properties.vpnClientConfiguration.radiusServers.radiusServerSecret",)),
+    (
+        "dns-resolver-inbound-endpoint/InboundEndpoint_Put.json",
+        "Microsoft.Network/dnsResolvers/inboundEndpoints",
+        "parameters",
+        (),
+    ),
+    (
+        "virtual-network-gateway/VirtualNetworkGatewayUpdate.json",
+        "Microsoft.Network/virtualNetworkGateways",
+        "parameters",
+        ("properties.vpnClientConfiguration.radiusServers.radiusServerSecret",),
+    ),
 ]
 
 
@@ -43,18 +72,45 @@ CREATE_EXAMPLES = [
 # by hand): the paths listed are exactly the fields the example's response does not echo.
 # Everything else in them must still compare equal.
 EXAMPLE_GAPS = [
-    ("redis/RedisCacheCreate.json", "Microsoft.Cache/redis", "parameters", (),
-     {"location", "properties.enableNonSslPort", "properties.shardCount", "properties.staticIP", "properties.subnetId",
-      "properties.redisConfiguration.maxmemory-policy"}),
-    ("container-apps-environment/ManagedEnvironments_CreateOrUpdate.json", "Microsoft.App/managedEnvironments", "environmentEnvelope",
-     ("properties.appLogsConfiguration.logAnalyticsConfiguration.sharedKey", "properties.customDomainConfiguration.certificatePassword",
-      "properties.customDomainConfiguration.certificateValue"),
-     {"properties.daprAIConnectionString", "properties.peerTrafficConfiguration"}),
-    ("postgresql-flexible-server/ServerCreate.json", "Microsoft.DBforPostgreSQL/flexibleServers", "parameters",
-     ("properties.administratorLoginPassword", "properties.createMode"),
-     {"properties.network.privateDnsZoneArmResourceId"}),  # request id is truncated before ".azure.com"
-    ("private-endpoint/PrivateEndpointCreate.json", "Microsoft.Network/privateEndpoints", "parameters", (),
-     {"properties.ipVersionType"}),
+    (
+        "redis/RedisCacheCreate.json",
+        "Microsoft.Cache/redis",
+        "parameters",
+        (),
+        {
+            "location",
+            "properties.enableNonSslPort",
+            "properties.shardCount",
+            "properties.staticIP",
+            "properties.subnetId",
+            "properties.redisConfiguration.maxmemory-policy",
+        },
+    ),
+    (
+        "container-apps-environment/ManagedEnvironments_CreateOrUpdate.json",
+        "Microsoft.App/managedEnvironments",
+        "environmentEnvelope",
+        (
+            "properties.appLogsConfiguration.logAnalyticsConfiguration.sharedKey",
+            "properties.customDomainConfiguration.certificatePassword",
+            "properties.customDomainConfiguration.certificateValue",
+        ),
+        {"properties.daprAIConnectionString", "properties.peerTrafficConfiguration"},
+    ),
+    (
+        "postgresql-flexible-server/ServerCreate.json",
+        "Microsoft.DBforPostgreSQL/flexibleServers",
+        "parameters",
+        ("properties.administratorLoginPassword", "properties.createMode"),
+        {"properties.network.privateDnsZoneArmResourceId"},
+    ),  # request id is truncated before ".azure.com"
+    (
+        "private-endpoint/PrivateEndpointCreate.json",
+        "Microsoft.Network/privateEndpoints",
+        "parameters",
+        (),
+        {"properties.ipVersionType"},
+    ),
 ]
 
 
@@ -65,7 +121,9 @@ def _request_and_responses(example: str, param: str) -> tuple[dict, list[tuple[s
     return request, responses
 
 
-@pytest.mark.parametrize(("example", "resource_type", "param", "write_only"), CREATE_EXAMPLES, ids=[c[0] for c in CREATE_EXAMPLES])
+@pytest.mark.parametrize(
+    ("example", "resource_type", "param", "write_only"), CREATE_EXAMPLES, ids=[c[0] for c in CREATE_EXAMPLES]
+)
 def test_example_response_matches_its_request(example: str, resource_type: str, param: str, write_only: tuple[str, ...]) -> None:
     request, responses = _request_and_responses(example, param)
     assert responses, f"{example} has no response body"
@@ -73,7 +131,9 @@ def test_example_response_matches_its_request(example: str, resource_type: str, 
         assert diff_resource(resource_type, request, body, write_only) == {}, f"{example} response {code}"
 
 
-@pytest.mark.parametrize(("example", "resource_type", "param", "write_only", "gaps"), EXAMPLE_GAPS, ids=[c[0] for c in EXAMPLE_GAPS])
+@pytest.mark.parametrize(
+    ("example", "resource_type", "param", "write_only", "gaps"), EXAMPLE_GAPS, ids=[c[0] for c in EXAMPLE_GAPS]
+)
 def test_example_differs_only_where_the_example_is_inconsistent(
     example: str, resource_type: str, param: str, write_only: tuple[str, ...], gaps: set[str]
 ) -> None:
@@ -114,7 +174,9 @@ def test_location_display_name_equals_short_name() -> None:
     get = load_example("redis/RedisCacheGet.json")["responses"]["200"]["body"]
     assert get["location"] == "East US"
     assert diff_resource("Microsoft.Cache/redis", {"location": "eastus"}, get) == {}
-    assert diff_resource("Microsoft.Cache/redis", {"location": "westus"}, get) == {"location": {"old": "East US", "new": "westus"}}
+    assert diff_resource("Microsoft.Cache/redis", {"location": "westus"}, get) == {
+        "location": {"old": "East US", "new": "westus"}
+    }
 
 
 def test_enum_casing_rule_is_per_type() -> None:
@@ -125,21 +187,35 @@ def test_enum_casing_rule_is_per_type() -> None:
     desired = {"properties": {"policies": {"retentionPolicy": {"status": status.upper()}}}}
     assert diff_resource("Microsoft.ContainerRegistry/registries", desired, get) == {}
     # Outside a declared path, casing differences are real differences.
-    assert diff_resource("Microsoft.ContainerRegistry/registries", {"properties": {"loginServer": get["properties"]["loginServer"].upper()}}, get)
+    assert diff_resource(
+        "Microsoft.ContainerRegistry/registries", {"properties": {"loginServer": get["properties"]["loginServer"].upper()}}, get
+    )
 
 
 def test_resource_ids_compare_case_insensitively() -> None:
     """IdentityGet.json returns '/resourcegroups/' in lower case."""
     get = load_example("managed-identity/IdentityGet.json")["responses"]["200"]["body"]
     assert "/resourcegroups/" in get["id"]
-    assert diff_resource("Microsoft.ManagedIdentity/userAssignedIdentities", {"id": get["id"].replace("/resourcegroups/", "/resourceGroups/")}, get) == {}
+    assert (
+        diff_resource(
+            "Microsoft.ManagedIdentity/userAssignedIdentities",
+            {"id": get["id"].replace("/resourcegroups/", "/resourceGroups/")},
+            get,
+        )
+        == {}
+    )
 
 
 def test_role_definition_compared_by_trailing_guid() -> None:
     """RoleAssignments_Get.json: a subscription-scoped request id equals the provider-scoped answer."""
     get = load_example("role-assignment/RoleAssignments_Get.json")["responses"]["200"]["body"]
     guid = get["properties"]["roleDefinitionId"].rsplit("/", 1)[-1]
-    desired = {"properties": {"roleDefinitionId": f"/subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.Authorization/roleDefinitions/{guid}"}}
+    desired = {
+        "properties": {
+            "roleDefinitionId": f"/subscriptions/{'0' * 8}-0000-0000-0000-{'0' * 12}"
+            f"/providers/Microsoft.Authorization/roleDefinitions/{guid}"
+        }
+    }
     assert diff_resource("Microsoft.Authorization/roleAssignments", desired, get) == {}
 
 
@@ -153,7 +229,10 @@ def test_redis_version_compared_by_major() -> None:
 
 def test_tag_keys_compare_case_insensitively() -> None:
     """ServerCreate.json sends tag VNetServer and the service answers VnetServer (azure-facts.md 2.6)."""
-    assert diff_resource("Microsoft.DBforPostgreSQL/flexibleServers", {"tags": {"VNetServer": "1"}}, {"tags": {"VnetServer": "1"}}) == {}
+    assert (
+        diff_resource("Microsoft.DBforPostgreSQL/flexibleServers", {"tags": {"VNetServer": "1"}}, {"tags": {"VnetServer": "1"}})
+        == {}
+    )
 
 
 def test_identity_type_spacing_ignored() -> None:

@@ -48,8 +48,12 @@ def test_dry_run_json_prints_plan_and_changes_nothing(sandbox) -> None:
 
 
 def test_dry_run_against_azure_without_credentials_still_plans(tmp_path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AZURE_CONFIG_DIR": str(tmp_path / "az"),
-           "DEPLOYKIT_AUDIT_DIR": str(tmp_path / "audit")}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "AZURE_CONFIG_DIR": str(tmp_path / "az"),
+        "DEPLOYKIT_AUDIT_DIR": str(tmp_path / "audit"),
+    }
     result = run_invoke("deploy", "--env", "beta", "--dry-run", "--json", "--target", "azure", env=env)
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
@@ -67,11 +71,13 @@ def test_plan_task_is_the_dry_run_of_deploy(sandbox) -> None:
 
 
 def test_throttling_and_unavailable_are_retried_to_success(sandbox) -> None:
-    sandbox.faults(rules=[
-        {"method": "GET", "status": 429, "retry_after": 1, "count": 2},
-        {"method": "PUT", "path_contains": "vaults", "status": 503, "count": 1},
-        {"method": "PUT", "path_contains": "registries", "status": 429, "retry_after": 1, "count": 1},
-    ])
+    sandbox.faults(
+        rules=[
+            {"method": "GET", "status": 429, "retry_after": 1, "count": 2},
+            {"method": "PUT", "path_contains": "vaults", "status": 503, "count": 1},
+            {"method": "PUT", "path_contains": "registries", "status": 429, "retry_after": 1, "count": 1},
+        ]
+    )
     assert run(BETA_STEPS, task="deploy") == 0
     entries = sandbox.control("GET", "/journal?since=0")["entries"]
     assert sum(e["status"] == 429 for e in entries) == 3

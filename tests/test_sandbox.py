@@ -18,11 +18,13 @@ SUB = f"/subscriptions/{SANDBOX_SUBSCRIPTION}"
 RG = f"{SUB}/resourceGroups/rg-test"
 
 
-def _rg(sandbox) -> None:  # noqa: ANN001
-    sandbox.provider.put(ResourceSpec("rg", "Microsoft.Resources/resourceGroups", "2025-04-01", RG, {}, "t"), {"location": "centralus"})
+def _rg(sandbox) -> None:
+    sandbox.provider.put(
+        ResourceSpec("rg", "Microsoft.Resources/resourceGroups", "2025-04-01", RG, {}, "t"), {"location": "centralus"}
+    )
 
 
-def _not_found_code(sandbox, rid: str, api: str) -> str:  # noqa: ANN001
+def _not_found_code(sandbox, rid: str, api: str) -> str:
     with pytest.raises(ResourceNotFoundError) as caught:
         sandbox.provider.resources.resources.get_by_id(rid, api_version=api)
     return caught.value.error.code
@@ -59,14 +61,20 @@ def test_long_running_operation_is_polled_until_done(sandbox) -> None:
 def test_read_only_fields_are_filled_like_azure(sandbox) -> None:
     _rg(sandbox)
     redis_id = f"{RG}/providers/Microsoft.Cache/redis/cache-test"
-    body = sandbox.provider.put(ResourceSpec("r", "Microsoft.Cache/redis", "2024-11-01", redis_id, {}, "t"),
-                                {"location": "centralus", "properties": {"sku": {"name": "Basic", "family": "C", "capacity": 0}}})
+    body = sandbox.provider.put(
+        ResourceSpec("r", "Microsoft.Cache/redis", "2024-11-01", redis_id, {}, "t"),
+        {"location": "centralus", "properties": {"sku": {"name": "Basic", "family": "C", "capacity": 0}}},
+    )
     assert body["id"] == redis_id and body["name"] == "cache-test" and body["type"] == "Microsoft.Cache/redis"
     assert body["location"] == "Central US"  # display name, as the Redis provider answers
     vault_id = f"{RG}/providers/Microsoft.KeyVault/vaults/kv-test-fill"
-    vault = sandbox.provider.put(ResourceSpec("v", "Microsoft.KeyVault/vaults", "2026-05-15", vault_id, {}, "t"),
-                                 {"location": "centralus", "properties": {"tenantId": SANDBOX_SUBSCRIPTION,
-                                  "sku": {"family": "A", "name": "Standard"}, "createMode": "default"}})
+    vault = sandbox.provider.put(
+        ResourceSpec("v", "Microsoft.KeyVault/vaults", "2026-05-15", vault_id, {}, "t"),
+        {
+            "location": "centralus",
+            "properties": {"tenantId": SANDBOX_SUBSCRIPTION, "sku": {"family": "A", "name": "Standard"}, "createMode": "default"},
+        },
+    )
     assert vault["properties"]["sku"]["name"] == "standard"  # re-cased by the provider
     assert "createMode" not in vault["properties"]  # write-only, never returned
     assert vault["properties"]["vaultUri"].startswith("https://127.0.0.1:")
@@ -75,7 +83,7 @@ def test_read_only_fields_are_filled_like_azure(sandbox) -> None:
 def test_requests_without_a_bearer_token_are_refused(sandbox) -> None:
     context = ssl.create_default_context(cafile=sandbox.ca)
     with pytest.raises(urllib.error.HTTPError) as caught:
-        urllib.request.urlopen(f"{sandbox.url}{RG}?api-version=2025-04-01", context=context)
+        urllib.request.urlopen(f"{sandbox.url}{RG}?api-version=2025-04-01", context=context)  # noqa: S310 - https loopback
     assert caught.value.code == 401
     assert json.loads(caught.value.read())["error"]["code"] == "AuthenticationFailed"
 

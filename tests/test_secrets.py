@@ -11,7 +11,7 @@ from tests.helpers import run, spec
 CANARY = "canary-7f3a9c-DO-NOT-PRINT"
 
 
-def _vault_client(sandbox):  # noqa: ANN001, ANN202
+def _vault_client(sandbox):
     vault = spec(["step2a"], "kv.shared")
     uri = sandbox.provider.read(vault.id, vault.api_version)["properties"]["vaultUri"]
     return sandbox.provider.secret_client(uri)

@@ -21,8 +21,16 @@ def test_step2b_creates_premium_registry_with_retention(sandbox) -> None:
 
 def test_failed_operation_reports_azure_code_then_rerun_completes(sandbox, capsys) -> None:
     assert run(["step1"]) == 0
-    sandbox.faults(rules=[{"method": "PUT", "path_contains": "registries", "count": 1,
-                           "lro_fail": {"code": "RegistryProvisioningFailed", "message": "Capacity is exhausted in centralus."}}])
+    sandbox.faults(
+        rules=[
+            {
+                "method": "PUT",
+                "path_contains": "registries",
+                "count": 1,
+                "lro_fail": {"code": "RegistryProvisioningFailed", "message": "Capacity is exhausted in centralus."},
+            }
+        ]
+    )
     assert run(STEPS) == 1
     out = capsys.readouterr().out
     assert "RegistryProvisioningFailed" in out and "Capacity is exhausted in centralus." in out

@@ -37,7 +37,9 @@ def test_runbooks_check_finds_unknown_flags_tasks_and_shell_errors(tmp_path: Pat
     for runbook in (REPO / "runbooks").glob("*.md"):
         (tmp_path / runbook.name).write_text(runbook.read_text())
     broken = tmp_path / "step2b.md"
-    broken.write_text(broken.read_text() + "\n## Extra\n\n```bash\ninvoke step2b --colour blue\ninvoke step99\necho $undefined_var\n```\n")
+    broken.write_text(
+        broken.read_text() + "\n## Extra\n\n```bash\ninvoke step2b --colour blue\ninvoke step99\necho $undefined_var\n```\n"
+    )
     (tmp_path / "orphan.md").write_text("# orphan\n")
     assert check_runbooks(tasks.ns, tmp_path) == 1
 

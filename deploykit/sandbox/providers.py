@@ -6,7 +6,7 @@ Shapes follow the real examples in ../shared/arm-examples (file named beside eac
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 # Types whose PUT is a long-running operation (201/200 + Azure-AsyncOperation, azure-facts.md 9).
@@ -100,7 +100,7 @@ WRITE_ONLY: dict[str, tuple[str, ...]] = {
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -73,8 +73,15 @@ class Journal:
         self._entries: list[dict[str, Any]] = []
 
     def record(self, method: str, path: str, status: int, endpoint: str) -> None:
-        entry = {"seq": 0, "t": round(time.time(), 4), "run": self._run_id, "method": method,
-                 "path": path, "status": status, "endpoint": endpoint}
+        entry = {
+            "seq": 0,
+            "t": round(time.time(), 4),
+            "run": self._run_id,
+            "method": method,
+            "path": path,
+            "status": status,
+            "endpoint": endpoint,
+        }
         with self._lock:
             entry["seq"] = len(self._entries) + 1
             self._entries.append(entry)
@@ -157,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: ThreadingHTTPServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the journal is the request log."""
 
     @property
@@ -189,7 +196,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             data = json.loads(raw)
         except json.JSONDecodeError:
-            raise ArmError(400, "InvalidRequestContent", "The request content was invalid and could not be deserialized.") from None
+            raise ArmError(
+                400, "InvalidRequestContent", "The request content was invalid and could not be deserialized."
+            ) from None
         if not isinstance(data, dict):
             raise ArmError(400, "InvalidRequestContent", "The request content must be a JSON object.")
         return data
@@ -198,7 +207,7 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         path, query = split.path, parse_qs(split.query)
         if path.startswith(CONTROL):
-            self._control(path[len(CONTROL):], query)
+            self._control(path[len(CONTROL) :], query)
             return
         faults = self.sandbox.faults
         if faults.latency_ms:
@@ -245,7 +254,9 @@ class ArmHandler(_Handler):
         if not self.headers.get("Authorization", "").startswith("Bearer "):
             raise ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
         if "api-version" not in query:
-            raise ArmError(400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests.")
+            raise ArmError(
+                400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests."
+            )
         lowered = path.lower()
         state = self.sandbox.state
         if "/providers/microsoft.sandbox/operationstatuses/" in lowered:
@@ -274,7 +285,7 @@ class ArmHandler(_Handler):
     def _put(self, path: str, query: dict[str, list[str]], rule: FaultRule | None) -> int:
         state = self.sandbox.state
         parsed = parse_id(path)
-        created, record = state.put_resource(path, self._body())
+        created, _ = state.put_resource(path, self._body())
         status = 201 if created else 200
         tl = parsed.type.lower()
         if tl not in providers.ASYNC_TYPES:
@@ -286,7 +297,10 @@ class ArmHandler(_Handler):
         failure = rule.lro_fail if rule is not None else None
         op_id = state.start_operation(path, faults.lro_seconds, failure, created)
         api = query["api-version"][0]
-        op_url = f"{self.sandbox.url}/subscriptions/{parsed.subscription}/providers/Microsoft.Sandbox/operationStatuses/{op_id}?api-version={api}"
+        op_url = (
+            f"{self.sandbox.url}/subscriptions/{parsed.subscription}"
+            f"/providers/Microsoft.Sandbox/operationStatuses/{op_id}?api-version={api}"
+        )
         headers = {"Azure-AsyncOperation": op_url, "Retry-After-Ms": self._poll_ms(op_id)}
         self._send(status, self._present(state.get_resource(path)), headers)
         return status
@@ -304,7 +318,10 @@ class ArmHandler(_Handler):
         else:
             body["endTime"] = op.get("end")
         if op["status"] == "Failed":
-            body["error"] = {"code": op["failure"].get("code", "InternalServerError"), "message": op["failure"].get("message", "Operation failed.")}
+            body["error"] = {
+                "code": op["failure"].get("code", "InternalServerError"),
+                "message": op["failure"].get("message", "Operation failed."),
+            }
         self._send(200, body, headers)
         return 200
 
@@ -362,8 +379,11 @@ class VaultHandler(_Handler):
         if not self.headers.get("Authorization", "").startswith("Bearer "):
             self._body()
             challenge = 'Bearer authorization="https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000", resource="https://vault.azure.net"'
-            self._send(401, {"error": {"code": "Unauthorized", "message": "AKV10000: Request is missing a Bearer or PoP token."}},
-                       {"WWW-Authenticate": challenge})
+            self._send(
+                401,
+                {"error": {"code": "Unauthorized", "message": "AKV10000: Request is missing a Bearer or PoP token."}},
+                {"WWW-Authenticate": challenge},
+            )
             return 401
         state = self.sandbox.state
         if not state.vault_exists(vault):
@@ -371,8 +391,15 @@ class VaultHandler(_Handler):
         parts = [p for p in path.strip("/").split("/") if p]
         base = self.sandbox.vault_url(vault)
         if parts == ["secrets"] and self.command == "GET":
-            items = [{"id": f"{base}secrets/{s['name']}", "attributes": s["attributes"], "contentType": s["contentType"], "tags": s["tags"]}
-                     for s in state.list_secrets(vault)]
+            items = [
+                {
+                    "id": f"{base}secrets/{s['name']}",
+                    "attributes": s["attributes"],
+                    "contentType": s["contentType"],
+                    "tags": s["tags"],
+                }
+                for s in state.list_secrets(vault)
+            ]
             self._send(200, {"value": items, "nextLink": None})
             return 200
         if len(parts) in (2, 3) and parts[0] == "secrets":
@@ -391,5 +418,10 @@ class VaultHandler(_Handler):
 
     @staticmethod
     def _bundle(base: str, entry: dict[str, Any]) -> dict[str, Any]:
-        return {"value": entry["value"], "id": f"{base}secrets/{entry['name']}/{entry['version']}",
-                "contentType": entry["contentType"], "tags": entry["tags"], "attributes": entry["attributes"]}
+        return {
+            "value": entry["value"],
+            "id": f"{base}secrets/{entry['name']}/{entry['version']}",
+            "contentType": entry["contentType"],
+            "tags": entry["tags"],
+            "attributes": entry["attributes"],
+        }

@@ -13,7 +13,7 @@ import secrets as pysecrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +192,11 @@ class SandboxState:
     def _raise_not_found(self, parsed: ParsedId) -> None:
         if parsed.type.lower() == "microsoft.resources/resourcegroups":
             raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{parsed.name}' could not be found.")
-        if parsed.resource_group and f"/subscriptions/{parsed.subscription}/resourcegroups/{parsed.resource_group}".lower() not in self._data["resources"]:
+        if (
+            parsed.resource_group
+            and f"/subscriptions/{parsed.subscription}/resourcegroups/{parsed.resource_group}".lower()
+            not in self._data["resources"]
+        ):
             raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{parsed.resource_group}' could not be found.")
         raise ArmError(
             404,
@@ -206,7 +210,11 @@ class SandboxState:
             if rg_key not in self._data["resources"]:
                 raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{parsed.resource_group}' could not be found.")
         if parsed.container and parsed.container.lower() not in self._data["resources"]:
-            raise ArmError(404, "ParentResourceNotFound", f"Can not perform requested operation on nested resource. Parent resource '{parsed.container}' not found.")
+            raise ArmError(
+                404,
+                "ParentResourceNotFound",
+                f"Can not perform requested operation on nested resource. Parent resource '{parsed.container}' not found.",
+            )
 
     def _check_locks(self, parsed: ParsedId, operation: str, readonly_only: bool = False) -> None:
         """Locks are inherited by everything below their scope (azure-facts.md 3.2)."""
@@ -245,7 +253,11 @@ class SandboxState:
             return None
         if mode == "recover":
             if deleted is None:
-                raise ArmError(400, "SoftDeletedVaultDoesNotExist", f"A soft deleted vault with the given name '{parsed.name}' does not exist.")
+                raise ArmError(
+                    400,
+                    "SoftDeletedVaultDoesNotExist",
+                    f"A soft deleted vault with the given name '{parsed.name}' does not exist.",
+                )
             del self._data["deleted_vaults"][parsed.name.lower()]
             record = {"id": parsed.id, "type": parsed.type, "body": deleted["body"]}
             self._data["resources"][parsed.key] = record
@@ -255,7 +267,8 @@ class SandboxState:
             raise ArmError(
                 409,
                 "ConflictError",
-                f"A vault with the same name already exists in deleted state. You need to either recover or purge existing key vault '{parsed.name}'.",
+                "A vault with the same name already exists in deleted state. "
+                f"You need to either recover or purge existing key vault '{parsed.name}'.",
             )
         return None
 
@@ -263,7 +276,7 @@ class SandboxState:
         body = record["body"]
         props = body.get("properties", {})
         days = int(props.get("softDeleteRetentionInDays", 90))
-        deleted_at = datetime.now(timezone.utc)
+        deleted_at = datetime.now(UTC)
         name = record["id"].rsplit("/", 1)[-1]
         self._data["deleted_vaults"][name.lower()] = {
             "name": name,
@@ -283,7 +296,8 @@ class SandboxState:
             if rec is None or rec["location"].lower().replace(" ", "") != location.lower():
                 raise ArmError(404, "DeletedVaultNotFound", f"Deleted vault '{name}' not found in location '{location}'.")
             return {
-                "id": f"/subscriptions/{subscription}/providers/Microsoft.KeyVault/locations/{location}/deletedVaults/{rec['name']}",
+                "id": f"/subscriptions/{subscription}/providers/Microsoft.KeyVault/locations/{location}"
+                f"/deletedVaults/{rec['name']}",
                 "name": rec["name"],
                 "type": "Microsoft.KeyVault/deletedVaults",
                 "properties": {
