@@ -31,7 +31,7 @@ from deploykit.target import SANDBOX_SUBSCRIPTION, open_target, sandbox_control 
 STEPS = ["step1", "step2a", "step2b"]
 
 
-def critical_path(specs, latency: float, lro: float) -> float:  # noqa: ANN001
+def critical_path(specs, latency: float, lro: float) -> float:
     """The least time the graph allows: plan round, longest dependency chain, verify round.
 
     A synchronous PUT costs one request; an asynchronous one costs PUT + one status poll +
@@ -118,17 +118,26 @@ def main() -> None:
         noop_sequential = timed_reads(1)
         server.stop()
 
-    print(f"deploy --env beta, sandbox, {args.latency_ms:.0f} ms per request, {lro:.1f} s per long-running operation, "
-          f"{len(specs)} resources")
+    print(
+        f"deploy --env beta, sandbox, {args.latency_ms:.0f} ms per request, {lro:.1f} s per long-running operation, "
+        f"{len(specs)} resources"
+    )
     print(f"(b) critical path (plan round + longest chain + verify round): {floor:.2f} s")
     print(f"    engine, 8 workers:  {parallel:.2f} s = {parallel / floor:.2f}x critical path")
     print(f"    engine, sequential: {sequential:.2f} s = {sequential / floor:.2f}x critical path")
     print(f"    whole task (render, plan, apply, verify, journal count): {task_wall:.2f} s")
-    print(f"    requests for a fresh deploy: {fresh_counts['requests']} ({fresh_counts['reads']} reads, "
-          f"{fresh_counts['writes']} writes) {fresh_counts['by_method']}")
-    print(f"(c) no-op re-run: reads in parallel {noop_parallel * 1000:.0f} ms vs sequential {noop_sequential * 1000:.0f} ms "
-          f"(one round of latency = {args.latency_ms:.0f} ms); whole no-op task {noop_task_wall:.2f} s")
-    print(f"    requests for the no-op run: {noop_counts['requests']} ({noop_counts['reads']} reads, {noop_counts['writes']} writes)")
+    print(
+        f"    requests for a fresh deploy: {fresh_counts['requests']} ({fresh_counts['reads']} reads, "
+        f"{fresh_counts['writes']} writes) {fresh_counts['by_method']}"
+    )
+    print(
+        f"(c) no-op re-run: reads in parallel {noop_parallel * 1000:.0f} ms vs sequential {noop_sequential * 1000:.0f} ms "
+        f"(one round of latency = {args.latency_ms:.0f} ms); whole no-op task {noop_task_wall:.2f} s"
+    )
+    print(
+        f"    requests for the no-op run: {noop_counts['requests']} "
+        f"({noop_counts['reads']} reads, {noop_counts['writes']} writes)"
+    )
 
 
 if __name__ == "__main__":

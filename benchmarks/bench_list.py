@@ -32,8 +32,10 @@ def main() -> None:
         times.append(time.perf_counter() - start)
     heavy = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, check=True, capture_output=True, text=True)
     imported = heavy.stdout.strip().splitlines()[-1].removeprefix("HEAVY:")
-    print(f"invoke --list over {args.runs} runs: median {statistics.median(times):.3f} s, "
-          f"min {min(times):.3f} s, max {max(times):.3f} s (target < 0.3 s)")
+    print(
+        f"invoke --list over {args.runs} runs: median {statistics.median(times):.3f} s, "
+        f"min {min(times):.3f} s, max {max(times):.3f} s (target < 0.3 s)"
+    )
     print(f"azure/psycopg modules imported by --list: {imported or 'none'}")
 
 

@@ -21,7 +21,10 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert command.endswith("python -m pytest")
     extracted = subprocess.run(
         ["bash", "-c", "sed -n '/^Run the tests/,/^## /p' README.md | grep -m1 '^python3 -m venv'"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert extracted == command
 
