@@ -21,6 +21,8 @@ HELP = {
     "yes": "apply without asking for confirmation",
     "name": "name of the secret (one of provider_secrets in config/shared.yaml)",
     "file": "read the secret value from this file instead of standard input",
+    "certs-dir": "certificate folder (default certs/<env>)",
+    "client": "client certificate name (CN): 1-64 letters, digits, '.', '_', '-'",
 }
 
 
@@ -30,6 +32,7 @@ def _help(*flags: str, **overrides: str) -> dict[str, str]:
 
 
 COMMON = ("target", "dry-run", "json", "yes")
+VPN_COMMON = ("env", "certs-dir", *COMMON)
 
 
 def _exits(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -163,7 +166,137 @@ def runbooks_check(c):
     return check_runbooks(ns)
 
 
+def _vpn(action: str, **fields: Any) -> int:
+    from deploykit import vpn
+
+    return getattr(vpn, action)(vpn.VpnRequest(**fields))
+
+
+@task(
+    name="root",
+    help=_help(
+        *VPN_COMMON,
+        rotate="issue a new root; the old one stays trusted until retired",
+        retire="remove a previous root (by serial) from the trusted list",
+        **{
+            "to-vault": "store the root key and certificate in the env vault",
+            "from-vault": "restore the root key and certificate from the env vault",
+        },
+    ),
+)
+@_exits
+def vpn_root(
+    c,
+    env="prod",
+    certs_dir=None,
+    rotate=False,
+    retire=None,
+    to_vault=False,
+    from_vault=False,
+    target="sandbox",
+    dry_run=False,
+    json=False,
+    yes=False,
+):
+    """Create (once) or rotate the P2S VPN root CA.
+
+    Runbook: runbooks/vpn.root.md.
+    """
+    return _vpn(
+        "root",
+        task="vpn.root",
+        env=env,
+        certs_dir=certs_dir,
+        rotate=rotate,
+        retire=retire,
+        to_vault=to_vault,
+        from_vault=from_vault,
+        target=target,
+        dry_run=dry_run,
+        as_json=json,
+        yes=yes,
+    )
+
+
+@task(name="client", help=_help(*VPN_COMMON, name=HELP["client"], legacy="PKCS#12 with 3DES/SHA-1 for older macOS, iOS, Windows"))
+@_exits
+def vpn_client(c, name, env="prod", certs_dir=None, legacy=False, target="sandbox", dry_run=False, json=False, yes=False):
+    """Issue or renew a VPN client certificate and .pfx.
+
+    Runbook: runbooks/vpn.client.md.
+    """
+    return _vpn(
+        "client",
+        task="vpn.client",
+        env=env,
+        name=name,
+        certs_dir=certs_dir,
+        legacy=legacy,
+        target=target,
+        dry_run=dry_run,
+        as_json=json,
+        yes=yes,
+    )
+
+
+@task(name="revoke", help=_help(*VPN_COMMON, name=HELP["client"]))
+@_exits
+def vpn_revoke(c, name, env="prod", certs_dir=None, target="sandbox", dry_run=False, json=False, yes=False):
+    """Revoke a client certificate (locally and on the gateway).
+
+    Runbook: runbooks/vpn.revoke.md.
+    """
+    return _vpn(
+        "revoke",
+        task="vpn.revoke",
+        env=env,
+        name=name,
+        certs_dir=certs_dir,
+        target=target,
+        dry_run=dry_run,
+        as_json=json,
+        yes=yes,
+    )
+
+
+@task(name="list", help=_help("env", "certs-dir", "json"))
+@_exits
+def vpn_list(c, env="prod", certs_dir=None, json=False):
+    """List client certificates with their status.
+
+    Runbook: runbooks/vpn.list.md.
+    """
+    return _vpn("list_certificates", task="vpn.list", env=env, certs_dir=certs_dir, as_json=json)
+
+
+@task(
+    name="profile",
+    help=_help(*VPN_COMMON, name=HELP["client"], **{"gateway-address": "the gateway's public address, when it cannot be read"}),
+)
+@_exits
+def vpn_profile(
+    c, name, env="prod", certs_dir=None, gateway_address=None, target="sandbox", dry_run=False, json=False, yes=False
+):
+    """Render OpenVPN/strongSwan profiles and fetch the package.
+
+    Runbook: runbooks/vpn.profile.md.
+    """
+    return _vpn(
+        "profile",
+        task="vpn.profile",
+        env=env,
+        name=name,
+        certs_dir=certs_dir,
+        gateway_address=gateway_address,
+        target=target,
+        dry_run=dry_run,
+        as_json=json,
+        yes=yes,
+    )
+
+
 ns = Collection(step1, step2a, step2b, deploy, plan_)
+ns.add_collection(Collection("vpn", vpn_root, vpn_client, vpn_revoke, vpn_list, vpn_profile))
 ns.add_collection(Collection("secrets", secrets_set))
 ns.add_collection(Collection("sandbox", sandbox_reset, sandbox_status))
 ns.add_collection(Collection("runbooks", runbooks_check))

@@ -158,6 +158,35 @@ class DatabaseConfig(Strict):
     holds: str
 
 
+class GatewayRef(Strict):
+    """The VPN gateway step 6 creates; tasks that revoke or package talk to it when it exists."""
+
+    name: Annotated[str, Field(min_length=1, max_length=80)]
+    resource_group: ResourceGroupName
+    api_version: str = "2026-03-01"
+
+
+class VpnConfig(Strict):
+    """Point-to-site certificate authentication (azure-facts.md 7): RSA with SHA-256."""
+
+    root_common_name: Annotated[str, Field(min_length=1, max_length=64)]
+    key_size: Literal[2048, 3072, 4096] = 2048
+    root_validity_days: Annotated[int, Field(ge=30, le=7300)] = 3650
+    client_validity_days: Annotated[int, Field(ge=1, le=825)] = 365
+    renewal_days: Annotated[int, Field(ge=1, le=365)] = 30
+    max_roots: Annotated[int, Field(ge=1, le=20)] = 20  # the gateway accepts up to 20 roots
+    gateway: GatewayRef
+    client_address_pool: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+\.\d+/\d+$")]
+    routes: list[Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+\.\d+/\d+$")]]
+    dns_servers: list[Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+\.\d+$")]] = []
+
+    @model_validator(mode="after")
+    def _renewal_inside_validity(self) -> VpnConfig:
+        if self.renewal_days >= self.client_validity_days:
+            raise ValueError("renewal_days must be shorter than client_validity_days")
+        return self
+
+
 class SharedConfig(Strict):
     product: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]*$")]
     owner: str
@@ -188,6 +217,7 @@ class EnvConfig(Strict):
     container_apps_environment: ContainerAppsEnvironmentConfig
     apps: list[AppConfig]
     databases: list[DatabaseConfig]
+    vpn: VpnConfig | None = None
 
     @model_validator(mode="after")
     def _owners_are_apps(self) -> EnvConfig:

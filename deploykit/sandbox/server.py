@@ -270,6 +270,12 @@ class ArmHandler(_Handler):
                 return 200
             self._send(200, state.get_deleted_vault(parts[1], location, name))
             return 200
+        if self.command == "POST" and lowered.endswith("/generatevpnclientpackage"):
+            # VirtualNetworkGatewayGenerateVpnClientPackage.json: the result is a URL string (a SAS link).
+            gateway = path.rsplit("/", 1)[0]
+            state.get_resource(gateway)
+            self._send(200, f"{self.sandbox.url}/_sandbox/packages/{gateway.rsplit('/', 1)[-1]}/vpnclientpackage.zip")
+            return 200
         if self.command in READ_METHODS:
             record = state.get_resource(path)
             self._send(200, self._present(record))
