@@ -23,6 +23,9 @@ HELP = {
     "file": "read the secret value from this file instead of standard input",
     "certs-dir": "certificate folder (default certs/<env>)",
     "client": "client certificate name (CN): 1-64 letters, digits, '.', '_', '-'",
+    "admin-dsn": "admin connection string (else PGHOST/PGUSER/... or the environment's server)",
+    "db": "one database (default: all of the environment's)",
+    "dir": "that database's folder of NNNN_description.sql files (with --db)",
 }
 
 
@@ -295,7 +298,119 @@ def vpn_profile(
     )
 
 
+def _number(flag: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"{flag}: {value!r} is not a migration number") from None
+
+
+def _db(module: str, action: str, **fields: Any) -> int:
+    import importlib
+
+    from deploykit.database import DbRequest
+
+    return getattr(importlib.import_module(f"deploykit.{module}"), action)(DbRequest(**fields))
+
+
+@task(name="create", help=_help("env", "admin-dsn", "db", *COMMON))
+@_exits
+def db_create(c, env=None, admin_dsn=None, db=None, target="sandbox", dry_run=False, json=False, yes=False):
+    """Create databases and least-privilege app roles.
+
+    Runbook: runbooks/db.create.md. Role passwords live in the env vault.
+    """
+    if not env:
+        raise UserError("--env: required; allowed: beta, prod")
+    return _db(
+        "database",
+        "create",
+        task="db.create",
+        env=env,
+        admin_dsn=admin_dsn,
+        db=db,
+        target=target,
+        dry_run=dry_run,
+        as_json=json,
+        yes=yes,
+    )
+
+
+@task(
+    name="migrate",
+    help=_help(
+        "env",
+        "admin-dsn",
+        "db",
+        "dir",
+        *COMMON,
+        **{
+            "show-sql": "with --dry-run: print the SQL of pending files",
+            "repair": "re-record checksums of deliberately edited, applied files",
+            "lock-timeout": "seconds to wait for another runner's lock (default 60)",
+            "baseline": "adopt a database migrated by another tool: record files up to this number as applied",
+        },
+    ),
+)
+@_exits
+def db_migrate(
+    c,
+    env=None,
+    admin_dsn=None,
+    db=None,
+    dir=None,
+    show_sql=False,
+    repair=False,
+    lock_timeout=60.0,
+    baseline=None,
+    target="sandbox",
+    dry_run=False,
+    json=False,
+    yes=False,
+):
+    """Apply pending SQL migrations, one transaction each.
+
+    Runbook: runbooks/db.migrate.md.
+    """
+    if not env:
+        raise UserError("--env: required; allowed: beta, prod")
+    return _db(
+        "migration_runs",
+        "migrate",
+        task="db.migrate",
+        env=env,
+        admin_dsn=admin_dsn,
+        db=db,
+        dir=dir,
+        show_sql=show_sql,
+        repair=repair,
+        lock_timeout=float(lock_timeout),
+        baseline=_number("--baseline", baseline),
+        target=target,
+        dry_run=dry_run,
+        as_json=json,
+        yes=yes,
+    )
+
+
+@task(name="status", help=_help("env", "admin-dsn", "db", "dir", "target", "json"))
+@_exits
+def db_status(c, env=None, admin_dsn=None, db=None, dir=None, target="sandbox", json=False):
+    """Show applied and pending migrations and drift.
+
+    Runbook: runbooks/db.status.md.
+    """
+    if not env:
+        raise UserError("--env: required; allowed: beta, prod")
+    return _db(
+        "migration_runs", "status", task="db.status", env=env, admin_dsn=admin_dsn, db=db, dir=dir, target=target, as_json=json
+    )
+
+
 ns = Collection(step1, step2a, step2b, deploy, plan_)
+ns.add_collection(Collection("db", db_create, db_migrate, db_status))
 ns.add_collection(Collection("vpn", vpn_root, vpn_client, vpn_revoke, vpn_list, vpn_profile))
 ns.add_collection(Collection("secrets", secrets_set))
 ns.add_collection(Collection("sandbox", sandbox_reset, sandbox_status))

@@ -103,6 +103,8 @@ class PostgresConfig(Strict):
     high_availability: Literal["Disabled", "ZoneRedundant", "SameZone"] = "Disabled"
     public_network_access: Literal["Enabled", "Disabled"]
     allow_azure_services: bool = False
+    # The env vault secret holding the admin password (step 3 generates and stores it).
+    admin_password_secret: SecretName = "postgres-admin-password"  # noqa: S105 - a secret's name, not its value
 
 
 class RedisConfig(Strict):
@@ -156,6 +158,13 @@ class DatabaseConfig(Strict):
     shared_with: list[ContainerAppName] = []
     extensions: list[PgIdentifier] = []
     holds: str
+    # Folder of this database's migrations under the env's migrations_root (default: the name
+    # without the "sigmatiq_" prefix, e.g. migrations/core for sigmatiq_core).
+    migrations: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
+
+    @property
+    def migrations_folder(self) -> str:
+        return self.migrations or self.name.removeprefix("sigmatiq_")
 
 
 class GatewayRef(Strict):
@@ -217,6 +226,8 @@ class EnvConfig(Strict):
     container_apps_environment: ContainerAppsEnvironmentConfig
     apps: list[AppConfig]
     databases: list[DatabaseConfig]
+    # Where each application's ordered SQL migrations are checked out (the apps own them).
+    migrations_root: str = "migrations"
     vpn: VpnConfig | None = None
 
     @model_validator(mode="after")

@@ -101,3 +101,47 @@ def run_invoke(
 
 def load_example(relative: str) -> dict:
     return json.loads((EXAMPLES / relative).read_text(encoding="utf-8"))
+
+
+APP_ROLES = ("auth_api", "native_api", "pilot_api", "card_api", "sim_api")
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One real PostgreSQL for the session (the same embedded server the sandbox target uses)."""
+    from deploykit.sandbox.postgres import start_embedded
+
+    return start_embedded(tmp_path_factory.mktemp("pg").resolve())
+
+
+@pytest.fixture()
+def pg_admin(pg_server: str) -> str:
+    """The admin URI, with every database and role the tasks create dropped first."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'sigmatiq%%'").fetchall():
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        for role in APP_ROLES:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    return pg_server
+
+
+@pytest.fixture()
+def beta_vault(sandbox) -> Sandbox:
+    """The beta vault step 3 will create, seeded so db.create can store role passwords."""
+    from deploykit.model import ResourceSpec
+
+    rg = f"/subscriptions/{SANDBOX_SUBSCRIPTION}/resourceGroups/rg-trading-beta-data"
+    sandbox.provider.put(
+        ResourceSpec("rg", "Microsoft.Resources/resourceGroups", "2025-04-01", rg, {}, "t"), {"location": "centralus"}
+    )
+    vault = ResourceSpec(
+        "kv", "Microsoft.KeyVault/vaults", "2026-05-15", f"{rg}/providers/Microsoft.KeyVault/vaults/kv-trading-beta", {}, "t"
+    )
+    sandbox.provider.put(
+        vault,
+        {"location": "centralus", "properties": {"tenantId": SANDBOX_SUBSCRIPTION, "sku": {"family": "A", "name": "standard"}}},
+    )
+    return sandbox

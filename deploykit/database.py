@@ -1,0 +1,429 @@
+"""db.create: databases, one login role per owning app, ownership, PUBLIC revoked, shared grants,
+extensions. Plain PostgreSQL through psycopg; every identifier quoted with psycopg.sql.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deploykit.arm import translated_errors
+from deploykit.config import DatabaseConfig, EnvConfig, Platform, available_envs, load_platform
+from deploykit.errors import ApplyError, AzureOperationError, UserError
+from deploykit.model import Action, Change, Plan, ResourceSpec
+from deploykit.report import Reporter, audit, redact_value
+from deploykit.runner import CONFIG_DIR, RunOptions, confirm, finish
+from deploykit.target import OpenTarget, open_target, sandbox_dir, validate_target
+
+VAULT_API_VERSION = "2026-05-15"
+PG_API_VERSION = "2026-10-01"
+SYSTEM_DATABASES = frozenset({"postgres", "azure_maintenance", "azure_sys", "template0", "template1"})
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+
+
+@dataclass(frozen=True)
+class DbRequest:
+    task: str
+    env: str
+    target: str = "sandbox"
+    dry_run: bool = False
+    as_json: bool = False
+    yes: bool = False
+    admin_dsn: str | None = None
+    db: str | None = None
+    dir: str | None = None
+    show_sql: bool = False
+    repair: bool = False
+    lock_timeout: float = 60.0
+    baseline: int | None = None
+
+
+def role_name(app: str) -> str:
+    """auth-api -> auth_api: a plain identifier an operator can type in psql."""
+    return app.replace("-", "_")
+
+
+def role_secret(app: str) -> str:
+    return f"pg-role-{app}-password"
+
+
+@dataclass
+class DbContext:
+    """Config, reporter, and lazily: the Azure target (vault, ARM) and the admin connection string."""
+
+    req: DbRequest
+    platform: Platform
+    env_cfg: EnvConfig
+    reporter: Reporter
+    stack: ExitStack
+    opened: OpenTarget | None = None
+    notes: list[str] = field(default_factory=list)
+    _admin: str | None = None
+
+    @property
+    def options(self) -> RunOptions:
+        r = self.req
+        return RunOptions(r.task, r.env, r.target, r.dry_run, r.as_json, r.yes)
+
+    def provider(self):
+        if self.opened is None:
+            self.opened = self.stack.enter_context(open_target(self.platform, self.req.target))
+        return self.opened.provider
+
+    def resource_id(self, group_role: str, provider_path: str) -> str:
+        group = self.env_cfg.resource_groups[group_role].name
+        return f"/subscriptions/{self.provider().target.subscription_id}/resourceGroups/{group}/providers/{provider_path}"
+
+    def vault(self) -> Any | None:
+        """SecretClient for the env vault, or None when it does not exist yet."""
+        vault_id = self.resource_id("data", f"Microsoft.KeyVault/vaults/{self.env_cfg.key_vault.name}")
+        with translated_errors(vault_id):
+            actual = self.provider().read(vault_id, VAULT_API_VERSION)
+        return None if actual is None else self.provider().secret_client(actual["properties"]["vaultUri"])
+
+    def admin_conninfo(self) -> str:
+        if self._admin is None:
+            self._admin = resolve_admin(self)
+        return self._admin
+
+
+def databases_for(env_cfg: EnvConfig, name: str | None) -> list[DatabaseConfig]:
+    if name is None:
+        return list(env_cfg.databases)
+    match = [d for d in env_cfg.databases if d.name == name]
+    if not match:
+        raise UserError(
+            f"--db: {name!r} is not a database of {env_cfg.env}; allowed: {', '.join(d.name for d in env_cfg.databases)}"
+        )
+    return match
+
+
+@contextmanager
+def db_context(req: DbRequest) -> Iterator[DbContext]:
+    validate_target(req.target)
+    envs = available_envs(CONFIG_DIR)
+    if req.env not in envs:
+        raise UserError(f"--env: {req.env!r} is not an environment; allowed: {', '.join(envs)}")
+    platform = load_platform(CONFIG_DIR, [req.env])
+    reporter = Reporter(req.task, req.env, req.target, req.dry_run, req.as_json)
+    with ExitStack() as stack:
+        yield DbContext(req, platform, platform.envs[req.env], reporter, stack)
+
+
+# ---- connections ------------------------------------------------------------------------------
+def resolve_admin(ctx: DbContext) -> str:
+    """--admin-dsn, else the libpq variables (PGHOST...), else the environment's own server."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    if ctx.req.admin_dsn:
+        try:
+            params = conninfo_to_dict(ctx.req.admin_dsn)
+        except Exception:  # psycopg.ProgrammingError; its message may echo the DSN, so not shown
+            raise UserError(
+                "--admin-dsn: not a valid PostgreSQL connection string (key=value pairs or a postgresql:// URI)"
+            ) from None
+        if params.get("password"):
+            redact_value(str(params["password"]))
+        return ctx.req.admin_dsn
+    if os.environ.get("PGHOST"):
+        if os.environ.get("PGPASSWORD"):
+            redact_value(os.environ["PGPASSWORD"])
+        return ""  # libpq reads PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSSLMODE itself
+    if ctx.req.target == "azure":
+        pg = ctx.env_cfg.postgres
+        vault = ctx.vault()
+        if vault is None:
+            raise UserError(f"vault {ctx.env_cfg.key_vault.name} does not exist yet; run `invoke step3` first")
+        with translated_errors(pg.admin_password_secret):
+            password = vault.get_secret(pg.admin_password_secret).value
+        redact_value(password)
+        return make_conninfo(
+            host=f"{pg.name}.postgres.database.azure.com",
+            user=pg.admin_login,
+            password=password,
+            dbname="postgres",
+            sslmode="require",
+            connect_timeout=15,
+        )
+    from deploykit.sandbox.postgres import start_embedded
+
+    return start_embedded((sandbox_dir() / "postgres").resolve())
+
+
+def connect(conninfo: str, dbname: str | None = None, autocommit: bool = True):
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    target = make_conninfo(conninfo, dbname=dbname) if dbname else conninfo
+    try:
+        return psycopg.connect(target, autocommit=autocommit, connect_timeout=15)
+    except psycopg.OperationalError as exc:
+        where = f"database {dbname}" if dbname else "the admin database"
+        raise ApplyError(f"could not connect to {where}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+# ---- db.create ---------------------------------------------------------------------------------
+@dataclass
+class ServerState:
+    roles: dict[str, dict[str, Any]]
+    databases: dict[str, dict[str, Any]]
+    is_superuser: bool
+    admin: str
+
+
+def read_server(conn: Any, dbs: list[DatabaseConfig], roles: list[str]) -> ServerState:
+    cur = conn.cursor()
+    admin, is_super = cur.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    role_rows = cur.execute(
+        "SELECT rolname, rolcanlogin, rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = ANY(%s)", (roles,)
+    ).fetchall()
+    db_rows = cur.execute(
+        "SELECT datname, pg_get_userbyid(datdba), has_database_privilege('public', datname, 'CONNECT'),"
+        " has_database_privilege('public', datname, 'TEMPORARY') FROM pg_database WHERE datname = ANY(%s)",
+        ([d.name for d in dbs],),
+    ).fetchall()
+    return ServerState(
+        roles={r[0]: {"login": r[1], "superuser": r[2], "createdb": r[3], "createrole": r[4]} for r in role_rows},
+        databases={r[0]: {"owner": r[1], "public_connect": r[2], "public_temp": r[3]} for r in db_rows},
+        is_superuser=bool(is_super),
+        admin=admin,
+    )
+
+
+def read_inside(conninfo: str, db: DatabaseConfig, shared_roles: list[str], creator: str) -> dict[str, Any]:
+    """Extensions and shared read/write grants, read inside the database itself."""
+    with connect(conninfo, db.name) as conn:
+        cur = conn.cursor()
+        extensions = {r[0] for r in cur.execute("SELECT extname FROM pg_extension").fetchall()}
+        grants = {}
+        for role in shared_roles:
+            grants[role] = bool(
+                cur.execute(
+                    """SELECT has_database_privilege(%(r)s, current_database(), 'CONNECT')
+                      AND has_schema_privilege(%(r)s, 'public', 'USAGE')
+                      AND NOT EXISTS (SELECT 1 FROM pg_tables t WHERE t.schemaname = 'public' AND NOT (
+                          has_table_privilege(%(r)s, format('%%I.%%I', t.schemaname, t.tablename), 'SELECT')
+                          AND has_table_privilege(%(r)s, format('%%I.%%I', t.schemaname, t.tablename), 'INSERT')
+                          AND has_table_privilege(%(r)s, format('%%I.%%I', t.schemaname, t.tablename), 'UPDATE')
+                          AND has_table_privilege(%(r)s, format('%%I.%%I', t.schemaname, t.tablename), 'DELETE')))
+                      AND EXISTS (SELECT 1 FROM pg_default_acl d, aclexplode(d.defaclacl) a
+                          WHERE d.defaclrole = %(c)s::regrole AND d.defaclnamespace = 'public'::regnamespace
+                            AND d.defaclobjtype = 'r' AND a.grantee = %(r)s::regrole AND a.privilege_type = 'DELETE')""",
+                    {"r": role, "c": creator},
+                ).fetchone()[0]
+            )
+        return {"extensions": extensions, "grants": grants}
+
+
+def plan_create(ctx: DbContext, conninfo: str) -> tuple[Plan, dict[str, Any]]:
+    dbs = databases_for(ctx.env_cfg, ctx.req.db)
+    apps = sorted({a for d in dbs for a in [d.owner, *d.shared_with] if a})
+    roles = [role_name(a) for a in apps]
+    with connect(conninfo) as conn:
+        state = read_server(conn, dbs, roles)
+    changes: list[Change] = []
+    for app in apps:
+        role = role_name(app)
+        have = state.roles.get(role)
+        address = f"role.{role}"
+        if have is None:
+            changes.append(Change(address, "postgresql/role", role, Action.CREATE, f"login role for {app} does not exist"))
+        elif not have["login"] or have["superuser"] or have["createdb"] or have["createrole"]:
+            diff = {
+                k: {"old": have[k], "new": k == "login"}
+                for k in ("login", "superuser", "createdb", "createrole")
+                if have[k] != (k == "login")
+            }
+            changes.append(
+                Change(address, "postgresql/role", role, Action.UPDATE, "attributes differ from least privilege", diff)
+            )
+        else:
+            changes.append(
+                Change(address, "postgresql/role", role, Action.UNCHANGED, "exists: login, no superuser, createdb or createrole")
+            )
+    inside: dict[str, dict[str, Any]] = {}
+    for db in dbs:
+        want_owner = role_name(db.owner) if db.owner else state.admin
+        shared = [role_name(a) for a in db.shared_with]
+        have = state.databases.get(db.name)
+        address = f"db.{db.name}"
+        if have is None:
+            changes.append(Change(address, "postgresql/database", db.name, Action.CREATE, f"does not exist; owner {want_owner}"))
+            continue
+        inside[db.name] = read_inside(conninfo, db, shared, want_owner)
+        diff: dict[str, dict[str, Any]] = {}
+        if have["owner"] != want_owner:
+            diff["owner"] = {"old": have["owner"], "new": want_owner}
+        if have["public_connect"] or have["public_temp"]:
+            diff["public"] = {"old": "CONNECT, TEMPORARY granted", "new": "revoked"}
+        missing_ext = sorted(set(db.extensions) - inside[db.name]["extensions"])
+        if missing_ext:
+            diff["extensions"] = {"old": sorted(set(db.extensions) & inside[db.name]["extensions"]), "new": sorted(db.extensions)}
+        for role, ok in inside[db.name]["grants"].items():
+            if not ok:
+                diff[f"grants.{role}"] = {"old": None, "new": "read/write on schema public"}
+        if diff:
+            changes.append(Change(address, "postgresql/database", db.name, Action.UPDATE, "differs in " + ", ".join(diff), diff))
+        else:
+            changes.append(
+                Change(
+                    address,
+                    "postgresql/database",
+                    db.name,
+                    Action.UNCHANGED,
+                    f"owner {want_owner}, PUBLIC revoked, extensions and grants in place",
+                )
+            )
+    return Plan(tuple(changes)), {"state": state, "dbs": dbs, "apps": apps}
+
+
+def create(req: DbRequest) -> int:
+    with db_context(req) as ctx:
+        databases_for(ctx.env_cfg, req.db)  # an unknown --db is a user error before anything else
+        vault = ctx.vault()
+        if vault is None:
+            raise UserError(
+                f"vault {ctx.env_cfg.key_vault.name} does not exist yet: role passwords are stored there; "
+                "run `invoke step3` first (nothing was changed)"
+            )
+        conninfo = ctx.admin_conninfo()
+        plan, facts = plan_create(ctx, conninfo)
+        ctx.reporter.show_plan(plan, f"Plan for db.create on {req.env} ({req.target})")
+        if req.dry_run or not plan.pending:
+            if not plan.pending:
+                ctx.reporter.info("No changes: every database, role and grant is in place.")
+            finish(ctx.reporter, ctx.opened, plan)
+            return 0
+        confirm(ctx.options, plan, ctx.reporter)
+        _allowlist_extensions(ctx, facts["dbs"])
+        records = []
+        with connect(conninfo) as conn:
+            for change in plan.pending:
+                if change.type == "postgresql/role":
+                    app = next(a for a in facts["apps"] if role_name(a) == change.id)
+                    _apply_role(conn, vault, app, change, facts["state"])
+                else:
+                    db = next(d for d in facts["dbs"] if d.name == change.id)
+                    _apply_database(conn, conninfo, db, change, facts["state"])
+                records.append(
+                    {
+                        "address": change.address,
+                        "action": change.action.value,
+                        "result": "ok",
+                        "changed_fields": sorted(change.diff),
+                    }
+                )
+                ctx.reporter.progress(change, True, 0.0)
+        audit(req.task, req.env, req.target, records)
+        verify, _ = plan_create(ctx, conninfo)
+        if verify.pending:
+            raise ApplyError("did not converge: " + ", ".join(f"{c.address} ({c.reason})" for c in verify.pending))
+        finish(ctx.reporter, ctx.opened, plan)
+        return 0
+
+
+def _apply_role(conn: Any, vault: Any, app: str, change: Change, state: ServerState) -> None:
+    from psycopg import sql
+
+    role = role_name(app)
+    password = _role_password(vault, app)
+    ident = sql.Identifier(role)
+    attrs = sql.SQL("LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}").format(sql.Literal(password))
+    verb = "CREATE" if change.action is Action.CREATE else "ALTER"
+    conn.execute(sql.SQL(verb + " ROLE {} WITH ").format(ident) + attrs)
+    if not state.is_superuser:
+        # Azure's admin is not a superuser: to hand a database to the role it must be a member.
+        conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(ident))
+
+
+def _role_password(vault: Any, app: str) -> str:
+    """The role's password from the env vault; generated and stored only when absent."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    name = role_secret(app)
+    try:
+        with translated_errors(name):
+            password = vault.get_secret(name).value
+    except (ResourceNotFoundError, AzureOperationError):
+        password = None
+    if not password:
+        password = secrets.token_urlsafe(32)
+        redact_value(password)
+        with translated_errors(name):
+            vault.set_secret(name, password, content_type="text/plain")
+    redact_value(password)
+    return password
+
+
+def _apply_database(conn: Any, conninfo: str, db: DatabaseConfig, change: Change, state: ServerState) -> None:
+    from psycopg import sql
+
+    owner = role_name(db.owner) if db.owner else state.admin
+    name = sql.Identifier(db.name)
+    if change.action is Action.CREATE:
+        # CREATE DATABASE cannot run inside a transaction: the connection is in autocommit mode.
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(name, sql.Identifier(owner)))
+    else:
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(name, sql.Identifier(owner)))
+    conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(name))
+    for app in db.shared_with:
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(name, sql.Identifier(role_name(app))))
+    with connect(conninfo, db.name) as inner:
+        for extension in db.extensions:
+            inner.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension)))
+        for app in db.shared_with:
+            role = sql.Identifier(role_name(app))
+            privileges = sql.SQL(", ").join(sql.SQL(p) for p in TABLE_PRIVILEGES)
+            inner.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
+            inner.execute(sql.SQL("GRANT {} ON ALL TABLES IN SCHEMA public TO {}").format(privileges, role))
+            inner.execute(sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {}").format(role))
+            # Tables that migrations create later (as the owner, or the admin) are shared too.
+            for kind, grant in ((sql.SQL("TABLES"), privileges), (sql.SQL("SEQUENCES"), sql.SQL("USAGE, SELECT"))):
+                inner.execute(
+                    sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT {} ON {} TO {}").format(
+                        sql.Identifier(owner), grant, kind, role
+                    )
+                )
+
+
+def _allowlist_extensions(ctx: DbContext, dbs: list[DatabaseConfig]) -> None:
+    """On Azure, extensions must be allowed in the server parameter azure.extensions first."""
+    wanted = sorted({e.upper() for d in dbs for e in d.extensions})
+    if not wanted:
+        return
+    pg = ctx.env_cfg.postgres
+    server_id = ctx.resource_id("data", f"Microsoft.DBforPostgreSQL/flexibleServers/{pg.name}")
+    provider = ctx.provider()
+    if provider.read(server_id, PG_API_VERSION) is None:
+        if ctx.req.target == "azure":
+            raise UserError(f"server {pg.name} does not exist yet; run `invoke step3` first (nothing was changed)")
+        ctx.notes.append("sandbox: no flexible server resource, so no azure.extensions allowlist to set")
+        return
+    spec = ResourceSpec(
+        "pg.azure-extensions",
+        "Microsoft.DBforPostgreSQL/flexibleServers/configurations",
+        PG_API_VERSION,
+        f"{server_id}/configurations/azure.extensions",
+        {},
+        "db.create",
+    )
+    current = provider.read(spec.id, spec.api_version) or {}
+    have = [v.strip().upper() for v in str(current.get("properties", {}).get("value", "")).split(",") if v.strip()]
+    missing = [e for e in wanted if e not in have]
+    if missing:
+        with translated_errors(spec.id):
+            provider.put(spec, {"properties": {"value": ",".join(have + missing), "source": "user-override"}})
+        ctx.notes.append(f"azure.extensions on {pg.name}: added {', '.join(missing)}")
+
+
+def migrations_dir(ctx: DbContext, db: DatabaseConfig) -> Path:
+    return Path(ctx.req.dir) if ctx.req.dir else Path(ctx.env_cfg.migrations_root) / db.migrations_folder

@@ -1,0 +1,264 @@
+"""The db.migrate and db.status tasks: plan every database read-only, refuse on drift, then
+migrate databases in parallel (one connection each) under each database's advisory lock.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deploykit import migrations as mig
+from deploykit.config import DatabaseConfig
+from deploykit.database import DbContext, DbRequest, connect, databases_for, db_context, migrations_dir, role_name
+from deploykit.errors import UserError
+from deploykit.model import Action, Change, Plan
+from deploykit.report import audit
+from deploykit.runner import finish
+
+MIGRATE_WORKERS = 8
+
+
+@dataclass
+class DbWork:
+    db: DatabaseConfig
+    folder: Path
+    files: list[mig.Migration]
+    comparison: mig.Comparison | None = None
+    applied: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def _owner_role(db: DatabaseConfig) -> str | None:
+    return role_name(db.owner) if db.owner else None
+
+
+def _open(conninfo: str, db: DatabaseConfig) -> Any:
+    """A connection to the database acting as its owner, so the objects migrations create belong to the app."""
+    from psycopg import sql
+
+    conn = connect(conninfo, db.name)
+    owner = _owner_role(db)
+    if owner:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
+    return conn
+
+
+def collect(ctx: DbContext) -> list[DbWork]:
+    """Find each database's folder and files: every naming mistake is found before any connection."""
+    req = ctx.req
+    if req.dir and not req.db:
+        raise UserError("--dir: needs --db (a folder holds one database's migrations)")
+    if req.baseline is not None and not req.db:
+        raise UserError("--baseline: needs --db (adopt one database at a time)")
+    work = []
+    for db in databases_for(ctx.env_cfg, req.db):
+        folder = migrations_dir(ctx, db)
+        if not folder.exists():
+            if req.db:
+                raise UserError(f"--dir: {folder} does not exist")
+            ctx.notes.append(f"{db.name}: no folder {folder}; nothing to migrate")
+            continue
+        work.append(DbWork(db, folder, mig.discover(folder)))
+    return work
+
+
+def read_state(ctx: DbContext, work: list[DbWork], conninfo: str) -> None:
+    """Read every tracking table (read-only) and compare it with the files."""
+    with connect(conninfo) as admin:
+        existing = {r[0] for r in admin.execute("SELECT datname FROM pg_database").fetchall()}
+        roles = {r[0] for r in admin.execute("SELECT rolname FROM pg_roles").fetchall()}
+    for item in work:
+        if item.db.name not in existing:
+            raise UserError(f"{item.db.name}: database does not exist yet; run `invoke db.create --env {ctx.req.env}` first")
+        owner = _owner_role(item.db)
+        if owner and owner not in roles:
+            raise UserError(
+                f"{item.db.name}: owner role {owner} does not exist yet; run `invoke db.create --env {ctx.req.env}` first"
+            )
+        with connect(conninfo, item.db.name) as conn:
+            item.comparison = mig.compare(item.files, mig.read_applied(conn))
+
+
+def _refuse_drift(ctx: DbContext, work: list[DbWork]) -> None:
+    for item in work:
+        cmp = item.comparison
+        assert cmp is not None
+        if cmp.missing:
+            names = ", ".join(a.name for a in cmp.missing)
+            raise UserError(
+                f"{item.folder}: applied migrations are missing from the folder: {names} (restore them; nothing was applied)"
+            )
+        if cmp.changed and not ctx.req.repair:
+            migration, _ = cmp.changed[0]
+            raise UserError(
+                f"{migration.path}: already applied with a different checksum (edited after it ran); revert it, or "
+                "after review re-record it with --repair (nothing was applied)"
+            )
+
+
+def _plan(work: list[DbWork], baseline: int | None = None) -> Plan:
+    changes = []
+    for item in work:
+        cmp = item.comparison
+        assert cmp is not None
+        address = f"migrations.{item.db.name}"
+        if cmp.pending or cmp.changed:
+            adopted = [m.name for m in cmp.pending if baseline is not None and m.version <= baseline]
+            run = [m.name for m in cmp.pending if baseline is None or m.version > baseline]
+            reason = f"{len(run)} pending: " + ", ".join(run)
+            if adopted:
+                reason += f"; baseline: record {', '.join(adopted)} as applied without running them"
+            if cmp.changed:
+                reason += f"; re-record {len(cmp.changed)} checksum(s) (--repair)"
+            diff = {"pending": {"old": None, "new": [m.name for m in cmp.pending]}}
+            changes.append(Change(address, "postgresql/migrations", str(item.folder), Action.UPDATE, reason, diff))
+        else:
+            last = cmp.applied[-1].name if cmp.applied else "none"
+            changes.append(
+                Change(
+                    address,
+                    "postgresql/migrations",
+                    str(item.folder),
+                    Action.UNCHANGED,
+                    f"all {len(cmp.applied)} applied (last {last})",
+                )
+            )
+    return Plan(tuple(changes))
+
+
+def migrate(req: DbRequest) -> int:
+    with db_context(req) as ctx:
+        work = collect(ctx)
+        conninfo = ctx.admin_conninfo()
+        read_state(ctx, work, conninfo)
+        _refuse_drift(ctx, work)
+        plan = _plan(work, req.baseline)
+        ctx.reporter.show_plan(plan, f"Plan for db.migrate on {req.env}")
+        if req.show_sql:
+            for item in work:
+                for migration in item.comparison.pending:  # type: ignore[union-attr]
+                    ctx.reporter.info(f"-- {item.db.name}: {migration.name}\n{migration.sql}")
+        for note in ctx.notes:
+            ctx.reporter.info(note)
+        todo = [w for w in work if w.comparison and (w.comparison.pending or w.comparison.changed)]
+        if req.dry_run or not todo:
+            if not todo:
+                ctx.reporter.info("No changes: every migration is applied.")
+            finish(ctx.reporter, ctx.opened, plan)
+            return 0
+        with ThreadPoolExecutor(max_workers=min(MIGRATE_WORKERS, len(todo))) as pool:
+            list(pool.map(lambda item: _run(ctx, item, conninfo), todo))
+        audit(
+            req.task,
+            req.env,
+            req.target,
+            [
+                {
+                    "address": f"migrations.{w.db.name}",
+                    "applied": w.applied,
+                    "result": "failed" if w.error else "ok",
+                    "error": w.error,
+                }
+                for w in todo
+            ],
+        )
+        failed = [w for w in todo if w.error]
+        errors = {f"migrations.{w.db.name}": w.error for w in failed if w.error}
+        finish(ctx.reporter, ctx.opened, plan, len(failed), errors)
+        return 1 if failed else 0
+
+
+def _run(ctx: DbContext, item: DbWork, conninfo: str) -> None:
+    """Migrate one database: lock, re-read (another runner may have gone first), apply in order."""
+    started = time.perf_counter()
+    applied_by = mig.who()
+    try:
+        with _open(conninfo, item.db) as conn:
+            mig.acquire_lock(conn, ctx.req.lock_timeout)
+            try:
+                conn.execute(mig.TRACKING_DDL)
+                cmp = mig.compare(item.files, mig.read_applied(conn))
+                if cmp.changed and ctx.req.repair:
+                    mig.repair(conn, cmp.changed)
+                    ctx.reporter.info(f"  {item.db.name}: re-recorded " + ", ".join(m.name for m, _ in cmp.changed))
+                elif cmp.changed:
+                    raise mig.MigrationError(cmp.changed[0][0].name, None, "checksum changed while waiting for the lock", None)
+                baseline = ctx.req.baseline
+                adopted = [m for m in cmp.pending if baseline is not None and m.version <= baseline]
+                if adopted:
+                    mig.record_baseline(conn, adopted, applied_by)
+                    ctx.reporter.info(f"  baseline {item.db.name}: recorded " + ", ".join(m.name for m in adopted))
+                for migration in [m for m in cmp.pending if m not in adopted]:
+                    seconds = mig.apply_one(conn, migration, applied_by)
+                    item.applied.append(migration.name)
+                    ctx.reporter.info(f"  ok {item.db.name} {migration.name} ({seconds * 1000:.0f} ms)")
+            finally:
+                mig.release_lock(conn)
+    except mig.MigrationError as exc:
+        item.error = str(exc)
+        ctx.reporter.info(f"  failed {item.db.name} {exc} (rolled back; earlier migrations stay applied)")
+    except mig.LockTimeoutError as exc:
+        item.error = str(exc)
+        ctx.reporter.info(f"  failed {item.db.name}: {exc}")
+    item.seconds = time.perf_counter() - started
+
+
+def status(req: DbRequest) -> int:
+    with db_context(req) as ctx:
+        work = collect(ctx)
+        conninfo = ctx.admin_conninfo()
+        read_state(ctx, work, conninfo)
+        rows = []
+        for item in work:
+            cmp = item.comparison
+            assert cmp is not None
+            last = cmp.applied[-1] if cmp.applied else None
+            rows.append(
+                {
+                    "database": item.db.name,
+                    "folder": str(item.folder),
+                    "applied": len(cmp.applied),
+                    "pending": [m.name for m in cmp.pending],
+                    "last_applied": {"name": last.name, "at": str(last.applied_at), "by": last.applied_by} if last else None,
+                    "checksum_drift": [m.name for m, _ in cmp.changed],
+                    "missing_files": [a.name for a in cmp.missing],
+                }
+            )
+        if req.as_json:
+            plan = _plan(work)
+            doc = {
+                "task": req.task,
+                "env": req.env,
+                "target": req.target,
+                "dry_run": True,
+                "summary": plan.summary(),
+                "changes": [c.to_json() for c in plan.changes],
+                "databases": rows,
+            }
+            sys.stdout.write(json.dumps(doc, default=str) + "\n")
+            return 0
+        from rich.table import Table
+
+        table = Table(title=f"Migrations on {req.env} ({req.target})", title_justify="left")
+        for column in ("database", "applied", "pending", "last applied", "drift"):
+            table.add_column(column)
+        for row in rows:
+            last = row["last_applied"]
+            drift = ", ".join([*(f"changed {n}" for n in row["checksum_drift"]), *(f"missing {n}" for n in row["missing_files"])])
+            table.add_row(
+                row["database"],
+                str(row["applied"]),
+                str(len(row["pending"])),
+                f"{last['name']} at {last['at'][:19]} by {last['by']}" if last else "-",
+                drift or "none",
+            )
+        ctx.reporter.console.print(table)
+        for note in ctx.notes:
+            ctx.reporter.info(note)
+        return 0
