@@ -11,7 +11,7 @@ from typing import Any
 
 from invoke import Collection, Exit, task
 
-from deploykit.errors import ApplyError, UserError
+from deploykit.errors import ApplyError, DeployKitError, UserError
 
 HELP = {
     "env": "environment: beta or prod",
@@ -47,7 +47,8 @@ def _exits(func: Callable[..., Any]) -> Callable[..., Any]:
             code = func(*args, **kwargs)
         except UserError as exc:
             raise Exit(f"error: {exc}", code=2) from None
-        except ApplyError as exc:
+        except (ApplyError, DeployKitError) as exc:
+            # An Azure call that failed outside a plan's own reporting: Azure's code and message, status 1.
             raise Exit(f"failed: {exc}", code=1) from None
         except KeyboardInterrupt:
             raise Exit("interrupted", code=130) from None

@@ -39,6 +39,8 @@ class Target:
     verify_challenge_resource: bool = True
 
 
+VAULT_API_VERSION = "2026-05-15"
+
 # Reads are retried more than azure-core's default of 3 status retries (issue 2); PUT and GET
 # are idempotent, so the same policy serves writes.
 RETRY_SETTINGS = {"retry_total": 10, "retry_status": 6, "retry_backoff_factor": 0.5, "retry_backoff_max": 30}
@@ -144,3 +146,17 @@ class ArmProvider:
             verify_challenge_resource=self.target.verify_challenge_resource,
             **RETRY_SETTINGS,
         )
+
+    def vault_secret_client(self, vault_id: str) -> Any | None:
+        """A SecretClient for the vault's data plane, or None when the vault does not exist."""
+        actual = self.read(vault_id, VAULT_API_VERSION)
+        return None if actual is None else self.secret_client(actual["properties"]["vaultUri"])
+
+
+def read_secret(client: Any, name: str) -> str | None:
+    """A secret's current value, or None only when it does not exist; other failures raise."""
+    with translated_errors(name):
+        try:
+            return client.get_secret(name).value
+        except ResourceNotFoundError:
+            return None

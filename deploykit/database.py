@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploykit.arm import translated_errors
+from deploykit.arm import read_secret, translated_errors
 from deploykit.config import DatabaseConfig, EnvConfig, Platform, available_envs, load_platform
 from deploykit.errors import ApplyError, AzureOperationError, UserError
 from deploykit.model import Action, Change, Plan, ResourceSpec
@@ -20,20 +20,13 @@ from deploykit.report import Reporter, audit, redact_value
 from deploykit.runner import CONFIG_DIR, RunOptions, confirm, finish
 from deploykit.target import OpenTarget, open_target, sandbox_dir, validate_target
 
-VAULT_API_VERSION = "2026-05-15"
 PG_API_VERSION = "2026-10-01"
 SYSTEM_DATABASES = frozenset({"postgres", "azure_maintenance", "azure_sys", "template0", "template1"})
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
 
 @dataclass(frozen=True)
-class DbRequest:
-    task: str
-    env: str
-    target: str = "sandbox"
-    dry_run: bool = False
-    as_json: bool = False
-    yes: bool = False
+class DbRequest(RunOptions):
     admin_dsn: str | None = None
     db: str | None = None
     dir: str | None = None
@@ -65,11 +58,6 @@ class DbContext:
     notes: list[str] = field(default_factory=list)
     _admin: str | None = None
 
-    @property
-    def options(self) -> RunOptions:
-        r = self.req
-        return RunOptions(r.task, r.env, r.target, r.dry_run, r.as_json, r.yes)
-
     def provider(self):
         if self.opened is None:
             self.opened = self.stack.enter_context(open_target(self.platform, self.req.target))
@@ -81,10 +69,9 @@ class DbContext:
 
     def vault(self) -> Any | None:
         """SecretClient for the env vault, or None when it does not exist yet."""
-        vault_id = self.resource_id("data", f"Microsoft.KeyVault/vaults/{self.env_cfg.key_vault.name}")
-        with translated_errors(vault_id):
-            actual = self.provider().read(vault_id, VAULT_API_VERSION)
-        return None if actual is None else self.provider().secret_client(actual["properties"]["vaultUri"])
+        return self.provider().vault_secret_client(
+            self.resource_id("data", f"Microsoft.KeyVault/vaults/{self.env_cfg.key_vault.name}")
+        )
 
     def admin_conninfo(self) -> str:
         if self._admin is None:
@@ -303,32 +290,50 @@ def create(req: DbRequest) -> int:
                 ctx.reporter.info("No changes: every database, role and grant is in place.")
             finish(ctx.reporter, ctx.opened, plan)
             return 0
-        confirm(ctx.options, plan, ctx.reporter)
+        confirm(ctx.req, plan, ctx.reporter)
         _allowlist_extensions(ctx, facts["dbs"])
-        records = []
-        with connect(conninfo) as conn:
-            for change in plan.pending:
-                if change.type == "postgresql/role":
-                    app = next(a for a in facts["apps"] if role_name(a) == change.id)
-                    _apply_role(conn, vault, app, change, facts["state"])
-                else:
-                    db = next(d for d in facts["dbs"] if d.name == change.id)
-                    _apply_database(conn, conninfo, db, change, facts["state"])
-                records.append(
-                    {
-                        "address": change.address,
-                        "action": change.action.value,
-                        "result": "ok",
-                        "changed_fields": sorted(change.diff),
-                    }
-                )
-                ctx.reporter.progress(change, True, 0.0)
-        audit(req.task, req.env, req.target, records)
+        records: list[dict[str, Any]] = []
+        try:
+            with connect(conninfo) as conn:
+                for change in plan.pending:
+                    _apply_change(conn, conninfo, vault, change, facts)
+                    records.append(
+                        {
+                            "address": change.address,
+                            "action": change.action.value,
+                            "result": "ok",
+                            "changed_fields": sorted(change.diff),
+                        }
+                    )
+                    ctx.reporter.progress(change, True, 0.0)
+        except (AzureOperationError, _psycopg_error()) as exc:
+            failed = plan.pending[len(records)]
+            records.append(
+                {"address": failed.address, "action": failed.action.value, "result": "failed", "error": _first_line(exc)}
+            )
+            raise ApplyError(f"{failed.address}: {_first_line(exc)} (earlier changes were applied; run again)") from None
+        finally:
+            audit(req.task, req.env, req.target, records)
         verify, _ = plan_create(ctx, conninfo)
         if verify.pending:
             raise ApplyError("did not converge: " + ", ".join(f"{c.address} ({c.reason})" for c in verify.pending))
         finish(ctx.reporter, ctx.opened, plan)
         return 0
+
+
+def _apply_change(conn: Any, conninfo: str, vault: Any, change: Change, facts: dict[str, Any]) -> None:
+    if change.type == "postgresql/role":
+        app = next(a for a in facts["apps"] if role_name(a) == change.id)
+        _apply_role(conn, vault, app, change, facts["state"])
+    else:
+        db = next(d for d in facts["dbs"] if d.name == change.id)
+        _apply_database(conn, conninfo, db, change, facts["state"])
+
+
+def _psycopg_error() -> type[Exception]:
+    import psycopg
+
+    return psycopg.Error
 
 
 def _apply_role(conn: Any, vault: Any, app: str, change: Change, state: ServerState) -> None:
@@ -347,14 +352,8 @@ def _apply_role(conn: Any, vault: Any, app: str, change: Change, state: ServerSt
 
 def _role_password(vault: Any, app: str) -> str:
     """The role's password from the env vault; generated and stored only when absent."""
-    from azure.core.exceptions import ResourceNotFoundError
-
     name = role_secret(app)
-    try:
-        with translated_errors(name):
-            password = vault.get_secret(name).value
-    except (ResourceNotFoundError, AzureOperationError):
-        password = None
+    password = read_secret(vault, name)  # a read failure raises: never overwrite a password we could not see
     if not password:
         password = secrets.token_urlsafe(32)
         redact_value(password)

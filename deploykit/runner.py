@@ -25,9 +25,11 @@ PLACEHOLDER_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 
 @dataclass(frozen=True)
 class RunOptions:
+    """What every task is asked: which task, env and target, dry run, JSON, confirmation."""
+
     task: str
     env: str | None
-    target: str
+    target: str = "sandbox"
     dry_run: bool = False
     as_json: bool = False
     yes: bool = False

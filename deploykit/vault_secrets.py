@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploykit.arm import translated_errors
+from deploykit.arm import read_secret, translated_errors
 from deploykit.config import VaultConfig, available_envs, load_platform
 from deploykit.errors import ApplyError, AzureOperationError, UserError
 from deploykit.model import Action, Change, Plan
@@ -16,7 +16,6 @@ from deploykit.report import Reporter, audit, redact_value
 from deploykit.runner import CONFIG_DIR, RunOptions, confirm, finish
 from deploykit.target import open_target, validate_target
 
-VAULT_API_VERSION = "2026-05-15"
 MAX_SECRET_BYTES = 25 * 1024  # Key Vault's limit for a secret value
 
 
@@ -117,29 +116,21 @@ def set_secret(req: SecretRequest) -> int:
 
 
 def _client_for(provider, vault_id: str, vault: VaultConfig, env: str):
-    with translated_errors(vault_id):
-        actual = provider.read(vault_id, VAULT_API_VERSION)
-    if actual is None:
+    client = provider.vault_secret_client(vault_id)
+    if client is None:
         step = "step2a" if env == "shared" else "step3"
         raise UserError(f"vault {vault.name} does not exist yet; run `invoke {step}` first (nothing was changed)")
-    return provider.secret_client(actual["properties"]["vaultUri"])
+    return client
 
 
 def _plan_secret(client, vault_id: str, name: str, value: str) -> Change:
-    from azure.core.exceptions import ResourceNotFoundError
-
     secret_id = f"{vault_id}/secrets/{name}"
     address = f"secret.{name}"
     kind = "Microsoft.KeyVault/vaults/secrets"
     try:
-        with translated_errors(vault_id):
-            current = client.get_secret(name).value
-    except ResourceNotFoundError:
-        current = None
+        current = read_secret(client, name)
     except AzureOperationError as exc:
-        if exc.code != "SecretNotFound":
-            raise ApplyError(f"{address}: could not read the current value: {exc}") from None
-        current = None
+        raise ApplyError(f"{address}: could not read the current value: {exc}") from None
     if current is None:
         return Change(address, kind, secret_id, Action.CREATE, "does not exist")
     if hmac.compare_digest(current.encode(), value.encode()):

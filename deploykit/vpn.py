@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from deploykit import pki
-from deploykit.arm import ArmProvider, translated_errors
+from deploykit.arm import ArmProvider, read_secret, translated_errors
 from deploykit.config import EnvConfig, Platform, VpnConfig, available_envs, load_platform
 from deploykit.errors import AzureOperationError, UserError
 from deploykit.model import Action, Change, Plan, ResourceSpec
@@ -31,20 +31,13 @@ from deploykit.runner import CONFIG_DIR, RunOptions, confirm, finish
 from deploykit.target import OpenTarget, open_target, validate_target
 
 TEMPLATE_DIR = Path("templates/vpn")
-VAULT_API_VERSION = "2026-05-15"
 PIP_API_VERSION = "2026-03-01"
 ROOT_ENTRY_PREFIX = "deploykit-root-"
 ROOT_KEY_SECRET, ROOT_CERT_SECRET = "vpn-root-key", "vpn-root-cert"
 
 
 @dataclass(frozen=True)
-class VpnRequest:
-    task: str
-    env: str
-    target: str = "sandbox"
-    dry_run: bool = False
-    as_json: bool = False
-    yes: bool = False
+class VpnRequest(RunOptions):
     certs_dir: str | None = None
     name: str | None = None
     rotate: bool = False
@@ -68,11 +61,6 @@ class VpnContext:
     stack: ExitStack
     opened: OpenTarget | None = None
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def options(self) -> RunOptions:
-        r = self.req
-        return RunOptions(r.task, r.env, r.target, r.dry_run, r.as_json, r.yes)
 
     def provider(self) -> ArmProvider:
         if self.opened is None:
@@ -130,14 +118,10 @@ def vault_client(ctx: VpnContext) -> tuple[Any | None, str]:
     """(SecretClient, where) when the env vault is reachable, else (None, why not)."""
     vault = ctx.env_cfg.key_vault.name
     try:
-        provider = ctx.provider()
-        with translated_errors(vault):
-            actual = provider.read(ctx.vault_id(), VAULT_API_VERSION)
+        client = ctx.provider().vault_secret_client(ctx.vault_id())
     except (UserError, AzureOperationError) as exc:
         return None, f"vault {vault} not reachable ({exc})"
-    if actual is None:
-        return None, f"vault {vault} does not exist yet"
-    return provider.secret_client(actual["properties"]["vaultUri"]), f"vault {vault}"
+    return (client, f"vault {vault}") if client is not None else (None, f"vault {vault} does not exist yet")
 
 
 def _secret_name(client_name: str) -> str:
@@ -146,20 +130,6 @@ def _secret_name(client_name: str) -> str:
     if cleaned != client_name:
         cleaned += "-" + hashlib.sha256(client_name.encode()).hexdigest()[:6]
     return f"vpn-client-{cleaned}-pfx-password"
-
-
-def _get_secret(client: Any, name: str) -> str | None:
-    from azure.core.exceptions import ResourceNotFoundError
-
-    try:
-        with translated_errors(name):
-            return client.get_secret(name).value
-    except ResourceNotFoundError:
-        return None
-    except AzureOperationError as exc:
-        if exc.code == "SecretNotFound":
-            return None
-        raise
 
 
 # ---- the gateway (step 6): roots and revocations, full-list PUT keeping other entries -----------
@@ -312,7 +282,7 @@ def _retire_root(ctx: VpnContext, index: dict[str, Any], current: x509.Certifica
     plan = _done(ctx, [change], "Plan for vpn.root --retire")
     if ctx.req.dry_run:
         return _finish(ctx, plan)
-    confirm(ctx.options, plan, ctx.reporter)
+    confirm(ctx.req, plan, ctx.reporter)
     index["roots"] = [r for r in index["roots"] if r["serial"] != serial]
     for suffix in (".pem", ".key"):
         (ctx.store.root_dir / "roots" / f"{serial}{suffix}").unlink(missing_ok=True)
@@ -332,7 +302,7 @@ def _root_to_vault(ctx: VpnContext, current: x509.Certificate) -> str:
     redact_value(key_text)
     stored = 0
     for name, value in ((ROOT_KEY_SECRET, key_text), (ROOT_CERT_SECRET, cert_text)):
-        if _get_secret(client, name) != value:
+        if read_secret(client, name) != value:
             with translated_errors(name):
                 client.set_secret(name, value, content_type="application/x-pem-file")
             stored += 1
@@ -345,7 +315,7 @@ def _root_from_vault(ctx: VpnContext, index: dict[str, Any], current: x509.Certi
     client, where = vault_client(ctx)
     if client is None:
         raise UserError(f"--from-vault: {where}; nothing was restored")
-    key_text, cert_text = _get_secret(client, ROOT_KEY_SECRET), _get_secret(client, ROOT_CERT_SECRET)
+    key_text, cert_text = read_secret(client, ROOT_KEY_SECRET), read_secret(client, ROOT_CERT_SECRET)
     if not key_text or not cert_text:
         raise UserError(f"--from-vault: {where} holds no {ROOT_KEY_SECRET}/{ROOT_CERT_SECRET}; store them with --to-vault first")
     redact_value(key_text)
@@ -511,7 +481,7 @@ def revoke(req: VpnRequest) -> int:
         plan = _done(ctx, [change], f"Plan for vpn.revoke {name}")
         if req.dry_run or change.action is Action.UNCHANGED:
             return _finish(ctx, plan)
-        confirm(ctx.options, plan, ctx.reporter)
+        confirm(ctx.req, plan, ctx.reporter)
         for entry in targets:
             entry["revoked_at"] = when.isoformat()
         ctx.store.save_index(index)  # recorded before touching the gateway: never lost

@@ -55,6 +55,22 @@ class Sandbox:
     def resource_ids(self) -> list[str]:
         return sorted(r["id"] for r in self.control("GET", "/resources")["value"])
 
+    def seed_vault(self, group: str, vault: str) -> str:
+        """Create a group and a vault through the SDK (for vaults whose step is not built yet); returns its id."""
+        from deploykit.model import ResourceSpec
+
+        rg = f"/subscriptions/{SANDBOX_SUBSCRIPTION}/resourceGroups/{group}"
+        self.provider.put(
+            ResourceSpec("rg", "Microsoft.Resources/resourceGroups", "2025-04-01", rg, {}, "t"), {"location": "centralus"}
+        )
+        vault_id = f"{rg}/providers/Microsoft.KeyVault/vaults/{vault}"
+        body = {
+            "location": "centralus",
+            "properties": {"tenantId": SANDBOX_SUBSCRIPTION, "sku": {"family": "A", "name": "standard"}},
+        }
+        self.provider.put(ResourceSpec("kv", "Microsoft.KeyVault/vaults", "2026-05-15", vault_id, {}, "t"), body)
+        return vault_id
+
     def env(self) -> dict[str, str]:
         """Environment for a CLI subprocess that should use this sandbox."""
         return {**os.environ, "DEPLOYKIT_SANDBOX_URL": self.url, "DEPLOYKIT_SANDBOX_CA": self.ca}
@@ -131,17 +147,5 @@ def pg_admin(pg_server: str) -> str:
 @pytest.fixture()
 def beta_vault(sandbox) -> Sandbox:
     """The beta vault step 3 will create, seeded so db.create can store role passwords."""
-    from deploykit.model import ResourceSpec
-
-    rg = f"/subscriptions/{SANDBOX_SUBSCRIPTION}/resourceGroups/rg-trading-beta-data"
-    sandbox.provider.put(
-        ResourceSpec("rg", "Microsoft.Resources/resourceGroups", "2025-04-01", rg, {}, "t"), {"location": "centralus"}
-    )
-    vault = ResourceSpec(
-        "kv", "Microsoft.KeyVault/vaults", "2026-05-15", f"{rg}/providers/Microsoft.KeyVault/vaults/kv-trading-beta", {}, "t"
-    )
-    sandbox.provider.put(
-        vault,
-        {"location": "centralus", "properties": {"tenantId": SANDBOX_SUBSCRIPTION, "sku": {"family": "A", "name": "standard"}}},
-    )
+    sandbox.seed_vault("rg-trading-beta-data", "kv-trading-beta")
     return sandbox

@@ -155,3 +155,16 @@ def test_sandbox_target_starts_an_embedded_postgres(tmp_path, beta_vault) -> Non
 
     assert json.loads(second.stdout)["summary"] == {"create": 0, "update": 0, "delete": 0, "unchanged": 2, "failed": 0}
     assert (tmp_path / "sandbox-home" / "postgres" / "PG_VERSION").read_text().strip() == "16"
+
+
+def test_a_password_that_cannot_be_read_is_never_overwritten(pg_admin: str, beta_vault) -> None:
+    uri = beta_vault.provider.read(VAULT, "2026-05-15")["properties"]["vaultUri"]
+    beta_vault.provider.secret_client(uri).set_secret("pg-role-auth-api-password", "kept-as-is")
+    beta_vault.faults(
+        rules=[{"method": "GET", "path_contains": "pg-role-auth-api-password", "status": 403, "code": "Forbidden", "count": 5}]
+    )
+    result = run_invoke("db.create", "--env", "beta", "--admin-dsn", pg_admin, "--db", "sigmatiq_auth", env=beta_vault.env())
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("failed: role.auth_api: Forbidden")
+    beta_vault.control("DELETE", "/faults")
+    assert role_password(beta_vault, "auth_api") == "kept-as-is"

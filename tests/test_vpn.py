@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from deploykit import vpn
-from deploykit.model import ResourceSpec
 from deploykit.target import SANDBOX_SUBSCRIPTION
 from tests.conftest import run_invoke
 
@@ -80,17 +79,7 @@ def seed_gateway(sandbox) -> None:
 
 
 def seed_prod_vault(sandbox) -> None:
-    rg = f"{SUB}/resourceGroups/rg-trading-prod-data"
-    sandbox.provider.put(
-        ResourceSpec("rg", "Microsoft.Resources/resourceGroups", "2025-04-01", rg, {}, "t"), {"location": "centralus"}
-    )
-    vault = ResourceSpec(
-        "kv", "Microsoft.KeyVault/vaults", "2026-05-15", f"{rg}/providers/Microsoft.KeyVault/vaults/kv-trading-prod", {}, "t"
-    )
-    sandbox.provider.put(
-        vault,
-        {"location": "centralus", "properties": {"tenantId": SANDBOX_SUBSCRIPTION, "sku": {"family": "A", "name": "standard"}}},
-    )
+    sandbox.seed_vault("rg-trading-prod-data", "kv-trading-prod")
 
 
 def test_root_and_client_pass_openssl(certs: Path) -> None:
