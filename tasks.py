@@ -131,7 +131,9 @@ def secrets_set(c, name, file=None, env="shared", target="sandbox", dry_run=Fals
     """
     from deploykit.vault_secrets import SecretRequest, set_secret
 
-    return set_secret(SecretRequest(name=name, file=file, env=env, target=target, dry_run=dry_run, as_json=json, yes=yes))
+    return set_secret(
+        SecretRequest(task="secrets.set", name=name, file=file, env=env, target=target, dry_run=dry_run, as_json=json, yes=yes)
+    )
 
 
 @task(name="reset", help=_help("yes"))

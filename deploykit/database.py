@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from deploykit.arm import read_secret, translated_errors
-from deploykit.config import DatabaseConfig, EnvConfig, Platform, available_envs, load_platform
+from deploykit.config import DatabaseConfig, EnvConfig, Platform
 from deploykit.errors import ApplyError, AzureOperationError, UserError
 from deploykit.model import Action, Change, Plan, ResourceSpec
 from deploykit.report import Reporter, audit, redact_value
-from deploykit.runner import CONFIG_DIR, RunOptions, confirm, finish
-from deploykit.target import OpenTarget, open_target, sandbox_dir, validate_target
+from deploykit.runner import RunOptions, confirm, finish, load_for
+from deploykit.target import OpenTarget, open_target, sandbox_dir
 
 PG_API_VERSION = "2026-10-01"
 SYSTEM_DATABASES = frozenset({"postgres", "azure_maintenance", "azure_sys", "template0", "template1"})
@@ -92,11 +92,7 @@ def databases_for(env_cfg: EnvConfig, name: str | None) -> list[DatabaseConfig]:
 
 @contextmanager
 def db_context(req: DbRequest) -> Iterator[DbContext]:
-    validate_target(req.target)
-    envs = available_envs(CONFIG_DIR)
-    if req.env not in envs:
-        raise UserError(f"--env: {req.env!r} is not an environment; allowed: {', '.join(envs)}")
-    platform = load_platform(CONFIG_DIR, [req.env])
+    platform = load_for(req)
     reporter = Reporter(req.task, req.env, req.target, req.dry_run, req.as_json)
     with ExitStack() as stack:
         yield DbContext(req, platform, platform.envs[req.env], reporter, stack)

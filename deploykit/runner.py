@@ -35,6 +35,16 @@ class RunOptions:
     yes: bool = False
 
 
+def load_for(options: RunOptions, extra_envs: tuple[str, ...] = ()) -> Platform:
+    """Check --target and --env, then load shared config plus that environment's file."""
+    validate_target(options.target)
+    envs = available_envs(CONFIG_DIR)
+    if options.env not in (*envs, *extra_envs):
+        allowed = ", ".join((*extra_envs, *envs))
+        raise UserError(f"--env: {options.env!r} is not an environment; allowed: {allowed}")
+    return load_platform(CONFIG_DIR, [options.env] if options.env in envs else [])
+
+
 def steps_for_env(env: str) -> list[str]:
     """The steps `deploy --env ENV` runs, from the environment's config, in order."""
     platform = load_platform(CONFIG_DIR, [env])

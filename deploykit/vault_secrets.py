@@ -9,25 +9,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploykit.arm import read_secret, translated_errors
-from deploykit.config import VaultConfig, available_envs, load_platform
+from deploykit.config import VaultConfig
 from deploykit.errors import ApplyError, AzureOperationError, UserError
 from deploykit.model import Action, Change, Plan
 from deploykit.report import Reporter, audit, redact_value
-from deploykit.runner import CONFIG_DIR, RunOptions, confirm, finish
-from deploykit.target import open_target, validate_target
+from deploykit.runner import RunOptions, confirm, finish, load_for
+from deploykit.target import open_target
 
 MAX_SECRET_BYTES = 25 * 1024  # Key Vault's limit for a secret value
 
 
 @dataclass(frozen=True)
-class SecretRequest:
-    name: str
-    file: str | None
-    env: str
-    target: str
-    dry_run: bool
-    as_json: bool
-    yes: bool
+class SecretRequest(RunOptions):
+    name: str = ""
+    file: str | None = None
 
 
 def read_value(file: str | None, name: str) -> str:
@@ -50,11 +45,7 @@ def read_value(file: str | None, name: str) -> str:
 
 
 def set_secret(req: SecretRequest) -> int:
-    validate_target(req.target)
-    envs = available_envs(CONFIG_DIR)
-    if req.env != "shared" and req.env not in envs:
-        raise UserError(f"--env: {req.env!r} is not allowed; allowed: shared, {', '.join(envs)}")
-    platform = load_platform(CONFIG_DIR, [] if req.env == "shared" else [req.env])
+    platform = load_for(req, extra_envs=("shared",))
     allowed = [s.name for s in platform.shared.provider_secrets]
     if req.name not in allowed:
         raise UserError(
@@ -67,7 +58,6 @@ def set_secret(req: SecretRequest) -> int:
     else:
         vault, group = platform.envs[req.env].key_vault, platform.envs[req.env].resource_groups["data"].name
     reporter = Reporter("secrets.set", req.env, req.target, req.dry_run, req.as_json)
-    options = RunOptions("secrets.set", req.env, req.target, req.dry_run, req.as_json, req.yes)
     with open_target(platform, req.target) as opened:
         provider = opened.provider
         vault_id = (
@@ -83,7 +73,7 @@ def set_secret(req: SecretRequest) -> int:
                 reporter.info(f"No changes: {req.name} already holds this value (not rewritten).")
             finish(reporter, opened, plan)
             return 0
-        confirm(options, plan, reporter)
+        confirm(req, plan, reporter)
         try:
             with translated_errors(vault_id):
                 client.set_secret(req.name, value, content_type="text/plain")

@@ -23,12 +23,12 @@ from cryptography.hazmat.primitives import serialization
 
 from deploykit import pki
 from deploykit.arm import ArmProvider, read_secret, translated_errors
-from deploykit.config import EnvConfig, Platform, VpnConfig, available_envs, load_platform
+from deploykit.config import EnvConfig, Platform, VpnConfig, available_envs
 from deploykit.errors import AzureOperationError, UserError
 from deploykit.model import Action, Change, Plan, ResourceSpec
 from deploykit.report import Reporter, audit, redact_value
-from deploykit.runner import CONFIG_DIR, RunOptions, confirm, finish
-from deploykit.target import OpenTarget, open_target, validate_target
+from deploykit.runner import CONFIG_DIR, RunOptions, confirm, finish, load_for
+from deploykit.target import OpenTarget, open_target
 
 TEMPLATE_DIR = Path("templates/vpn")
 PIP_API_VERSION = "2026-03-01"
@@ -85,14 +85,10 @@ class VpnContext:
 
 @contextmanager
 def vpn_context(req: VpnRequest) -> Iterator[VpnContext]:
-    validate_target(req.target)
-    envs = available_envs(CONFIG_DIR)
-    if req.env not in envs:
-        raise UserError(f"--env: {req.env!r} is not an environment; allowed: {', '.join(envs)}")
-    platform = load_platform(CONFIG_DIR, [req.env])
+    platform = load_for(req)
     env_cfg = platform.envs[req.env]
     if env_cfg.vpn is None:
-        with_vpn = [e for e in envs if e != req.env]
+        with_vpn = [e for e in available_envs(CONFIG_DIR) if e != req.env]
         raise UserError(f"config/{req.env}.yaml: vpn: not configured; point-to-site VPN is set up for: {', '.join(with_vpn)}")
     store = pki.CertStore(Path(req.certs_dir) if req.certs_dir else Path("certs") / req.env)
     reporter = Reporter(req.task, req.env, req.target, req.dry_run, req.as_json)
