@@ -408,7 +408,16 @@ def db_status(c, env=None, admin_dsn=None, db=None, dir=None, target="sandbox", 
     if not env:
         raise UserError("--env: required; allowed: beta, prod")
     return _db(
-        "migration_runs", "status", task="db.status", env=env, admin_dsn=admin_dsn, db=db, dir=dir, target=target, as_json=json
+        "migration_runs",
+        "status",
+        task="db.status",
+        env=env,
+        admin_dsn=admin_dsn,
+        db=db,
+        dir=dir,
+        target=target,
+        as_json=json,
+        dry_run=True,  # read-only: reported as a dry run in --json
     )
 
 

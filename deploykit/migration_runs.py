@@ -4,8 +4,6 @@ migrate databases in parallel (one connection each) under each database's adviso
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -232,16 +230,7 @@ def status(req: DbRequest) -> int:
             )
         if req.as_json:
             plan = _plan(work)
-            doc = {
-                "task": req.task,
-                "env": req.env,
-                "target": req.target,
-                "dry_run": True,
-                "summary": plan.summary(),
-                "changes": [c.to_json() for c in plan.changes],
-                "databases": rows,
-            }
-            sys.stdout.write(json.dumps(doc, default=str) + "\n")
+            ctx.reporter.emit_json(plan, [c.to_json() for c in plan.changes], extra={"databases": rows})
             return 0
         from rich.table import Table
 

@@ -100,7 +100,10 @@ class Reporter:
             else:
                 self.console.print(f"  [red]failed[/] {escape(change.address)}: {escape(redact(error or ''))}")
 
-    def emit_json(self, plan: Plan, changes: Iterable[dict[str, Any]], failed: int) -> None:
+    def emit_json(
+        self, plan: Plan, changes: Iterable[dict[str, Any]], failed: int = 0, extra: dict[str, Any] | None = None
+    ) -> None:
+        """The one --json document: the standard keys, then a task's own listing (`extra`), redacted."""
         document = {
             "task": self.task,
             "env": self.env,
@@ -108,8 +111,9 @@ class Reporter:
             "dry_run": self.dry_run,
             "summary": plan.summary(failed=failed),
             "changes": list(changes),
+            **(extra or {}),
         }
-        sys.stdout.write(json.dumps(_redact_json(document)) + "\n")
+        sys.stdout.write(json.dumps(_redact_json(document), default=str) + "\n")
         sys.stdout.flush()
 
 

@@ -502,8 +502,6 @@ def revoke(req: VpnRequest) -> int:
 
 # ---- vpn.list --------------------------------------------------------------------------------
 def list_certificates(req: VpnRequest) -> int:
-    import json
-    import sys
 
     with vpn_context(req) as ctx:
         index = ctx.store.load_index()
@@ -522,17 +520,8 @@ def list_certificates(req: VpnRequest) -> int:
             for e in entries
         ]
         if req.as_json:
-            doc = {
-                "task": req.task,
-                "env": req.env,
-                "target": req.target,
-                "dry_run": req.dry_run,
-                "summary": Plan(()).summary(),
-                "changes": [],
-                "roots": [{k: r[k] for k in ("serial", "thumbprint", "not_after", "current")} for r in index["roots"]],
-                "certificates": rows,
-            }
-            sys.stdout.write(json.dumps(doc) + "\n")
+            roots = [{k: r[k] for k in ("serial", "thumbprint", "not_after", "current")} for r in index["roots"]]
+            ctx.reporter.emit_json(Plan(()), [], extra={"roots": roots, "certificates": rows})
             return 0
         from rich.table import Table
 
