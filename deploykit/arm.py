@@ -21,6 +21,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
+from deploykit.config import Platform
 from deploykit.errors import AzureOperationError, ResourceLockedError
 from deploykit.model import ResourceSpec
 
@@ -146,6 +147,14 @@ class ArmProvider:
             verify_challenge_resource=self.target.verify_challenge_resource,
             **RETRY_SETTINGS,
         )
+
+    def resource_id(self, group: str, provider_path: str) -> str:
+        """The ARM id of a resource in one of this subscription's groups, e.g. 'Microsoft.KeyVault/vaults/kv'."""
+        return f"/subscriptions/{self.target.subscription_id}/resourceGroups/{group}/providers/{provider_path}"
+
+    def vault_id(self, platform: Platform, env: str) -> str:
+        vault, group = platform.vault_for(env)
+        return self.resource_id(group, f"Microsoft.KeyVault/vaults/{vault.name}")
 
     def vault_secret_client(self, vault_id: str) -> Any | None:
         """A SecretClient for the vault's data plane, or None when the vault does not exist."""

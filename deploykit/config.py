@@ -251,6 +251,12 @@ class Platform(BaseModel):
     shared: SharedConfig
     envs: dict[str, EnvConfig]
 
+    def vault_for(self, env: str) -> tuple[VaultConfig, str]:
+        """An environment's vault and its group: shared's in the shared group, the others' with their data."""
+        if env == "shared":
+            return self.shared.key_vault, self.shared.resource_group.name
+        return self.envs[env].key_vault, self.envs[env].resource_groups["data"].name
+
     def subscription_id(self) -> str | None:
         """AZURE_SUBSCRIPTION_ID overrides config (platform.md); None means ask the Azure CLI."""
         return os.environ.get("AZURE_SUBSCRIPTION_ID") or self.shared.azure.subscription_id

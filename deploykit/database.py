@@ -63,15 +63,9 @@ class DbContext:
             self.opened = self.stack.enter_context(open_target(self.platform, self.req.target))
         return self.opened.provider
 
-    def resource_id(self, group_role: str, provider_path: str) -> str:
-        group = self.env_cfg.resource_groups[group_role].name
-        return f"/subscriptions/{self.provider().target.subscription_id}/resourceGroups/{group}/providers/{provider_path}"
-
     def vault(self) -> Any | None:
         """SecretClient for the env vault, or None when it does not exist yet."""
-        return self.provider().vault_secret_client(
-            self.resource_id("data", f"Microsoft.KeyVault/vaults/{self.env_cfg.key_vault.name}")
-        )
+        return self.provider().vault_secret_client(self.provider().vault_id(self.platform, self.req.env))
 
     def admin_conninfo(self) -> str:
         if self._admin is None:
@@ -396,8 +390,10 @@ def _allowlist_extensions(ctx: DbContext, dbs: list[DatabaseConfig]) -> None:
     if not wanted:
         return
     pg = ctx.env_cfg.postgres
-    server_id = ctx.resource_id("data", f"Microsoft.DBforPostgreSQL/flexibleServers/{pg.name}")
     provider = ctx.provider()
+    server_id = provider.resource_id(
+        ctx.env_cfg.resource_groups["data"].name, f"Microsoft.DBforPostgreSQL/flexibleServers/{pg.name}"
+    )
     if provider.read(server_id, PG_API_VERSION) is None:
         if ctx.req.target == "azure":
             raise UserError(f"server {pg.name} does not exist yet; run `invoke step3` first (nothing was changed)")

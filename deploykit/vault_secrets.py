@@ -53,17 +53,11 @@ def set_secret(req: SecretRequest) -> int:
         )
     value = read_value(req.file, req.name)
     redact_value(value)
-    if req.env == "shared":
-        vault, group = platform.shared.key_vault, platform.shared.resource_group.name
-    else:
-        vault, group = platform.envs[req.env].key_vault, platform.envs[req.env].resource_groups["data"].name
+    vault, _ = platform.vault_for(req.env)
     reporter = Reporter("secrets.set", req.env, req.target, req.dry_run, req.as_json)
     with open_target(platform, req.target) as opened:
         provider = opened.provider
-        vault_id = (
-            f"/subscriptions/{provider.target.subscription_id}/resourceGroups/{group}"
-            f"/providers/Microsoft.KeyVault/vaults/{vault.name}"
-        )
+        vault_id = provider.vault_id(platform, req.env)
         client = _client_for(provider, vault_id, vault, req.env)
         change = _plan_secret(client, vault_id, req.name, value)
         plan = Plan((change,))

@@ -69,18 +69,8 @@ class VpnContext:
 
     def gateway_spec(self) -> ResourceSpec:
         gw = self.cfg.gateway
-        rid = (
-            f"/subscriptions/{self.provider().target.subscription_id}/resourceGroups/{gw.resource_group}"
-            f"/providers/Microsoft.Network/virtualNetworkGateways/{gw.name}"
-        )
+        rid = self.provider().resource_id(gw.resource_group, f"Microsoft.Network/virtualNetworkGateways/{gw.name}")
         return ResourceSpec("vpn.gateway", "Microsoft.Network/virtualNetworkGateways", gw.api_version, rid, {}, "vpn")
-
-    def vault_id(self) -> str:
-        group = self.env_cfg.resource_groups["data"].name
-        return (
-            f"/subscriptions/{self.provider().target.subscription_id}/resourceGroups/{group}"
-            f"/providers/Microsoft.KeyVault/vaults/{self.env_cfg.key_vault.name}"
-        )
 
 
 @contextmanager
@@ -114,7 +104,8 @@ def vault_client(ctx: VpnContext) -> tuple[Any | None, str]:
     """(SecretClient, where) when the env vault is reachable, else (None, why not)."""
     vault = ctx.env_cfg.key_vault.name
     try:
-        client = ctx.provider().vault_secret_client(ctx.vault_id())
+        provider = ctx.provider()
+        client = provider.vault_secret_client(provider.vault_id(ctx.platform, ctx.req.env))
     except (UserError, AzureOperationError) as exc:
         return None, f"vault {vault} not reachable ({exc})"
     return (client, f"vault {vault}") if client is not None else (None, f"vault {vault} does not exist yet")
