@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from deploykit.sandbox.server import summarise
 from deploykit.sandbox.store import SandboxState
-from deploykit.target import sandbox_control, sandbox_dir
-
-
-def _external() -> tuple[str, str] | None:
-    url = os.environ.get("DEPLOYKIT_SANDBOX_URL")
-    if not url:
-        return None
-    return url.rstrip("/"), os.environ.get("DEPLOYKIT_SANDBOX_CA") or str(sandbox_dir() / "tls" / "cert.pem")
+from deploykit.target import external_sandbox, sandbox_control, sandbox_dir
 
 
 def reset() -> int:
-    external = _external()
+    external = external_sandbox()
     if external:
         sandbox_control(*external, "POST", "/reset")
         print(f"sandbox at {external[0]} reset")
@@ -46,7 +38,7 @@ def last_run(journal: Path) -> dict[str, Any]:
 
 
 def status(as_json: bool) -> int:
-    external = _external()
+    external = external_sandbox()
     if external:
         data = sandbox_control(*external, "GET", "/status")
         data["where"] = external[0]

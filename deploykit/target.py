@@ -54,11 +54,10 @@ def open_target(platform: Platform, name: str) -> Iterator[OpenTarget]:
     if name == "azure":
         yield OpenTarget(ArmProvider(_azure_target(platform)))
         return
-    external = os.environ.get("DEPLOYKIT_SANDBOX_URL")
+    external = external_sandbox()
     if external:
-        ca = os.environ.get("DEPLOYKIT_SANDBOX_CA") or str(sandbox_dir() / "tls" / "cert.pem")
-        target = _sandbox_target(platform, external.rstrip("/"), ca)
-        yield OpenTarget(ArmProvider(target), external.rstrip("/"), journal_position(external, ca))
+        url, ca = external
+        yield OpenTarget(ArmProvider(_sandbox_target(platform, url, ca)), url, journal_position(url, ca))
         return
     from deploykit.sandbox.server import SandboxServer
 
@@ -67,6 +66,14 @@ def open_target(platform: Platform, name: str) -> Iterator[OpenTarget]:
         yield OpenTarget(ArmProvider(_sandbox_target(platform, server.url, str(server.cert_path))), server.url, 0)
     finally:
         server.stop()
+
+
+def external_sandbox() -> tuple[str, str] | None:
+    """(url, CA file) of a sandbox already running (DEPLOYKIT_SANDBOX_URL), or None."""
+    url = os.environ.get("DEPLOYKIT_SANDBOX_URL")
+    if not url:
+        return None
+    return url.rstrip("/"), os.environ.get("DEPLOYKIT_SANDBOX_CA") or str(sandbox_dir() / "tls" / "cert.pem")
 
 
 def sandbox_dir() -> Path:
