@@ -58,7 +58,7 @@ def _exits(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _converge(task_name: str, steps: list[str], env: str | None, target: str, dry_run: bool, json: bool, yes: bool) -> int:
+def _converge(task_name: str, steps: list[str] | None, env: str | None, target: str, dry_run: bool, json: bool, yes: bool) -> int:
     from deploykit.runner import RunOptions, converge
 
     return converge(RunOptions(task_name, env, target, dry_run, json, yes), steps)
@@ -101,11 +101,9 @@ def deploy(c, env=None, target="sandbox", dry_run=False, json=False, yes=False):
 
     Runbook: runbooks/deploy.md. The steps are listed in config/<env>.yaml.
     """
-    from deploykit.runner import steps_for_env
-
     if not env:
         raise UserError("--env: required; allowed: beta, prod")
-    return _converge("deploy", steps_for_env(env), env, target, dry_run, json, yes)
+    return _converge("deploy", None, env, target, dry_run, json, yes)
 
 
 @task(name="plan", help=_help("env", "target", "json"))
@@ -115,11 +113,9 @@ def plan_(c, env=None, target="sandbox", json=False):
 
     Runbook: runbooks/plan.md.
     """
-    from deploykit.runner import steps_for_env
-
     if not env:
         raise UserError("--env: required; allowed: beta, prod")
-    return _converge("plan", steps_for_env(env), env, target, True, json, False)
+    return _converge("plan", None, env, target, True, json, False)
 
 
 @task(name="set", help=_help("name", "file", *COMMON, env="whose vault: shared (default), beta or prod"))

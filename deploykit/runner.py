@@ -45,12 +45,6 @@ def load_for(options: RunOptions, extra_envs: tuple[str, ...] = ()) -> Platform:
     return load_platform(CONFIG_DIR, [options.env] if options.env in envs else [])
 
 
-def steps_for_env(env: str) -> list[str]:
-    """The steps `deploy --env ENV` runs, from the environment's config, in order."""
-    platform = load_platform(CONFIG_DIR, [env])
-    return list(platform.envs[env].steps)
-
-
 def render_steps(platform: Platform, step_names: Sequence[str], env: str | None, subscription_id: str) -> list[ResourceSpec]:
     """Render each step's playbook for its scope; all steps together form one dependency graph."""
     specs: dict[str, ResourceSpec] = {}
@@ -67,12 +61,17 @@ def render_steps(platform: Platform, step_names: Sequence[str], env: str | None,
     return list(specs.values())
 
 
-def converge(options: RunOptions, step_names: Sequence[str]) -> int:
-    """Plan and (unless dry-run) apply the steps. Returns the exit status (0 ok, 1 apply failed)."""
+def converge(options: RunOptions, step_names: Sequence[str] | None = None) -> int:
+    """Plan and (unless dry-run) apply the steps; None means every step the env's config lists.
+
+    Returns the exit status (0 ok, 1 apply failed).
+    """
     validate_target(options.target)
-    scopes = {STEPS[s].scope for s in step_names if s in STEPS}
+    scopes = {STEPS[s].scope for s in step_names or () if s in STEPS}
     envs = [options.env] if options.env else (available_envs(CONFIG_DIR) if "all" in scopes else [])
     platform = load_platform(CONFIG_DIR, envs)
+    if step_names is None:
+        step_names = list(platform.envs[options.env].steps) if options.env else []
     reporter = Reporter(options.task, options.env, options.target, options.dry_run, options.as_json)
     with ExitStack() as stack:
         opened = _open(stack, platform, options, reporter)
