@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 from deploykit.arm import read_secret, translated_errors
 from deploykit.config import DatabaseConfig, EnvConfig, Platform
 from deploykit.errors import ApplyError, AzureOperationError, UserError
@@ -95,8 +99,6 @@ def db_context(req: DbRequest) -> Iterator[DbContext]:
 # ---- connections ------------------------------------------------------------------------------
 def resolve_admin(ctx: DbContext) -> str:
     """--admin-dsn, else the libpq variables (PGHOST...), else the environment's own server."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
     if ctx.req.admin_dsn:
         try:
             params = conninfo_to_dict(ctx.req.admin_dsn)
@@ -133,9 +135,6 @@ def resolve_admin(ctx: DbContext) -> str:
 
 
 def connect(conninfo: str, dbname: str | None = None, autocommit: bool = True):
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
     target = make_conninfo(conninfo, dbname=dbname) if dbname else conninfo
     try:
         return psycopg.connect(target, autocommit=autocommit, connect_timeout=15)
@@ -296,7 +295,7 @@ def create(req: DbRequest) -> int:
                         }
                     )
                     ctx.reporter.progress(change, True, 0.0)
-        except (AzureOperationError, _psycopg_error()) as exc:
+        except (AzureOperationError, psycopg.Error) as exc:
             failed = plan.pending[len(records)]
             records.append(
                 {"address": failed.address, "action": failed.action.value, "result": "failed", "error": _first_line(exc)}
@@ -320,15 +319,7 @@ def _apply_change(conn: Any, conninfo: str, vault: Any, change: Change, facts: d
         _apply_database(conn, conninfo, db, change, facts["state"])
 
 
-def _psycopg_error() -> type[Exception]:
-    import psycopg
-
-    return psycopg.Error
-
-
 def _apply_role(conn: Any, vault: Any, app: str, change: Change, state: ServerState) -> None:
-    from psycopg import sql
-
     role = role_name(app)
     password = _role_password(vault, app)
     ident = sql.Identifier(role)
@@ -354,8 +345,6 @@ def _role_password(vault: Any, app: str) -> str:
 
 
 def _apply_database(conn: Any, conninfo: str, db: DatabaseConfig, change: Change, state: ServerState) -> None:
-    from psycopg import sql
-
     owner = role_name(db.owner) if db.owner else state.admin
     name = sql.Identifier(db.name)
     if change.action is Action.CREATE:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from psycopg import sql
+
 from deploykit import migrations as mig
 from deploykit.config import DatabaseConfig
 from deploykit.database import DbContext, DbRequest, connect, databases_for, db_context, migrations_dir, role_name
@@ -38,8 +40,6 @@ def _owner_role(db: DatabaseConfig) -> str | None:
 
 def _open(conninfo: str, db: DatabaseConfig) -> Any:
     """A connection to the database acting as its owner, so the objects migrations create belong to the app."""
-    from psycopg import sql
-
     conn = connect(conninfo, db.name)
     owner = _owner_role(db)
     if owner:

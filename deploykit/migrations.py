@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from deploykit.errors import UserError
 
 FILE_PATTERN = re.compile(r"^(\d{4,})_([A-Za-z0-9][A-Za-z0-9_-]*)\.sql$")
@@ -147,8 +149,6 @@ class MigrationError(Exception):
 
 def apply_one(conn: Any, migration: Migration, applied_by: str) -> float:
     """Run one file and record it; a failure rolls the whole file back (unless non-transactional)."""
-    import psycopg
-
     start = time.perf_counter()
     try:
         if migration.transactional:
