@@ -25,7 +25,6 @@ from deploykit.runner import RunOptions, confirm, finish, load_for
 from deploykit.target import OpenTarget, open_target, sandbox_dir
 
 PG_API_VERSION = "2026-10-01"
-SYSTEM_DATABASES = frozenset({"postgres", "azure_maintenance", "azure_sys", "template0", "template1"})
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
 
