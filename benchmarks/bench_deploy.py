@@ -22,8 +22,9 @@ os.chdir(REPO)
 
 from deploykit.apply import apply_plan  # noqa: E402
 from deploykit.config import load_platform  # noqa: E402
+from deploykit.paths import config_dir  # noqa: E402
 from deploykit.plan import compute_plan  # noqa: E402
-from deploykit.runner import CONFIG_DIR, RunOptions, converge, render_steps  # noqa: E402
+from deploykit.runner import RunOptions, converge, render_steps  # noqa: E402
 from deploykit.sandbox.providers import ASYNC_TYPES  # noqa: E402
 from deploykit.sandbox.server import SandboxServer  # noqa: E402
 from deploykit.target import SANDBOX_SUBSCRIPTION, open_target, sandbox_control  # noqa: E402
@@ -55,7 +56,7 @@ def critical_path(specs, latency: float, lro: float) -> float:
 
 def run_engine(workers: int) -> float:
     """Plan, apply and verify with the given parallelism; returns wall seconds."""
-    platform = load_platform(CONFIG_DIR, ["beta"])
+    platform = load_platform(config_dir(), ["beta"])
     with open_target(platform, "sandbox") as opened:
         specs = render_steps(platform, STEPS, "beta", SANDBOX_SUBSCRIPTION)
         start = time.perf_counter()
@@ -66,7 +67,7 @@ def run_engine(workers: int) -> float:
 
 
 def timed_reads(workers: int) -> float:
-    platform = load_platform(CONFIG_DIR, ["beta"])
+    platform = load_platform(config_dir(), ["beta"])
     with open_target(platform, "sandbox") as opened:
         specs = render_steps(platform, STEPS, "beta", SANDBOX_SUBSCRIPTION)
         start = time.perf_counter()
@@ -87,7 +88,7 @@ def main() -> None:
         os.environ["DEPLOYKIT_SANDBOX_CA"] = str(server.cert_path)
         os.environ["DEPLOYKIT_AUDIT_DIR"] = str(Path(tmp) / "audit")
         control = lambda method, path, body=None: sandbox_control(server.url, str(server.cert_path), method, path, body)  # noqa: E731
-        specs = render_steps(load_platform(CONFIG_DIR, ["beta"]), STEPS, "beta", SANDBOX_SUBSCRIPTION)
+        specs = render_steps(load_platform(config_dir(), ["beta"]), STEPS, "beta", SANDBOX_SUBSCRIPTION)
         floor = critical_path(specs, latency, lro)
 
         control("POST", "/reset")

@@ -24,7 +24,7 @@ os.chdir(REPO)
 
 from deploykit import pki, vpn  # noqa: E402
 from deploykit.config import load_platform  # noqa: E402
-from deploykit.runner import CONFIG_DIR  # noqa: E402
+from deploykit.paths import config_dir  # noqa: E402
 from deploykit.sandbox.server import SandboxServer  # noqa: E402
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=100)
     args = parser.parse_args()
-    cfg = load_platform(CONFIG_DIR, ["prod"]).envs["prod"].vpn
+    cfg = load_platform(config_dir(), ["prod"]).envs["prod"].vpn
     when = pki.now()
     root_key, root = pki.issue_root(cfg, when)
     crypto = []

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from deploykit.errors import UserError
 from deploykit.naming import name_problem
+from deploykit.paths import project_root
 
 SHARED_FILE = "shared.yaml"
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -282,7 +283,7 @@ def load_platform(config_dir: Path, envs: list[str]) -> Platform:
 
 def _display(path: Path) -> str:
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        return str(path.resolve().relative_to(project_root()))
     except ValueError:
         return str(path)
 

@@ -20,9 +20,10 @@ from deploykit.arm import read_secret, translated_errors
 from deploykit.config import DatabaseConfig, EnvConfig, Platform
 from deploykit.errors import ApplyError, AzureOperationError, UserError
 from deploykit.model import Action, Change, Plan, ResourceSpec
+from deploykit.paths import sandbox_dir, under_root
 from deploykit.report import Reporter, audit, redact_value
 from deploykit.runner import RunOptions, confirm, finish, load_for
-from deploykit.target import OpenTarget, open_target, sandbox_dir
+from deploykit.target import OpenTarget, open_target
 
 PG_API_VERSION = "2026-10-01"
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -405,4 +406,4 @@ def _allowlist_extensions(ctx: DbContext, dbs: list[DatabaseConfig]) -> None:
 
 
 def migrations_dir(ctx: DbContext, db: DatabaseConfig) -> Path:
-    return Path(ctx.req.dir) if ctx.req.dir else Path(ctx.env_cfg.migrations_root) / db.migrations_folder
+    return under_root(ctx.req.dir) if ctx.req.dir else under_root(ctx.env_cfg.migrations_root) / db.migrations_folder

@@ -14,6 +14,7 @@ from deploykit.config import describe_validation_error
 from deploykit.errors import UserError
 from deploykit.model import ResourceSpec
 from deploykit.naming import name_problem
+from deploykit.paths import display
 
 RESOURCE_GROUP_TYPE = "Microsoft.Resources/resourceGroups"
 # Top-level body keys a playbook entry may carry, in ARM's own spelling.
@@ -48,7 +49,7 @@ class Playbook(BaseModel):
 
 def render_playbook(path: Path, context: Mapping[str, Any], subscription_id: str, step: str) -> list[ResourceSpec]:
     """Render one playbook for `context` and turn its entries into specs with full ARM ids."""
-    shown = path.as_posix()
+    shown = display(path)
     try:
         # YAML, not HTML: autoescape would corrupt values; tojson does the quoting.
         environment = jinja2.Environment(

@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from deploykit.model import Action, Change, Plan
+from deploykit.paths import audit_dir
 
 REDACTED = "[redacted]"
 _secrets: set[str] = set()
@@ -146,11 +147,6 @@ def audit(task: str, env: str | None, target: str, records: Iterable[dict[str, A
             line = {"when": when, "who": who, "task": task, "env": env, "target": target, **record}
             handle.write(json.dumps(_redact_json(line)) + "\n")
     return path
-
-
-def audit_dir() -> Path:
-    """Where the audit log lives: .deploykit/ (git-ignored), or DEPLOYKIT_AUDIT_DIR."""
-    return Path(os.environ.get("DEPLOYKIT_AUDIT_DIR", ".deploykit"))
 
 
 def _who() -> str:

@@ -18,8 +18,8 @@ from pathlib import Path
 from invoke import Collection
 
 from deploykit.errors import UserError
+from deploykit.paths import runbook_dir
 
-RUNBOOK_DIR = Path("runbooks")
 REQUIRED_SECTIONS = ("Purpose", "Prerequisites", "Command", "What it changes", "Verify", "Rollback", "Troubleshooting")
 INVOKE_CORE_FLAGS = {"--list", "-l", "--help", "-h", "--complete", "--version", "-V", "-e", "--echo", "--dry"}
 FENCE = re.compile(r"^```(\w*)\s*$")
@@ -98,13 +98,14 @@ def invoke_problems(line: str, flags: dict[str, dict[str, bool]]) -> list[str]:
     return problems
 
 
-def check_runbooks(ns: Collection, directory: Path = RUNBOOK_DIR) -> int:
+def check_runbooks(ns: Collection, directory: Path | None = None) -> int:
     flags = task_flags(ns)
     problems: list[str] = []
+    directory = directory or runbook_dir()
     runbooks = {p.stem: p for p in sorted(directory.glob("*.md")) if p.name != "README.md"}
     for task in flags:
         if task not in runbooks:
-            problems.append(f"{directory}/{task}.md: missing (task {task} has no runbook)")
+            problems.append(f"runbooks/{task}.md: missing (task {task} has no runbook)")
     for stem, path in runbooks.items():
         if stem not in flags:
             problems.append(f"{path}: names no task (allowed: {', '.join(sorted(flags))})")

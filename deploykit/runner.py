@@ -9,17 +9,16 @@ import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 from deploykit.config import Platform, available_envs, load_platform
 from deploykit.errors import ApplyError, AzureOperationError, UserError
 from deploykit.model import Plan, ResourceSpec
+from deploykit.paths import config_dir, display
 from deploykit.playbook import render_playbook
 from deploykit.report import Reporter, audit, summary_line
 from deploykit.steps import STEPS
 from deploykit.target import OpenTarget, open_target, sandbox_control, validate_target
 
-CONFIG_DIR = Path("config")
 PLACEHOLDER_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 
 
@@ -38,11 +37,11 @@ class RunOptions:
 def load_for(options: RunOptions, extra_envs: tuple[str, ...] = ()) -> Platform:
     """Check --target and --env, then load shared config plus that environment's file."""
     validate_target(options.target)
-    envs = available_envs(CONFIG_DIR)
+    envs = available_envs(config_dir())
     if options.env not in (*envs, *extra_envs):
         allowed = ", ".join((*extra_envs, *envs))
         raise UserError(f"--env: {options.env!r} is not an environment; allowed: {allowed}")
-    return load_platform(CONFIG_DIR, [options.env] if options.env in envs else [])
+    return load_platform(config_dir(), [options.env] if options.env in envs else [])
 
 
 def render_steps(platform: Platform, step_names: Sequence[str], env: str | None, subscription_id: str) -> list[ResourceSpec]:
@@ -56,7 +55,7 @@ def render_steps(platform: Platform, step_names: Sequence[str], env: str | None,
         context = {"shared": platform.shared, "envs": envs, "env": platform.envs.get(env) if env else None}
         for spec in render_playbook(step.playbook, context, subscription_id, name):
             if spec.address in specs:
-                raise UserError(f"{step.playbook}: {spec.address}: address already used by {specs[spec.address].step}")
+                raise UserError(f"{display(step.playbook)}: {spec.address}: address already used by {specs[spec.address].step}")
             specs[spec.address] = spec
     return list(specs.values())
 
@@ -68,8 +67,8 @@ def converge(options: RunOptions, step_names: Sequence[str] | None = None) -> in
     """
     validate_target(options.target)
     scopes = {STEPS[s].scope for s in step_names or () if s in STEPS}
-    envs = [options.env] if options.env else (available_envs(CONFIG_DIR) if "all" in scopes else [])
-    platform = load_platform(CONFIG_DIR, envs)
+    envs = [options.env] if options.env else (available_envs(config_dir()) if "all" in scopes else [])
+    platform = load_platform(config_dir(), envs)
     if step_names is None:
         step_names = list(platform.envs[options.env].steps) if options.env else []
     reporter = Reporter(options.task, options.env, options.target, options.dry_run, options.as_json)

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from deploykit.paths import sandbox_dir
 from deploykit.sandbox.server import summarise
 from deploykit.sandbox.store import SandboxState
-from deploykit.target import external_sandbox, sandbox_control, sandbox_dir
+from deploykit.target import external_sandbox, sandbox_control
 
 
 def reset() -> int:

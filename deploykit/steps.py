@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-PLAYBOOK_DIR = Path("playbooks")
+from deploykit.paths import playbook_dir
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class Step:
 
     @property
     def playbook(self) -> Path:
-        return PLAYBOOK_DIR / f"{self.name}.yaml.j2"
+        return playbook_dir() / f"{self.name}.yaml.j2"
 
 
 STEPS: dict[str, Step] = {

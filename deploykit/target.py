@@ -17,10 +17,10 @@ from azure.core.credentials import AccessToken, AccessTokenInfo
 from deploykit.arm import ArmProvider, Target
 from deploykit.config import Platform
 from deploykit.errors import UserError
+from deploykit.paths import sandbox_dir
 
 TARGETS = ("sandbox", "azure")
 SANDBOX_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
-SANDBOX_DIR = Path(".sandbox")
 
 
 class SandboxCredential:
@@ -74,10 +74,6 @@ def external_sandbox() -> tuple[str, str] | None:
     if not url:
         return None
     return url.rstrip("/"), os.environ.get("DEPLOYKIT_SANDBOX_CA") or str(sandbox_dir() / "tls" / "cert.pem")
-
-
-def sandbox_dir() -> Path:
-    return Path(os.environ.get("DEPLOYKIT_SANDBOX_DIR", SANDBOX_DIR))
 
 
 def _sandbox_target(platform: Platform, url: str, ca: str) -> Target:

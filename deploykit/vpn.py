@@ -14,7 +14,6 @@ import secrets
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -26,11 +25,11 @@ from deploykit.arm import ArmProvider, read_secret, translated_errors
 from deploykit.config import EnvConfig, Platform, VpnConfig, available_envs
 from deploykit.errors import AzureOperationError, UserError
 from deploykit.model import Action, Change, Plan, ResourceSpec
+from deploykit.paths import certs_dir, config_dir, template_dir, under_root
 from deploykit.report import Reporter, audit, redact_value
-from deploykit.runner import CONFIG_DIR, RunOptions, confirm, finish, load_for
+from deploykit.runner import RunOptions, confirm, finish, load_for
 from deploykit.target import OpenTarget, open_target
 
-TEMPLATE_DIR = Path("templates/vpn")
 PIP_API_VERSION = "2026-03-01"
 ROOT_ENTRY_PREFIX = "deploykit-root-"
 ROOT_KEY_SECRET, ROOT_CERT_SECRET = "vpn-root-key", "vpn-root-cert"
@@ -78,9 +77,9 @@ def vpn_context(req: VpnRequest) -> Iterator[VpnContext]:
     platform = load_for(req)
     env_cfg = platform.envs[req.env]
     if env_cfg.vpn is None:
-        with_vpn = [e for e in available_envs(CONFIG_DIR) if e != req.env]
+        with_vpn = [e for e in available_envs(config_dir()) if e != req.env]
         raise UserError(f"config/{req.env}.yaml: vpn: not configured; point-to-site VPN is set up for: {', '.join(with_vpn)}")
-    store = pki.CertStore(Path(req.certs_dir) if req.certs_dir else Path("certs") / req.env)
+    store = pki.CertStore(under_root(req.certs_dir) if req.certs_dir else certs_dir() / req.env)
     reporter = Reporter(req.task, req.env, req.target, req.dry_run, req.as_json)
     with ExitStack() as stack:
         yield VpnContext(req, platform, env_cfg, env_cfg.vpn, store, reporter, stack)
@@ -554,7 +553,7 @@ def profile(req: VpnRequest) -> int:
                 "file",
                 str(path),
                 Action.UPDATE if path.exists() else Action.CREATE,
-                f"rendered from {TEMPLATE_DIR}/{template}",
+                f"rendered from templates/vpn/{template}",
             )
             for path, template in outputs.items()
         ]
@@ -577,7 +576,7 @@ def profile(req: VpnRequest) -> int:
         }
         root_key_body = pki.key_pem(ctx.store.root_key()).decode()
         env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+            loader=jinja2.FileSystemLoader(template_dir() / "vpn"),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
             autoescape=False,  # noqa: S701 - text profiles, not HTML
@@ -585,7 +584,7 @@ def profile(req: VpnRequest) -> int:
         for path, template in outputs.items():
             text = env.get_template(template).render(**context)
             if root_key_body.strip() in text:  # never hand a client the CA's private key
-                raise UserError(f"{TEMPLATE_DIR}/{template}: renders the root CA private key; fix the template")
+                raise UserError(f"templates/vpn/{template}: renders the root CA private key; fix the template")
             ctx.store.write(path, text.encode(), private=True)
         if package_url:
             ctx.store.write(ctx.store.client_path(name, ".package-url"), package_url.encode(), private=True)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from deploykit.config import available_envs, load_platform
 from deploykit.model import Plan, ResourceSpec
+from deploykit.paths import config_dir
 from deploykit.plan import compute_plan
-from deploykit.runner import CONFIG_DIR, RunOptions, converge, render_steps
+from deploykit.runner import RunOptions, converge, render_steps
 from deploykit.target import SANDBOX_SUBSCRIPTION
 
 
 def specs_for(steps: list[str], env: str | None = "beta") -> list[ResourceSpec]:
-    platform = load_platform(CONFIG_DIR, [env] if env else available_envs(CONFIG_DIR))
+    platform = load_platform(config_dir(), [env] if env else available_envs(config_dir()))
     return render_steps(platform, steps, env, SANDBOX_SUBSCRIPTION)
 
 
