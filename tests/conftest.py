@@ -17,7 +17,7 @@ from deploykit.sandbox.server import SandboxServer
 from deploykit.target import SANDBOX_SUBSCRIPTION, SandboxCredential, sandbox_control
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO.parent / "shared" / "arm-examples"
+EXAMPLES = REPO / "tests" / "data" / "arm-examples"  # copies of the shared examples, listed in INDEX.md
 
 
 class Sandbox:

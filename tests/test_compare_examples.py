@@ -1,4 +1,8 @@
-"""Normalisation rules, each proved on a real ARM example (../shared/arm-examples, file cited).
+"""Normalisation rules, each proved on a real ARM example (tests/data/arm-examples, file cited).
+
+The examples are byte-for-byte copies of the steering repo's shared/arm-examples, kept in this
+repository so the suite is self-contained; tests/data/arm-examples/INDEX.md gives each file's source
+path and commit in Azure/azure-rest-api-specs.
 
 The request body of a create example is the desired state; the service's response in the same
 example is the actual state. A correct compare finds no difference between them.
@@ -7,11 +11,12 @@ example is the actual state. A correct compare finds no difference between them.
 from __future__ import annotations
 
 import copy
+import hashlib
 
 import pytest
 
 from deploykit.compare import diff_resource, rules_for
-from tests.conftest import load_example
+from tests.conftest import EXAMPLES, load_example
 
 # (example file, ARM type, request body parameter, write-only paths)
 CREATE_EXAMPLES = [
@@ -248,3 +253,38 @@ def test_write_only_fields_are_never_compared() -> None:
     assert "administratorLoginPassword" not in responses[0][1]["properties"]
     diff = diff_resource("Microsoft.DBforPostgreSQL/flexibleServers", request, responses[0][1])
     assert "properties.administratorLoginPassword" in diff  # without the write-only declaration it would be drift
+
+
+def _index_rows() -> dict[str, list[str]]:
+    """The table of tests/data/arm-examples/INDEX.md, keyed by "dir/file"."""
+    rows: dict[str, list[str]] = {}
+    for line in (EXAMPLES / "INDEX.md").read_text(encoding="utf-8").splitlines():
+        if not line.startswith("|") or line.startswith(("| dir |", "|---")):
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        key = f"{cells[0]}/{cells[1]}"
+        assert key not in rows, f"INDEX.md lists {key} twice"
+        rows[key] = cells
+    return rows
+
+
+def test_examples_index_lists_exactly_the_copied_files() -> None:
+    """Every row of INDEX.md names a file that is here, and every example here has a row (with its source)."""
+    rows = _index_rows()
+    assert rows, "INDEX.md has no rows"
+    missing = sorted(key for key in rows if not (EXAMPLES / key).is_file())
+    assert not missing, f"listed in INDEX.md but not in {EXAMPLES}: {missing}"
+    on_disk = {path.relative_to(EXAMPLES).as_posix() for path in EXAMPLES.rglob("*.json")}
+    unlisted = sorted(on_disk - set(rows))
+    assert not unlisted, f"in {EXAMPLES} but not listed in INDEX.md: {unlisted}"
+    for key, cells in rows.items():
+        source, commit = cells[2].strip("`"), cells[3].strip("`")
+        assert source.startswith("specification/") and source.endswith("/" + cells[1]), f"{key}: source path {source!r}"
+        assert len(commit) == 40 and int(commit, 16) >= 0, f"{key}: commit {commit!r}"
+
+
+def test_examples_are_unedited_copies() -> None:
+    """The sha256 prefix INDEX.md records for each file (carried over from the shared index) still matches."""
+    for key, cells in _index_rows().items():
+        digest = hashlib.sha256((EXAMPLES / key).read_bytes()).hexdigest()[:12]
+        assert digest == cells[8], f"{key} differs from the copy INDEX.md records"
