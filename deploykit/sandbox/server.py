@@ -50,6 +50,8 @@ class Faults:
     latency_ms: float = 0.0
     lro_seconds: float = 0.0
     poll_ms: float = 100.0
+    # False: long-running answers carry no Retry-After/Retry-After-Ms, as some Azure providers do.
+    lro_retry_after: bool = True
     rules: list[FaultRule] = field(default_factory=list)
 
     @classmethod
@@ -59,6 +61,7 @@ class Faults:
             latency_ms=float(data.get("latency_ms", 0)),
             lro_seconds=float(data.get("lro_seconds", 0)),
             poll_ms=float(data.get("poll_ms", 100)),
+            lro_retry_after=bool(data.get("lro_retry_after", True)),
             rules=rules,
         )
 
@@ -307,7 +310,9 @@ class ArmHandler(_Handler):
             f"{self.sandbox.url}/subscriptions/{parsed.subscription}"
             f"/providers/Microsoft.Sandbox/operationStatuses/{op_id}?api-version={api}"
         )
-        headers = {"Azure-AsyncOperation": op_url, "Retry-After-Ms": self._poll_ms(op_id)}
+        headers = {"Azure-AsyncOperation": op_url}
+        if faults.lro_retry_after:
+            headers["Retry-After-Ms"] = self._poll_ms(op_id)
         self._send(status, self._present(state.get_resource(path)), headers)
         return status
 
@@ -320,7 +325,8 @@ class ArmHandler(_Handler):
         body: dict[str, Any] = {"id": op_id, "name": op_id, "status": op["status"], "startTime": op["start"]}
         headers: dict[str, str] = {}
         if op["status"] == "InProgress":
-            headers["Retry-After-Ms"] = self._poll_ms(op_id)
+            if self.sandbox.faults.lro_retry_after:
+                headers["Retry-After-Ms"] = self._poll_ms(op_id)
         else:
             body["endTime"] = op.get("end")
         if op["status"] == "Failed":
