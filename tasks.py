@@ -1,24 +1,31 @@
 """Invoke entry: one task per runbook; flags in, one engine call, exit status out.
 
-Heavy imports (Azure SDKs, the engine) happen inside tasks so `invoke --list` stays fast.
+Numbered step tasks come from the registry (deploykit/steps.py). Heavy imports (Azure SDKs, the
+engine) happen inside tasks so `invoke --list` stays fast. No task has short flags: a letter
+must not mean different things in different tasks.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from typing import Any
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Task, task
 
-from deploykit.errors import ApplyError, DeployKitError, UserError
+from deploykit.cli import exits, install_parse_errors
+from deploykit.errors import UserError
+from deploykit.steps import STEPS, Step
 
+install_parse_errors()
+
+ENVS_HELP = "environment: beta or prod"
 HELP = {
-    "env": "environment: beta or prod",
+    "env": ENVS_HELP,
+    "all": "every environment (prod included); step1 needs --env or --all",
     "dry-run": "plan only: no writes anywhere; works without Azure credentials",
-    "json": "print exactly one JSON object (the plan and results) on stdout",
+    "json": "print exactly one JSON object (the plan and results) on stdout, also on failure",
     "target": "sandbox (default, local emulator) or azure (real, always explicit)",
-    "yes": "apply without asking for confirmation",
+    "yes": "apply without asking; required for prod or real Azure when there is no terminal",
+    "exit-code": "exit 3 when changes are pending, 0 when there are none (for CI)",
     "name": "name of the secret (one of provider_secrets in config/shared.yaml)",
     "file": "read the secret value from this file instead of standard input",
     "certs-dir": "certificate folder (default certs/<env>)",
@@ -27,6 +34,8 @@ HELP = {
     "db": "one database (default: all of the environment's)",
     "dir": "that database's folder of NNNN_description.sql files (with --db)",
 }
+COMMON = ("target", "dry-run", "json", "yes")
+VPN_COMMON = ("env", "certs-dir", *COMMON)
 
 
 def _help(*flags: str, **overrides: str) -> dict[str, str]:
@@ -34,92 +43,98 @@ def _help(*flags: str, **overrides: str) -> dict[str, str]:
     return {**{flag: HELP[flag] for flag in flags}, **overrides}
 
 
-COMMON = ("target", "dry-run", "json", "yes")
-VPN_COMMON = ("env", "certs-dir", *COMMON)
+def _task(name: str, help: dict[str, str]) -> Any:
+    """@task with our conventions: no automatic short flags, our exit statuses."""
+
+    def decorate(func: Any) -> Task:
+        return task(name=name, help=help, auto_shortflags=False)(exits(name)(func))
+
+    return decorate
 
 
-def _exits(func: Callable[..., Any]) -> Callable[..., Any]:
-    """User mistakes leave with one line and status 2; apply failures with status 1."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            code = func(*args, **kwargs)
-        except UserError as exc:
-            raise Exit(f"error: {exc}", code=2) from None
-        except (ApplyError, DeployKitError) as exc:
-            # An Azure call that failed outside a plan's own reporting: Azure's code and message, status 1.
-            raise Exit(f"failed: {exc}", code=1) from None
-        except KeyboardInterrupt:
-            raise Exit("interrupted", code=130) from None
-        if code:
-            raise Exit(code=code)
-
-    return wrapper
+def _require_env(env: str | None) -> str:
+    if not env:
+        raise UserError(f"--env: required; allowed: beta, prod ({ENVS_HELP})")
+    return env
 
 
-def _converge(task_name: str, steps: list[str] | None, env: str | None, target: str, dry_run: bool, json: bool, yes: bool) -> int:
-    from deploykit.runner import RunOptions, converge
-
-    return converge(RunOptions(task_name, env, target, dry_run, json, yes), steps)
-
-
-@task(help=_help("env", *COMMON))
-@_exits
-def step1(c, env=None, target="sandbox", dry_run=False, json=False, yes=False):
-    """Step 1: resource groups, tags and data-group locks.
-
-    Runbook: runbooks/step1.md. Without --env: shared, beta and prod groups.
-    """
-    return _converge("step1", ["step1"], env, target, dry_run, json, yes)
+def _number(flag: str, value: Any, low: float, high: float, kind: type = float) -> Any:
+    """A numeric flag, parsed strictly: one line naming the flag and the allowed range otherwise."""
+    if value is None:
+        return None
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{flag}: {value!r} is not a number; allowed: {low:g} to {high:g}") from None
+    if not low <= number <= high:
+        raise UserError(f"{flag}: {value!r} is out of range; allowed: {low:g} to {high:g}")
+    return number
 
 
-@task(help=_help(*COMMON))
-@_exits
-def step2a(c, target="sandbox", dry_run=False, json=False, yes=False):
-    """Step 2a: shared Key Vault (RBAC, soft delete, purge).
+def _options(task_name: str, env: str | None, target: str, dry_run: bool, json: bool, yes: bool, **more: Any) -> Any:
+    from deploykit.flow import RunOptions
 
-    Runbook: runbooks/step2a.md. Recovers a soft-deleted vault of the same name.
-    """
-    return _converge("step2a", ["step2a"], None, target, dry_run, json, yes)
+    return RunOptions(task_name, env, target, dry_run, json, yes, **more)
 
 
-@task(help=_help(*COMMON))
-@_exits
-def step2b(c, target="sandbox", dry_run=False, json=False, yes=False):
-    """Step 2b: shared container registry (Premium).
+def _converge(options: Any, steps: list[str] | None) -> int:
+    from deploykit.runner import converge
 
-    Runbook: runbooks/step2b.md.
-    """
-    return _converge("step2b", ["step2b"], None, target, dry_run, json, yes)
+    return converge(options, steps)
 
 
-@task(help=_help("env", *COMMON))
-@_exits
+# ---- numbered steps, from the registry --------------------------------------------------------
+def _step_task(step: Step) -> Task:
+    """A step's task: its flags follow from its scope (all environments, shared, or one env)."""
+    doc = f"Step {step.name.removeprefix('step')}: {step.title}.\n\n    Runbook: runbooks/{step.name}.md."
+    if step.scope == "shared":
+
+        def shared_body(c, target="sandbox", dry_run=False, json=False, yes=False):
+            return _converge(_options(step.name, None, target, dry_run, json, yes), [step.name])
+
+        body, flags = shared_body, COMMON
+    elif step.scope == "all":
+
+        def all_body(c, env=None, all=False, target="sandbox", dry_run=False, json=False, yes=False):
+            if bool(env) == bool(all):
+                raise UserError("--env: give one environment (beta or prod), or --all for every environment")
+            return _converge(_options(step.name, env, target, dry_run, json, yes, all_envs=all), [step.name])
+
+        body, flags = all_body, ("env", "all", *COMMON)
+    else:
+
+        def env_body(c, env=None, target="sandbox", dry_run=False, json=False, yes=False):
+            return _converge(_options(step.name, _require_env(env), target, dry_run, json, yes), [step.name])
+
+        body, flags = env_body, ("env", *COMMON)
+    body.__name__ = body.__qualname__ = step.name
+    body.__doc__ = doc
+    return _task(step.name, _help(*flags))(body)
+
+
+STEP_TASKS = [_step_task(step) for step in STEPS.values()]
+
+
+@_task("deploy", _help("env", *COMMON))
 def deploy(c, env=None, target="sandbox", dry_run=False, json=False, yes=False):
     """Converge every step of an environment, in order.
 
     Runbook: runbooks/deploy.md. The steps are listed in config/<env>.yaml.
     """
-    if not env:
-        raise UserError("--env: required; allowed: beta, prod")
-    return _converge("deploy", None, env, target, dry_run, json, yes)
+    return _converge(_options("deploy", _require_env(env), target, dry_run, json, yes), None)
 
 
-@task(name="plan", help=_help("env", "target", "json"))
-@_exits
-def plan_(c, env=None, target="sandbox", json=False):
+@_task("plan", _help("env", "target", "json", "exit-code"))
+def plan_(c, env=None, target="sandbox", json=False, exit_code=False):
     """Show what deploy would change (a dry run).
 
-    Runbook: runbooks/plan.md.
+    Runbook: runbooks/plan.md. --exit-code: 3 when changes are pending.
     """
-    if not env:
-        raise UserError("--env: required; allowed: beta, prod")
-    return _converge("plan", None, env, target, True, json, False)
+    return _converge(_options("plan", _require_env(env), target, True, json, False, exit_code=exit_code), None)
 
 
-@task(name="set", help=_help("name", "file", *COMMON, env="whose vault: shared (default), beta or prod"))
-@_exits
+# ---- secrets ---------------------------------------------------------------------------------
+@_task("set", _help("name", "file", *COMMON, env="whose vault: shared (default), beta or prod"))
 def secrets_set(c, name, file=None, env="shared", target="sandbox", dry_run=False, json=False, yes=False):
     """Store a provider secret in a vault (stdin or --file).
 
@@ -127,25 +142,22 @@ def secrets_set(c, name, file=None, env="shared", target="sandbox", dry_run=Fals
     """
     from deploykit.vault_secrets import SecretRequest, set_secret
 
-    return set_secret(
-        SecretRequest(task="secrets.set", name=name, file=file, env=env, target=target, dry_run=dry_run, as_json=json, yes=yes)
-    )
+    return set_secret(SecretRequest("secrets.set", env, target, dry_run, json, yes, name=name, file=file))
 
 
-@task(name="reset", help=_help("yes"))
-@_exits
+# ---- the sandbox -------------------------------------------------------------------------------
+@_task("reset", _help("yes"))
 def sandbox_reset(c, yes=False):
     """Empty the local sandbox (resources, secrets, journal).
 
-    Runbook: runbooks/sandbox.reset.md.
+    Runbook: runbooks/sandbox.reset.md. Always recovers, even from a corrupt state file.
     """
     from deploykit.sandbox_tasks import reset
 
     return reset()
 
 
-@task(name="status", help=_help("json"))
-@_exits
+@_task("status", _help("json"))
 def sandbox_status(c, json=False):
     """Show what the local sandbox holds and the last run.
 
@@ -156,8 +168,7 @@ def sandbox_status(c, json=False):
     return status(as_json=json)
 
 
-@task(name="check")
-@_exits
+@_task("check", {})
 def runbooks_check(c):
     """Check every task has a runbook and runbooks are valid.
 
@@ -168,15 +179,17 @@ def runbooks_check(c):
     return check_runbooks(ns)
 
 
-def _vpn(action: str, **fields: Any) -> int:
+# ---- VPN certificates --------------------------------------------------------------------------
+def _vpn(action: str, task_name: str, env: str | None, target: str, dry_run: bool, json: bool, yes: bool, **fields: Any) -> int:
     from deploykit import vpn
 
-    return getattr(vpn, action)(vpn.VpnRequest(**fields))
+    request = vpn.VpnRequest(task_name, _require_env(env), target, dry_run, json, yes, **fields)
+    return getattr(vpn, action)(request)
 
 
-@task(
-    name="root",
-    help=_help(
+@_task(
+    "root",
+    _help(
         *VPN_COMMON,
         rotate="issue a new root; the old one stays trusted until retired",
         retire="remove a previous root (by serial) from the trusted list",
@@ -186,10 +199,9 @@ def _vpn(action: str, **fields: Any) -> int:
         },
     ),
 )
-@_exits
 def vpn_root(
     c,
-    env="prod",
+    env=None,
     certs_dir=None,
     rotate=False,
     retire=None,
@@ -204,142 +216,98 @@ def vpn_root(
 
     Runbook: runbooks/vpn.root.md.
     """
+    if sum(map(bool, (rotate, retire, to_vault, from_vault))) > 1:
+        raise UserError("--rotate, --retire, --to-vault, --from-vault: give at most one")
     return _vpn(
         "root",
-        task="vpn.root",
-        env=env,
+        "vpn.root",
+        env,
+        target,
+        dry_run,
+        json,
+        yes,
         certs_dir=certs_dir,
         rotate=rotate,
         retire=retire,
         to_vault=to_vault,
         from_vault=from_vault,
-        target=target,
-        dry_run=dry_run,
-        as_json=json,
-        yes=yes,
     )
 
 
-@task(name="client", help=_help(*VPN_COMMON, name=HELP["client"], legacy="PKCS#12 with 3DES/SHA-1 for older macOS, iOS, Windows"))
-@_exits
-def vpn_client(c, name, env="prod", certs_dir=None, legacy=False, target="sandbox", dry_run=False, json=False, yes=False):
+@_task("client", _help(*VPN_COMMON, name=HELP["client"], legacy="PKCS#12 with 3DES/SHA-1 for older macOS, iOS, Windows"))
+def vpn_client(c, name, env=None, certs_dir=None, legacy=False, target="sandbox", dry_run=False, json=False, yes=False):
     """Issue or renew a VPN client certificate and .pfx.
 
     Runbook: runbooks/vpn.client.md.
     """
-    return _vpn(
-        "client",
-        task="vpn.client",
-        env=env,
-        name=name,
-        certs_dir=certs_dir,
-        legacy=legacy,
-        target=target,
-        dry_run=dry_run,
-        as_json=json,
-        yes=yes,
-    )
+    return _vpn("client", "vpn.client", env, target, dry_run, json, yes, name=name, certs_dir=certs_dir, legacy=legacy)
 
 
-@task(name="revoke", help=_help(*VPN_COMMON, name=HELP["client"]))
-@_exits
-def vpn_revoke(c, name, env="prod", certs_dir=None, target="sandbox", dry_run=False, json=False, yes=False):
+@_task("revoke", _help(*VPN_COMMON, name=HELP["client"]))
+def vpn_revoke(c, name, env=None, certs_dir=None, target="sandbox", dry_run=False, json=False, yes=False):
     """Revoke a client certificate (locally and on the gateway).
 
     Runbook: runbooks/vpn.revoke.md.
     """
-    return _vpn(
-        "revoke",
-        task="vpn.revoke",
-        env=env,
-        name=name,
-        certs_dir=certs_dir,
-        target=target,
-        dry_run=dry_run,
-        as_json=json,
-        yes=yes,
-    )
+    return _vpn("revoke", "vpn.revoke", env, target, dry_run, json, yes, name=name, certs_dir=certs_dir)
 
 
-@task(name="list", help=_help("env", "certs-dir", "json"))
-@_exits
-def vpn_list(c, env="prod", certs_dir=None, json=False):
+@_task("list", _help("env", "certs-dir", "json"))
+def vpn_list(c, env=None, certs_dir=None, json=False):
     """List client certificates with their status.
 
     Runbook: runbooks/vpn.list.md.
     """
-    return _vpn("list_certificates", task="vpn.list", env=env, certs_dir=certs_dir, as_json=json)
+    return _vpn("list_certificates", "vpn.list", env, "sandbox", True, json, False, certs_dir=certs_dir)
 
 
-@task(
-    name="profile",
-    help=_help(*VPN_COMMON, name=HELP["client"], **{"gateway-address": "the gateway's public address, when it cannot be read"}),
+@_task(
+    "profile",
+    _help(*VPN_COMMON, name=HELP["client"], **{"gateway-address": "the gateway's public address, when it cannot be read"}),
 )
-@_exits
-def vpn_profile(
-    c, name, env="prod", certs_dir=None, gateway_address=None, target="sandbox", dry_run=False, json=False, yes=False
-):
+def vpn_profile(c, name, env=None, certs_dir=None, gateway_address=None, target="sandbox", dry_run=False, json=False, yes=False):
     """Render OpenVPN/strongSwan profiles and fetch the package.
 
     Runbook: runbooks/vpn.profile.md.
     """
     return _vpn(
         "profile",
-        task="vpn.profile",
-        env=env,
+        "vpn.profile",
+        env,
+        target,
+        dry_run,
+        json,
+        yes,
         name=name,
         certs_dir=certs_dir,
         gateway_address=gateway_address,
-        target=target,
-        dry_run=dry_run,
-        as_json=json,
-        yes=yes,
     )
 
 
-def _number(flag: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise UserError(f"{flag}: {value!r} is not a migration number") from None
-
-
-def _db(module: str, action: str, **fields: Any) -> int:
+# ---- databases ---------------------------------------------------------------------------------
+def _db(
+    module: str, action: str, task_name: str, env: str | None, target: str, dry_run: bool, json: bool, yes: bool, **fields: Any
+) -> int:
     import importlib
 
     from deploykit.database import DbRequest
 
-    return getattr(importlib.import_module(f"deploykit.{module}"), action)(DbRequest(**fields))
+    request = DbRequest(task_name, _require_env(env), target, dry_run, json, yes, **fields)
+    return getattr(importlib.import_module(f"deploykit.{module}"), action)(request)
 
 
-@task(name="create", help=_help("env", "admin-dsn", "db", *COMMON))
-@_exits
+@_task("create", _help("env", "admin-dsn", "db", *COMMON))
 def db_create(c, env=None, admin_dsn=None, db=None, target="sandbox", dry_run=False, json=False, yes=False):
     """Create databases and least-privilege app roles.
 
     Runbook: runbooks/db.create.md. Role passwords live in the env vault.
     """
-    if not env:
-        raise UserError("--env: required; allowed: beta, prod")
-    return _db(
-        "database",
-        "create",
-        task="db.create",
-        env=env,
-        admin_dsn=admin_dsn,
-        db=db,
-        target=target,
-        dry_run=dry_run,
-        as_json=json,
-        yes=yes,
-    )
+    return _db("database", "create", "db.create", env, target, dry_run, json, yes, admin_dsn=admin_dsn, db=db)
 
 
-@task(
-    name="migrate",
-    help=_help(
+@_task(
+    "migrate",
+    _help(
         "env",
         "admin-dsn",
         "db",
@@ -347,13 +315,12 @@ def db_create(c, env=None, admin_dsn=None, db=None, target="sandbox", dry_run=Fa
         *COMMON,
         **{
             "show-sql": "with --dry-run: print the SQL of pending files",
-            "repair": "re-record checksums of deliberately edited, applied files",
-            "lock-timeout": "seconds to wait for another runner's lock (default 60)",
+            "repair": "after checking by hand: re-record edited files' checksums, or a half-applied no-transaction file",
+            "lock-timeout": "seconds to wait for another runner's lock (default 60; 0 to 3600)",
             "baseline": "adopt a database migrated by another tool: record files up to this number as applied",
         },
     ),
 )
-@_exits
 def db_migrate(
     c,
     env=None,
@@ -362,7 +329,7 @@ def db_migrate(
     dir=None,
     show_sql=False,
     repair=False,
-    lock_timeout=60.0,
+    lock_timeout=None,
     baseline=None,
     target="sandbox",
     dry_run=False,
@@ -373,51 +340,37 @@ def db_migrate(
 
     Runbook: runbooks/db.migrate.md.
     """
-    if not env:
-        raise UserError("--env: required; allowed: beta, prod")
+    timeout = _number("--lock-timeout", lock_timeout, 0, 3600)
     return _db(
         "migration_runs",
         "migrate",
-        task="db.migrate",
-        env=env,
+        "db.migrate",
+        env,
+        target,
+        dry_run,
+        json,
+        yes,
         admin_dsn=admin_dsn,
         db=db,
         dir=dir,
         show_sql=show_sql,
         repair=repair,
-        lock_timeout=float(lock_timeout),
-        baseline=_number("--baseline", baseline),
-        target=target,
-        dry_run=dry_run,
-        as_json=json,
-        yes=yes,
+        lock_timeout=60.0 if timeout is None else timeout,
+        baseline=_number("--baseline", baseline, 0, 9999, int),
     )
 
 
-@task(name="status", help=_help("env", "admin-dsn", "db", "dir", "target", "json"))
-@_exits
+@_task("status", _help("env", "admin-dsn", "db", "dir", "target", "json"))
 def db_status(c, env=None, admin_dsn=None, db=None, dir=None, target="sandbox", json=False):
     """Show applied and pending migrations and drift.
 
     Runbook: runbooks/db.status.md.
     """
-    if not env:
-        raise UserError("--env: required; allowed: beta, prod")
-    return _db(
-        "migration_runs",
-        "status",
-        task="db.status",
-        env=env,
-        admin_dsn=admin_dsn,
-        db=db,
-        dir=dir,
-        target=target,
-        as_json=json,
-        dry_run=True,  # read-only: reported as a dry run in --json
-    )
+    # Read-only: reported as a dry run in --json.
+    return _db("migration_runs", "status", "db.status", env, target, True, json, False, admin_dsn=admin_dsn, db=db, dir=dir)
 
 
-ns = Collection(step1, step2a, step2b, deploy, plan_)
+ns = Collection(*STEP_TASKS, deploy, plan_)
 ns.add_collection(Collection("db", db_create, db_migrate, db_status))
 ns.add_collection(Collection("vpn", vpn_root, vpn_client, vpn_revoke, vpn_list, vpn_profile))
 ns.add_collection(Collection("secrets", secrets_set))

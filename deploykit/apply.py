@@ -1,18 +1,25 @@
-"""Run a plan over its dependency graph with bounded parallelism; report each outcome as it lands."""
+"""Run planned changes over their dependency graph with bounded parallelism.
+
+Knows nothing of what a change does: each pending change has an applier (a callable). Outcomes
+are reported as they land, so the caller audits each write when it happens. A stop event (the
+first Ctrl-C) ends scheduling: in-flight calls finish, nothing new starts.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from deploykit.arm import ArmProvider
-from deploykit.errors import AzureOperationError, ResourceLockedError
-from deploykit.model import Action, Change, Plan, ResourceSpec
-from deploykit.recovery import recover
+from deploykit.errors import AzureOperationError, DeployKitError
+from deploykit.model import Change
+from deploykit.report import redact
 
-APPLY_WORKERS = 8
+Applier = Callable[[], Mapping[str, Any] | None]
+PROGRESS_EVERY_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -22,76 +29,93 @@ class Outcome:
     seconds: float
     error_code: str | None = None
     error: str | None = None
+    started: bool = True  # False: never attempted (a dependency failed, or the run was interrupted)
+    extra: Mapping[str, Any] = field(default_factory=dict)  # what the applier reports for the audit log
 
 
-def apply_plan(
-    plan: Plan,
-    specs: Mapping[str, ResourceSpec],
-    provider: ArmProvider,
-    on_start: Callable[[Change], None] = lambda change: None,
-    on_done: Callable[[Outcome], None] = lambda outcome: None,
-    workers: int = APPLY_WORKERS,
-) -> list[Outcome]:
-    """Apply every pending change once its dependencies in the plan have succeeded.
+@dataclass
+class Execution:
+    outcomes: list[Outcome]
+    not_started: list[Change]
+    interrupted: bool
+
+
+def execute(
+    pending: Sequence[Change],
+    appliers: Mapping[str, Applier],
+    depends_on: Mapping[str, Iterable[str]],
+    workers: int,
+    on_done: Callable[[Outcome], None],
+    stop: threading.Event,
+    on_slow: Callable[[list[tuple[Change, float]]], None] = lambda slow: None,
+    in_flight: dict[str, float] | None = None,
+) -> Execution:
+    """Apply each pending change once its dependencies in the plan have succeeded.
 
     Dependencies outside the plan (another step's resources) are taken as satisfied; if they are
-    missing, Azure says so (ResourceGroupNotFound) and the error names the step to run.
+    missing, the applier's error says so. `in_flight` (address -> start time) is kept current for
+    whoever must say what the run is waiting for.
     """
-    pending = {c.address: c for c in plan.pending}
-    waiting_on = {addr: {d for d in specs[addr].depends_on if d in pending} for addr in pending}
+    in_flight = {} if in_flight is None else in_flight
+    by_address = {c.address: c for c in pending}
+    waiting_on = {a: {d for d in depends_on.get(a, ()) if d in by_address} for a in by_address}
     outcomes: list[Outcome] = []
     failed: set[str] = set()
-    running: dict[Future[Outcome], str] = {}
+    running: dict[Future[Outcome], tuple[str, float]] = {}
+    last_progress = time.monotonic()
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        while waiting_on or running:
-            for addr in [a for a, deps in waiting_on.items() if not deps]:
-                del waiting_on[addr]
-                on_start(pending[addr])
-                running[pool.submit(_apply_one, pending[addr], specs[addr], provider)] = addr
-            for addr in [a for a, deps in waiting_on.items() if deps & failed]:
-                # A dependency failed: this change cannot be attempted; say which one.
-                blocker = sorted(waiting_on.pop(addr) & failed)[0]
-                outcome = Outcome(pending[addr], False, 0.0, "DependencyFailed", f"not attempted: {blocker} failed")
-                failed.add(addr)
-                outcomes.append(outcome)
-                on_done(outcome)
+    def record(outcome: Outcome) -> None:
+        outcomes.append(outcome)
+        on_done(outcome)
+
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="apply")
+    try:
+        while (waiting_on and not stop.is_set()) or running:
+            if not stop.is_set():
+                for addr in [a for a, deps in waiting_on.items() if not deps]:
+                    del waiting_on[addr]
+                    future = pool.submit(_apply_one, by_address[addr], appliers[addr])
+                    running[future] = (addr, time.monotonic())
+                    in_flight[addr] = running[future][1]
+                for addr in [a for a, deps in waiting_on.items() if deps & failed]:
+                    blocker = sorted(waiting_on.pop(addr) & failed)[0]
+                    failed.add(addr)
+                    record(Outcome(by_address[addr], False, 0.0, "DependencyFailed", f"not attempted: {blocker} failed", False))
             if not running:
-                if waiting_on and not any(deps & failed for deps in waiting_on.values()):
+                if waiting_on and not stop.is_set() and not any(deps & failed for deps in waiting_on.values()):
                     raise RuntimeError(f"dependency cycle among {sorted(waiting_on)}")
                 continue
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            done, _ = wait(running, timeout=0.25, return_when=FIRST_COMPLETED)
             for future in done:
-                addr = running.pop(future)
+                addr, _started = running.pop(future)
+                in_flight.pop(addr, None)
                 outcome = future.result()
-                outcomes.append(outcome)
-                on_done(outcome)
+                record(outcome)
                 if outcome.ok:
                     for deps in waiting_on.values():
                         deps.discard(addr)
                 else:
                     failed.add(addr)
-    return outcomes
+            now = time.monotonic()
+            if running and now - last_progress >= PROGRESS_EVERY_SECONDS:
+                last_progress = now
+                slow = [(by_address[a], now - t0) for a, t0 in running.values() if now - t0 >= PROGRESS_EVERY_SECONDS]
+                if slow:
+                    on_slow(slow)
+    finally:
+        pool.shutdown(wait=not stop.is_set() or not running, cancel_futures=True)
+    return Execution(outcomes, [by_address[a] for a in waiting_on], stop.is_set())
 
 
-def _apply_one(change: Change, spec: ResourceSpec, provider: ArmProvider) -> Outcome:
+def _apply_one(change: Change, applier: Applier) -> Outcome:
     started = time.monotonic()
     try:
-        if change.action is Action.RECOVER:
-            recover(spec, provider)
-        if change.action in (Action.CREATE, Action.RECOVER, Action.UPDATE):
-            provider.put(spec, spec.body)
-        elif change.action is Action.DELETE:
-            provider.delete(spec.id, spec.api_version)
-    except ResourceLockedError as exc:
-        return Outcome(
-            change,
-            False,
-            time.monotonic() - started,
-            exc.code,
-            f"blocked by a management lock (never lifted automatically): {exc.message}",
-        )
+        extra = applier() or {}
     except AzureOperationError as exc:
-        hint = " (run step1 first: the resource group is missing)" if exc.code == "ResourceGroupNotFound" else ""
-        return Outcome(change, False, time.monotonic() - started, exc.code, exc.message + hint)
-    return Outcome(change, True, time.monotonic() - started)
+        return Outcome(change, False, time.monotonic() - started, exc.code, redact(exc.message))
+    except DeployKitError as exc:
+        return Outcome(change, False, time.monotonic() - started, type(exc).__name__, redact(str(exc)))
+    except Exception as exc:  # an applier's own bug must not hide what the other changes did
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return Outcome(change, False, time.monotonic() - started, type(exc).__name__, redact(first))
+    return Outcome(change, True, time.monotonic() - started, extra=dict(extra))

@@ -4,11 +4,12 @@ extensions. Plain PostgreSQL through psycopg; every identifier quoted with psyco
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,14 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from deploykit.arm import read_secret, translated_errors
+from deploykit.compare import diff_resource
 from deploykit.config import DatabaseConfig, EnvConfig, Platform
-from deploykit.errors import ApplyError, AzureOperationError, UserError
+from deploykit.errors import ApplyError, UserError
+from deploykit.flow import RunContext, RunOptions, Work, run
 from deploykit.model import Action, Change, Plan, ResourceSpec
 from deploykit.paths import sandbox_dir, under_root
-from deploykit.report import Reporter, audit, redact_value
-from deploykit.runner import RunOptions, confirm, finish, load_for
-from deploykit.target import OpenTarget, open_target
+from deploykit.report import Reporter, redact_value
+from deploykit.runner import load_for
 
 PG_API_VERSION = "2026-10-01"
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -51,21 +53,24 @@ def role_secret(app: str) -> str:
 
 @dataclass
 class DbContext:
-    """Config, reporter, and lazily: the Azure target (vault, ARM) and the admin connection string."""
+    """Config and the run, and lazily: the Azure target (vault, ARM) and the admin connection string."""
 
     req: DbRequest
+    run: RunContext
     platform: Platform
     env_cfg: EnvConfig
-    reporter: Reporter
-    stack: ExitStack
-    opened: OpenTarget | None = None
-    notes: list[str] = field(default_factory=list)
     _admin: str | None = None
 
-    def provider(self):
-        if self.opened is None:
-            self.opened = self.stack.enter_context(open_target(self.platform, self.req.target))
-        return self.opened.provider
+    @property
+    def reporter(self) -> Reporter:
+        return self.run.reporter
+
+    @property
+    def notes(self) -> list[str]:
+        return self.run.notes
+
+    def provider(self) -> Any:
+        return self.run.provider()
 
     def vault(self) -> Any | None:
         """SecretClient for the env vault, or None when it does not exist yet."""
@@ -88,12 +93,31 @@ def databases_for(env_cfg: EnvConfig, name: str | None) -> list[DatabaseConfig]:
     return match
 
 
+def db_context(run_ctx: RunContext) -> DbContext:
+    req: DbRequest = run_ctx.options  # type: ignore[assignment]
+    run_ctx.platform = platform = load_for(req)
+    return DbContext(req, run_ctx, platform, platform.envs[req.env or ""])
+
+
 @contextmanager
-def db_context(req: DbRequest) -> Iterator[DbContext]:
-    platform = load_for(req)
-    reporter = Reporter(req.task, req.env, req.target, req.dry_run, req.as_json)
+def read_only_context(req: DbRequest) -> Iterator[DbContext]:
+    """For db.status: the same context, no plan or apply."""
     with ExitStack() as stack:
-        yield DbContext(req, platform, platform.envs[req.env], reporter, stack)
+        yield db_context(RunContext(req, Reporter(req.task, req.env, req.target, True, req.as_json), stack))
+
+
+def sql_errors(func: Callable[[], Any]) -> Callable[[], Any]:
+    """An applier whose PostgreSQL errors become ApplyError with SQLSTATE and the first line."""
+
+    @functools.wraps(func)
+    def wrapper() -> Any:
+        try:
+            return func()
+        except psycopg.Error as exc:
+            state = f"SQLSTATE {exc.sqlstate}: " if getattr(exc, "sqlstate", None) else ""
+            raise ApplyError(f"{state}{_first_line(exc)}") from None
+
+    return wrapper
 
 
 # ---- connections ------------------------------------------------------------------------------
@@ -263,54 +287,57 @@ def plan_create(ctx: DbContext, conninfo: str) -> tuple[Plan, dict[str, Any]]:
 
 
 def create(req: DbRequest) -> int:
-    with db_context(req) as ctx:
-        databases_for(ctx.env_cfg, req.db)  # an unknown --db is a user error before anything else
-        vault = ctx.vault()
-        if vault is None:
-            raise UserError(
-                f"vault {ctx.env_cfg.key_vault.name} does not exist yet: role passwords are stored there; "
-                "run `invoke step3` first (nothing was changed)"
-            )
-        conninfo = ctx.admin_conninfo()
-        plan, facts = plan_create(ctx, conninfo)
-        ctx.reporter.show_plan(plan, f"Plan for db.create on {req.env} ({req.target})")
-        if req.dry_run or not plan.pending:
-            if not plan.pending:
-                ctx.reporter.info("No changes: every database, role and grant is in place.")
-            finish(ctx.reporter, ctx.opened, plan)
-            return 0
-        confirm(ctx.req, plan, ctx.reporter)
-        _allowlist_extensions(ctx, facts["dbs"])
-        records: list[dict[str, Any]] = []
-        try:
-            with connect(conninfo) as conn:
-                for change in plan.pending:
-                    _apply_change(conn, conninfo, vault, change, facts)
-                    records.append(
-                        {
-                            "address": change.address,
-                            "action": change.action.value,
-                            "result": "ok",
-                            "changed_fields": sorted(change.diff),
-                        }
-                    )
-                    ctx.reporter.progress(change, True, 0.0)
-        except (AzureOperationError, psycopg.Error) as exc:
-            failed = plan.pending[len(records)]
-            records.append(
-                {"address": failed.address, "action": failed.action.value, "result": "failed", "error": _first_line(exc)}
-            )
-            raise ApplyError(f"{failed.address}: {_first_line(exc)} (earlier changes were applied; run again)") from None
-        finally:
-            audit(req.task, req.env, req.target, records)
-        verify, _ = plan_create(ctx, conninfo)
-        if verify.pending:
-            raise ApplyError("did not converge: " + ", ".join(f"{c.address} ({c.reason})" for c in verify.pending))
-        finish(ctx.reporter, ctx.opened, plan)
-        return 0
+    return run(req, _plan_create)
 
 
-def _apply_change(conn: Any, conninfo: str, vault: Any, change: Change, facts: dict[str, Any]) -> None:
+def _plan_create(run_ctx: RunContext) -> Work:
+    ctx = db_context(run_ctx)
+    req = ctx.req
+    databases_for(ctx.env_cfg, req.db)  # an unknown --db is a user error before anything else
+    vault = ctx.vault()
+    if vault is None:
+        raise UserError(
+            f"vault {ctx.env_cfg.key_vault.name} does not exist yet: role passwords are stored there; "
+            "run `invoke step3` first (nothing was changed)"
+        )
+    conninfo = ctx.admin_conninfo()
+    plan, facts = plan_create(ctx, conninfo)
+    ext_change, ext_applier = extensions_change(ctx, facts["dbs"])
+    changes = ([ext_change] if ext_change else []) + list(plan.changes)
+    connection: list[Any] = []
+
+    def admin() -> Any:
+        if not connection:
+            connection.append(run_ctx.stack.enter_context(connect(conninfo)))
+        return connection[0]
+
+    appliers: dict[str, Any] = {}
+    for change in plan.pending:
+        appliers[change.address] = sql_errors(functools.partial(_apply_change, admin, conninfo, vault, change, facts))
+    if ext_change is not None and ext_applier is not None:
+        appliers[ext_change.address] = ext_applier
+    # Sequential, in plan order: roles, then databases (after the extensions are allowed).
+    order = [c.address for c in changes if c.address in appliers]
+    depends_on = {a: tuple(order[:i]) for i, a in enumerate(order)}
+
+    def verify() -> Plan:
+        again, _ = plan_create(ctx, conninfo)
+        ext_again, _ = extensions_change(ctx, facts["dbs"])
+        return Plan(((ext_again,) if ext_again else ()) + again.changes)
+
+    return Work(
+        f"Plan for db.create on {req.env} ({req.target})",
+        Plan(tuple(changes)),
+        appliers,
+        depends_on,
+        workers=1,
+        verify=verify,
+        no_changes="No changes: every database, role and grant is in place.",
+    )
+
+
+def _apply_change(admin: Callable[[], Any], conninfo: str, vault: Any, change: Change, facts: dict[str, Any]) -> None:
+    conn = admin()
     if change.type == "postgresql/role":
         app = next(a for a in facts["apps"] if role_name(a) == change.id)
         _apply_role(conn, vault, app, change, facts["state"])
@@ -323,7 +350,10 @@ def _apply_role(conn: Any, vault: Any, app: str, change: Change, state: ServerSt
     role = role_name(app)
     password = _role_password(vault, app)
     ident = sql.Identifier(role)
-    attrs = sql.SQL("LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}").format(sql.Literal(password))
+    # The SCRAM verifier is computed here, as `psql \password` does: the password itself never
+    # travels as SQL text, so a failing statement cannot put it in the server log.
+    verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
+    attrs = sql.SQL("LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}").format(sql.Literal(verifier))
     verb = "CREATE" if change.action is Action.CREATE else "ALTER"
     conn.execute(sql.SQL(verb + " ROLE {} WITH ").format(ident) + attrs)
     if not state.is_superuser:
@@ -373,11 +403,14 @@ def _apply_database(conn: Any, conninfo: str, db: DatabaseConfig, change: Change
                 )
 
 
-def _allowlist_extensions(ctx: DbContext, dbs: list[DatabaseConfig]) -> None:
-    """On Azure, extensions must be allowed in the server parameter azure.extensions first."""
+def extensions_change(ctx: DbContext, dbs: list[DatabaseConfig]) -> tuple[Change | None, Any]:
+    """On Azure, extensions must be allowed in the server parameter azure.extensions first.
+
+    Planned like any change (through the one diff); None when the sandbox has no server resource.
+    """
     wanted = sorted({e.upper() for d in dbs for e in d.extensions})
     if not wanted:
-        return
+        return None, None
     pg = ctx.env_cfg.postgres
     provider = ctx.provider()
     server_id = provider.resource_id(
@@ -386,8 +419,7 @@ def _allowlist_extensions(ctx: DbContext, dbs: list[DatabaseConfig]) -> None:
     if provider.read(server_id, PG_API_VERSION) is None:
         if ctx.req.target == "azure":
             raise UserError(f"server {pg.name} does not exist yet; run `invoke step3` first (nothing was changed)")
-        ctx.notes.append("sandbox: no flexible server resource, so no azure.extensions allowlist to set")
-        return
+        return None, None
     spec = ResourceSpec(
         "pg.azure-extensions",
         "Microsoft.DBforPostgreSQL/flexibleServers/configurations",
@@ -398,11 +430,18 @@ def _allowlist_extensions(ctx: DbContext, dbs: list[DatabaseConfig]) -> None:
     )
     current = provider.read(spec.id, spec.api_version) or {}
     have = [v.strip().upper() for v in str(current.get("properties", {}).get("value", "")).split(",") if v.strip()]
-    missing = [e for e in wanted if e not in have]
-    if missing:
+    merged = have + [e for e in wanted if e not in have]
+    desired = {"properties": {"value": ",".join(merged)}}
+    diff = diff_resource(spec.type, desired, current, ())
+    if not diff:
+        return Change(spec.address, spec.type, spec.id, Action.UNCHANGED, f"allows {', '.join(wanted)}"), None
+
+    def apply() -> dict[str, Any]:
         with translated_errors(spec.id):
-            provider.put(spec, {"properties": {"value": ",".join(have + missing), "source": "user-override"}})
-        ctx.notes.append(f"azure.extensions on {pg.name}: added {', '.join(missing)}")
+            provider.put(spec, {"properties": {"value": ",".join(merged), "source": "user-override"}})
+        return {"value": ",".join(merged)}
+
+    return Change(spec.address, spec.type, spec.id, Action.UPDATE, "extensions not yet allowed", diff), apply
 
 
 def migrations_dir(ctx: DbContext, db: DatabaseConfig) -> Path:

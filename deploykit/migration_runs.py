@@ -5,7 +5,6 @@ migrate databases in parallel (one connection each) under each database's adviso
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,19 @@ from psycopg import sql
 
 from deploykit import migrations as mig
 from deploykit.config import DatabaseConfig
-from deploykit.database import DbContext, DbRequest, connect, databases_for, db_context, migrations_dir, role_name
-from deploykit.errors import UserError
+from deploykit.database import (
+    DbContext,
+    DbRequest,
+    connect,
+    databases_for,
+    db_context,
+    migrations_dir,
+    read_only_context,
+    role_name,
+)
+from deploykit.errors import ApplyError, UserError
+from deploykit.flow import RunContext, Work, run
 from deploykit.model import Action, Change, Plan
-from deploykit.report import audit
-from deploykit.runner import finish
 
 MIGRATE_WORKERS = 8
 
@@ -131,84 +138,93 @@ def _plan(work: list[DbWork], baseline: int | None = None) -> Plan:
 
 
 def migrate(req: DbRequest) -> int:
-    with db_context(req) as ctx:
-        work = collect(ctx)
-        conninfo = ctx.admin_conninfo()
-        read_state(ctx, work, conninfo)
-        _refuse_drift(ctx, work)
-        plan = _plan(work, req.baseline)
-        ctx.reporter.show_plan(plan, f"Plan for db.migrate on {req.env}")
-        if req.show_sql:
-            for item in work:
-                for migration in item.comparison.pending:  # type: ignore[union-attr]
-                    ctx.reporter.info(f"-- {item.db.name}: {migration.name}\n{migration.sql}")
-        for note in ctx.notes:
-            ctx.reporter.info(note)
-        todo = [w for w in work if w.comparison and (w.comparison.pending or w.comparison.changed)]
-        if req.dry_run or not todo:
-            if not todo:
-                ctx.reporter.info("No changes: every migration is applied.")
-            finish(ctx.reporter, ctx.opened, plan)
-            return 0
-        with ThreadPoolExecutor(max_workers=min(MIGRATE_WORKERS, len(todo))) as pool:
-            list(pool.map(lambda item: _run(ctx, item, conninfo), todo))
-        audit(
-            req.task,
-            req.env,
-            req.target,
-            [
-                {
-                    "address": f"migrations.{w.db.name}",
-                    "applied": w.applied,
-                    "result": "failed" if w.error else "ok",
-                    "error": w.error,
-                }
-                for w in todo
-            ],
-        )
-        failed = [w for w in todo if w.error]
-        errors = {f"migrations.{w.db.name}": w.error for w in failed if w.error}
-        finish(ctx.reporter, ctx.opened, plan, len(failed), errors)
-        return 1 if failed else 0
+    return run(req, _plan_migrate)
 
 
-def _run(ctx: DbContext, item: DbWork, conninfo: str) -> None:
+def _plan_migrate(run_ctx: RunContext) -> Work:
+    ctx = db_context(run_ctx)
+    req = ctx.req
+    work = collect(ctx)
+    conninfo = ctx.admin_conninfo()
+    read_state(ctx, work, conninfo)
+    _refuse_drift(ctx, work)
+    plan = _plan(work, req.baseline)
+    if req.show_sql:
+        for item in work:
+            for migration in item.comparison.pending:  # type: ignore[union-attr]
+                ctx.run.note(f"-- {item.db.name}: {migration.name}\n{migration.sql}")
+    running: dict[int, Any] = {}  # connections with a statement in flight, cancelled on Ctrl-C
+    run_ctx.cancel_hooks.append(lambda: [mig.cancel(conn) for conn in list(running.values())])
+    by_address = {f"migrations.{w.db.name}": w for w in work}
+    appliers = {c.address: _applier(ctx, by_address[c.address], conninfo, running) for c in plan.pending}
+
+    def verify() -> Plan:
+        fresh = collect(ctx)
+        read_state(ctx, fresh, conninfo)
+        return _plan(fresh)
+
+    return Work(
+        f"Plan for db.migrate on {req.env}",
+        plan,
+        appliers,
+        workers=MIGRATE_WORKERS,
+        verify=verify,
+        no_changes="No changes: every migration is applied.",
+    )
+
+
+def _applier(ctx: DbContext, item: DbWork, conninfo: str, running: dict[int, Any]) -> Any:
+    def apply() -> dict[str, Any]:
+        _run(ctx, item, conninfo, running)
+        if item.error:
+            done = f"; applied before it: {', '.join(item.applied)}" if item.applied else ""
+            raise ApplyError(item.error + done)
+        return {"applied": item.applied}
+
+    return apply
+
+
+def _run(ctx: DbContext, item: DbWork, conninfo: str, running: dict[int, Any]) -> None:
     """Migrate one database: lock, re-read (another runner may have gone first), apply in order."""
     started = time.perf_counter()
     applied_by = mig.who()
     try:
         with _open(conninfo, item.db) as conn:
-            mig.acquire_lock(conn, ctx.req.lock_timeout)
+            running[id(conn)] = conn
             try:
-                conn.execute(mig.TRACKING_DDL)
-                cmp = mig.compare(item.files, mig.read_applied(conn))
-                if cmp.changed and ctx.req.repair:
-                    mig.repair(conn, cmp.changed)
-                    ctx.reporter.info(f"  {item.db.name}: re-recorded " + ", ".join(m.name for m, _ in cmp.changed))
-                elif cmp.changed:
-                    raise mig.MigrationError(cmp.changed[0][0].name, None, "checksum changed while waiting for the lock", None)
-                baseline = ctx.req.baseline
-                adopted = [m for m in cmp.pending if baseline is not None and m.version <= baseline]
-                if adopted:
-                    mig.record_baseline(conn, adopted, applied_by)
-                    ctx.reporter.info(f"  baseline {item.db.name}: recorded " + ", ".join(m.name for m in adopted))
-                for migration in [m for m in cmp.pending if m not in adopted]:
-                    seconds = mig.apply_one(conn, migration, applied_by)
-                    item.applied.append(migration.name)
-                    ctx.reporter.info(f"  ok {item.db.name} {migration.name} ({seconds * 1000:.0f} ms)")
+                mig.acquire_lock(conn, ctx.req.lock_timeout)
+                try:
+                    conn.execute(mig.TRACKING_DDL)
+                    cmp = mig.compare(item.files, mig.read_applied(conn))
+                    if cmp.changed and ctx.req.repair:
+                        mig.repair(conn, cmp.changed)
+                        ctx.reporter.info(f"  {item.db.name}: re-recorded " + ", ".join(m.name for m, _ in cmp.changed))
+                    elif cmp.changed:
+                        raise mig.MigrationError(
+                            cmp.changed[0][0].name, None, "checksum changed while waiting for the lock", None
+                        )
+                    baseline = ctx.req.baseline
+                    adopted = [m for m in cmp.pending if baseline is not None and m.version <= baseline]
+                    if adopted:
+                        mig.record_baseline(conn, adopted, applied_by)
+                        ctx.reporter.info(f"  baseline {item.db.name}: recorded " + ", ".join(m.name for m in adopted))
+                    for migration in [m for m in cmp.pending if m not in adopted]:
+                        seconds = mig.apply_one(conn, migration, applied_by)
+                        item.applied.append(migration.name)
+                        ctx.reporter.info(f"  ok {item.db.name} {migration.name} ({seconds * 1000:.0f} ms)")
+                finally:
+                    mig.release_lock(conn)
             finally:
-                mig.release_lock(conn)
+                running.pop(id(conn), None)
     except mig.MigrationError as exc:
-        item.error = str(exc)
-        ctx.reporter.info(f"  failed {item.db.name} {exc} (rolled back; earlier migrations stay applied)")
+        item.error = f"{exc} (rolled back; earlier migrations stay applied)"
     except mig.LockTimeoutError as exc:
         item.error = str(exc)
-        ctx.reporter.info(f"  failed {item.db.name}: {exc}")
     item.seconds = time.perf_counter() - started
 
 
 def status(req: DbRequest) -> int:
-    with db_context(req) as ctx:
+    with read_only_context(req) as ctx:
         work = collect(ctx)
         conninfo = ctx.admin_conninfo()
         read_state(ctx, work, conninfo)

@@ -13,11 +13,12 @@ class Action(StrEnum):
     RECOVER = "recover"  # a soft-deleted resource is restored, then its declared state re-applied
     UPDATE = "update"
     DELETE = "delete"
+    WAIT = "wait"  # an operation is still in flight (Creating, Updating, ...): wait for it, then converge
     UNCHANGED = "unchanged"
 
 
-# Actions that write; every other action is a read-only outcome.
-WRITES = frozenset({Action.CREATE, Action.RECOVER, Action.UPDATE, Action.DELETE})
+# Actions that are work for the apply phase; UNCHANGED is the only read-only outcome.
+WRITES = frozenset({Action.CREATE, Action.RECOVER, Action.UPDATE, Action.DELETE, Action.WAIT})
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class Plan:
     state_read: bool = True  # False when planned without reading Azure (no credentials)
 
     def summary(self, failed: int = 0) -> dict[str, int]:
-        counts = {"create": 0, "update": 0, "delete": 0, "unchanged": 0, "failed": failed}
+        counts = {"create": 0, "update": 0, "delete": 0, "wait": 0, "unchanged": 0, "failed": failed}
         for change in self.changes:
             key = "create" if change.action is Action.RECOVER else change.action.value
             counts[key] += 1

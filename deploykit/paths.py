@@ -15,12 +15,17 @@ from pathlib import Path
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
-@functools.cache
 def project_root() -> Path:
+    """The root for this process's working directory (a task runs in one; resolved once for it)."""
     override = os.environ.get("DEPLOYKIT_ROOT")
     if override:
         return Path(override).resolve()
-    here = Path.cwd().resolve()
+    return _root_above(os.getcwd())
+
+
+@functools.cache
+def _root_above(cwd: str) -> Path:
+    here = Path(cwd).resolve()
     for folder in (here, *here.parents):
         if (folder / "config" / "shared.yaml").is_file():
             return folder

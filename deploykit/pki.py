@@ -171,7 +171,15 @@ class CertStore:
     def load_index(self) -> dict[str, Any]:
         if not self.index_path.exists():
             return {"roots": [], "clients": {}}
-        return json.loads(self.index_path.read_text(encoding="utf-8"))
+        try:
+            index = json.loads(self.index_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            index = None
+        if not isinstance(index, dict) or not isinstance(index.get("roots"), list) or not isinstance(index.get("clients"), dict):
+            raise UserError(
+                f"{self.index_path}: not a valid certificate index (JSON with roots and clients); restore it from backup"
+            )
+        return index
 
     def save_index(self, index: dict[str, Any]) -> None:
         self.write(self.index_path, json.dumps(index, indent=2, sort_keys=True).encode() + b"\n", private=False)

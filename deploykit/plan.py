@@ -12,6 +12,7 @@ from deploykit.recovery import find_recoverable
 
 READ_WORKERS = 16
 FAILED_STATES = {"failed", "canceled"}
+TERMINAL_STATES = {"succeeded", *FAILED_STATES}
 
 
 def compute_plan(specs: Sequence[ResourceSpec], provider: ArmProvider, workers: int = READ_WORKERS) -> Plan:
@@ -37,7 +38,12 @@ def plan_resource(spec: ResourceSpec, provider: ArmProvider) -> Change:
             return Change(spec.address, spec.type, spec.id, Action.RECOVER, recover_reason)
         return Change(spec.address, spec.type, spec.id, Action.CREATE, "does not exist")
     diff = diff_resource(spec.type, spec.body, actual, spec.write_only)
-    state = str((actual.get("properties") or {}).get("provisioningState", "")).lower()
+    state = provisioning_state(actual)
+    if not state_is_terminal(state):
+        return Change(
+            spec.address, spec.type, spec.id, Action.WAIT, f"provisioning state is {state}: an operation is in flight; waiting"
+        )
+    state = state.lower()
     if state in FAILED_STATES:
         return Change(spec.address, spec.type, spec.id, Action.UPDATE, f"provisioning state is {state}; re-applying", diff)
     if diff:
@@ -54,3 +60,13 @@ def _count_leaves(value: object) -> int:
     if isinstance(value, list):
         return sum(_count_leaves(v) for v in value) or 1
     return 1
+
+
+def provisioning_state(actual: dict | None) -> str:
+    """The resource's provisioningState as Azure spells it ('' when it has none)."""
+    return str(((actual or {}).get("properties") or {}).get("provisioningState") or "")
+
+
+def state_is_terminal(state: str) -> bool:
+    """Succeeded, Failed, Canceled, or no state at all (resource groups, locks): nothing in flight."""
+    return not state or state.lower() in TERMINAL_STATES

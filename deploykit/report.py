@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import threading
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,28 @@ ACTION_STYLE = {
     Action.RECOVER: "cyan",
     Action.UPDATE: "yellow",
     Action.DELETE: "red",
+    Action.WAIT: "magenta",
     Action.UNCHANGED: "dim",
 }
+PAST_TENSE = {
+    Action.CREATE: "created",
+    Action.RECOVER: "recovered",
+    Action.UPDATE: "updated",
+    Action.DELETE: "deleted",
+    Action.WAIT: "waited for",
+}
+# With stdout not a terminal (CI logs, files), tables are laid out this wide instead of 80 columns.
+PIPE_WIDTH = 240
+RUN_ID = uuid.uuid4().hex[:12]  # ties a run's audit lines together
+_json_emitted = threading.Event()
+
+
+MIN_REDACTED_LENGTH = 4  # shorter values would blank out ordinary words; no real secret is that short
 
 
 def redact_value(value: str) -> None:
     """Register a secret: from now on it is replaced wherever it would be printed or logged."""
-    if value:
+    if len(value) >= MIN_REDACTED_LENGTH:
         with _secrets_lock:
             _secrets.add(value)
 
@@ -66,6 +82,8 @@ class Reporter:
     def __init__(self, task: str, env: str | None, target: str, dry_run: bool, as_json: bool) -> None:
         self.task, self.env, self.target, self.dry_run, self.as_json = task, env, target, dry_run, as_json
         self.console = Console(stderr=as_json, highlight=False, soft_wrap=True)
+        if not self.console.is_terminal and not os.environ.get("COLUMNS"):
+            self.console.width = PIPE_WIDTH
         self._lock = threading.Lock()
 
     def info(self, message: str) -> None:
@@ -92,9 +110,7 @@ class Reporter:
             self.console.print(escape(summary_line(plan.summary())))
 
     def progress(self, change: Change, ok: bool, seconds: float, error: str | None = None) -> None:
-        verb = {Action.CREATE: "created", Action.RECOVER: "recovered", Action.UPDATE: "updated", Action.DELETE: "deleted"}.get(
-            change.action, change.action.value
-        )
+        verb = PAST_TENSE.get(change.action, change.action.value)
         with self._lock:
             if ok:
                 self.console.print(f"  [green]ok[/] {escape(change.address)} {verb} ({seconds:.1f}s)")
@@ -114,12 +130,41 @@ class Reporter:
             "changes": list(changes),
             **(extra or {}),
         }
-        sys.stdout.write(json.dumps(_redact_json(document), default=str) + "\n")
-        sys.stdout.flush()
+        write_json(document)
+
+
+def write_json(document: dict[str, Any]) -> None:
+    """Write the run's one JSON object (redacted) to stdout; remembered so a failure adds no second."""
+    sys.stdout.write(json.dumps(_redact_json(document), default=str) + "\n")
+    sys.stdout.flush()
+    _json_emitted.set()
+
+
+def emit_error_json(task: str, message: str, exit_status: int) -> None:
+    """With --json, a run that failed before printing its document still prints one object."""
+    if not _json_emitted.is_set():
+        write_json({"task": task, "error": message, "exit_status": exit_status})
+
+
+def recap_line(outcomes: Iterable[Any], not_converged: int, seconds: float) -> str:
+    """Terraform's closing line: what was done, what failed, how long it took."""
+    counts: dict[str, int] = {}
+    failed = 0
+    for outcome in outcomes:
+        if not outcome.ok:
+            failed += 1
+            continue
+        verb = PAST_TENSE.get(outcome.change.action, outcome.change.action.value)
+        counts[verb] = counts.get(verb, 0) + 1
+    order = ["created", "recovered", "updated", "deleted", "waited for"]
+    parts = [f"{counts.get(v, 0)} {v}" for v in order if counts.get(v) or v in ("created", "updated")]
+    parts.append(f"{failed + not_converged} failed")
+    return f"Apply finished: {', '.join(parts)} in {seconds:.1f} s."
 
 
 def summary_line(summary: dict[str, int]) -> str:
-    return ", ".join(f"{n} {k}" for k, n in summary.items())
+    """'1 create, 0 update, 0 delete, 4 unchanged, 0 failed' (operations waited for only when there are some)."""
+    return ", ".join(f"{n} {k}" for k, n in summary.items() if n or k != "wait")
 
 
 def _detail(change: Change) -> str:
@@ -141,11 +186,19 @@ def audit(task: str, env: str | None, target: str, records: Iterable[dict[str, A
     path = directory / "audit.jsonl"
     when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     who = _who()
+    lines = [
+        json.dumps(_redact_json({"when": when, "who": who, "run": RUN_ID, "task": task, "env": env, "target": target, **r}))
+        for r in records
+    ]
+    if not lines:
+        return path
+    # One O_APPEND write per call: lines from concurrent runs never interleave, and each is on
+    # disk (in the page cache) the moment its change completed, so a kill loses none.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as handle:
-        for record in records:
-            line = {"when": when, "who": who, "task": task, "env": env, "target": target, **record}
-            handle.write(json.dumps(_redact_json(line)) + "\n")
+    try:
+        os.write(fd, ("\n".join(lines) + "\n").encode("utf-8"))
+    finally:
+        os.close(fd)
     return path
 
 

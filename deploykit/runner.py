@@ -1,37 +1,28 @@
-"""Converge steps: load config, render, plan, show, confirm, apply, verify empty, report.
+"""The planner for numbered steps and `deploy`: render playbooks, read what exists, compare.
 
-The one flow every step task, `deploy` and `plan` share (design.md: converge, then verify empty).
+Each pending resource gets an applier (PUT, recover, delete, or wait for an operation still in
+flight); the one flow (flow.py) shows, confirms, applies, audits and verifies.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
-from contextlib import ExitStack
-from dataclasses import dataclass
+import functools
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from deploykit.config import Platform, available_envs, load_platform
-from deploykit.errors import ApplyError, AzureOperationError, UserError
-from deploykit.model import Plan, ResourceSpec
+from deploykit.errors import ApplyError, AzureOperationError, ResourceLockedError, UserError
+from deploykit.flow import RunContext, RunOptions, Work, run
+from deploykit.model import Action, Change, Plan, ResourceSpec
 from deploykit.paths import config_dir, display
 from deploykit.playbook import render_playbook
-from deploykit.report import Reporter, audit, summary_line
 from deploykit.steps import STEPS
-from deploykit.target import OpenTarget, open_target, sandbox_control, validate_target
+from deploykit.target import OpenTarget, validate_target
 
 PLACEHOLDER_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """What every task is asked: which task, env and target, dry run, JSON, confirmation."""
-
-    task: str
-    env: str | None
-    target: str = "sandbox"
-    dry_run: bool = False
-    as_json: bool = False
-    yes: bool = False
+APPLY_WORKERS = 8
+WAIT_LIMIT_SECONDS = 3 * 3600  # a VPN gateway takes most of an hour; nothing we manage takes three
 
 
 def load_for(options: RunOptions, extra_envs: tuple[str, ...] = ()) -> Platform:
@@ -61,80 +52,56 @@ def render_steps(platform: Platform, step_names: Sequence[str], env: str | None,
 
 
 def converge(options: RunOptions, step_names: Sequence[str] | None = None) -> int:
-    """Plan and (unless dry-run) apply the steps; None means every step the env's config lists.
+    """Plan and (unless dry-run) apply the steps; None means every step the env's config lists."""
+    return run(options, functools.partial(plan_steps, step_names=step_names))
 
-    Returns the exit status (0 ok, 1 apply failed).
-    """
+
+def plan_steps(ctx: RunContext, step_names: Sequence[str] | None) -> Work:
+    options = ctx.options
     validate_target(options.target)
     scopes = {STEPS[s].scope for s in step_names or () if s in STEPS}
-    envs = [options.env] if options.env else (available_envs(config_dir()) if "all" in scopes else [])
-    platform = load_platform(config_dir(), envs)
+    envs = [options.env] if options.env else (available_envs(config_dir()) if "all" in scopes and options.all_envs else [])
+    ctx.platform = load_platform(config_dir(), envs)
     if step_names is None:
-        step_names = list(platform.envs[options.env].steps) if options.env else []
-    reporter = Reporter(options.task, options.env, options.target, options.dry_run, options.as_json)
-    with ExitStack() as stack:
-        opened = _open(stack, platform, options, reporter)
-        subscription = opened.provider.target.subscription_id if opened else PLACEHOLDER_SUBSCRIPTION
-        specs = render_steps(platform, step_names, options.env, subscription)
-        by_address = {s.address: s for s in specs}
-        plan = _plan(specs, opened, options, reporter)
-        where = f"{options.target}" + (f", env {options.env}" if options.env else "")
-        reporter.show_plan(plan, f"Plan for {options.task} ({', '.join(step_names)}) on {where}")
-        if options.dry_run or not plan.pending:
-            if not plan.pending:
-                reporter.info("No changes. Everything matches the desired state.")
-            finish(reporter, opened, plan)
-            return 0
-        confirm(options, plan, reporter)
-        from deploykit.apply import apply_plan
+        step_names = list(ctx.platform.envs[options.env].steps) if options.env else []
+    opened = _open(ctx)
+    subscription = opened.provider.target.subscription_id if opened else PLACEHOLDER_SUBSCRIPTION
+    specs = render_steps(ctx.platform, step_names, options.env, subscription)
+    by_address = {s.address: s for s in specs}
+    plan = _plan(specs, opened, ctx)
+    where = options.target + (f", env {options.env}" if options.env else ", every environment" if options.all_envs else "")
+    title = f"Plan for {options.task} ({', '.join(step_names)}) on {where}"
+    if opened is None:
+        return Work(title, plan)
+    provider = opened.provider
+    pending = [c.address for c in plan.pending]
 
-        outcomes = apply_plan(
-            plan,
-            by_address,
-            opened.provider,
-            on_done=lambda o: reporter.progress(o.change, o.ok, o.seconds, f"{o.error_code}: {o.error}" if not o.ok else None),
-        )
-        audit(
-            options.task,
-            options.env,
-            options.target,
-            [
-                {
-                    "address": o.change.address,
-                    "type": o.change.type,
-                    "id": o.change.id,
-                    "action": o.change.action.value,
-                    "result": "ok" if o.ok else "failed",
-                    "error_code": o.error_code,
-                    "changed_fields": sorted(o.change.diff),
-                }
-                for o in outcomes
-            ],
-        )
-        failed = [o for o in outcomes if not o.ok]
-        applied = {o.change.address for o in outcomes if o.ok}
+    def verify() -> Plan:
         from deploykit.plan import compute_plan
 
-        verify = compute_plan([by_address[a] for a in sorted(applied)], opened.provider)
-        leftover = list(verify.pending)
-        for change in leftover:
-            reporter.warn(f"{change.address} did not converge: {change.reason}")
-        errors = {o.change.address: f"{o.error_code}: {o.error}" for o in failed}
-        finish(reporter, opened, plan, len(failed) + len(leftover), errors)
-        return 1 if failed or leftover else 0
+        return compute_plan([by_address[a] for a in pending], provider)
+
+    return Work(
+        title,
+        plan,
+        appliers={c.address: functools.partial(apply_resource, c, by_address[c.address], provider) for c in plan.pending},
+        depends_on={a: s.depends_on for a, s in by_address.items()},
+        workers=APPLY_WORKERS,
+        verify=verify,
+    )
 
 
-def _open(stack: ExitStack, platform: Platform, options: RunOptions, reporter: Reporter) -> OpenTarget | None:
+def _open(ctx: RunContext) -> OpenTarget | None:
     try:
-        return stack.enter_context(open_target(platform, options.target))
+        return ctx.target()
     except UserError as exc:
-        if options.dry_run and options.target == "azure":
-            reporter.warn(f"planning without reading Azure: {exc}")
+        if ctx.options.dry_run and ctx.options.target == "azure":
+            ctx.reporter.warn(f"planning without reading Azure: {exc}")
             return None
         raise
 
 
-def _plan(specs: list[ResourceSpec], opened: OpenTarget | None, options: RunOptions, reporter: Reporter) -> Plan:
+def _plan(specs: list[ResourceSpec], opened: OpenTarget | None, ctx: RunContext) -> Plan:
     from deploykit.plan import compute_plan, offline_plan
 
     if opened is None:
@@ -142,42 +109,61 @@ def _plan(specs: list[ResourceSpec], opened: OpenTarget | None, options: RunOpti
     try:
         return compute_plan(specs, opened.provider)
     except AzureOperationError as exc:
-        if exc.code == "AuthenticationFailed" and options.dry_run:
-            reporter.warn(f"planning without reading Azure: {exc.message}")
+        if exc.code == "AuthenticationFailed" and ctx.options.dry_run:
+            ctx.reporter.warn(f"planning without reading Azure: {exc.message}")
             return offline_plan(specs, "no Azure credentials")
         if exc.code == "AuthenticationFailed":
             raise UserError(f"--target azure: no usable Azure credentials ({exc.message}); run `az login`") from None
         raise ApplyError(f"could not read current state: {exc}") from None
 
 
-def confirm(options: RunOptions, plan: Plan, reporter: Reporter) -> None:
-    """Real Azure and prod changes are confirmed by a person, or by --yes."""
-    if options.yes or (options.target == "sandbox" and options.env != "prod"):
-        return
-    what = f"{len(plan.pending)} change(s) on {options.target}" + (f" for {options.env}" if options.env else "")
-    if not sys.stdin.isatty():
-        raise UserError(f"--yes: required to apply {what} without a terminal (nothing was changed)")
-    reporter.console.print(f"Apply {what}? Type 'yes' to continue: ", end="")
-    if input().strip().lower() != "yes":
-        raise UserError("not confirmed; nothing was changed")
+def apply_resource(change: Change, spec: ResourceSpec, provider: Any) -> Mapping[str, Any] | None:
+    """Make one resource match its spec; errors keep Azure's code, with a hint where we have one."""
+    from deploykit.plan import plan_resource
+    from deploykit.recovery import recover
+
+    try:
+        if change.action is Action.WAIT:
+            state = wait_for_operation(spec, provider)
+            if plan_resource(spec, provider).action is Action.UNCHANGED:
+                return {"waited_for": state}
+        if change.action is Action.RECOVER:
+            recover(spec, provider)
+        if change.action is Action.DELETE:
+            provider.delete(spec.id, spec.api_version)
+        else:
+            provider.put(spec, spec.body)
+    except ResourceLockedError as exc:
+        raise ResourceLockedError(exc.code, f"blocked by a management lock (never lifted automatically): {exc.message}") from None
+    except AzureOperationError as exc:
+        if exc.code == "ResourceGroupNotFound":
+            raise AzureOperationError(exc.code, exc.message + " (run step1 first: the resource group is missing)") from None
+        raise
+    return None
 
 
-def finish(
-    reporter: Reporter, opened: OpenTarget | None, plan: Plan, failed: int = 0, errors: dict[str, str] | None = None
-) -> None:
-    """Close a run: sandbox request counts, the failure line, and the --json document."""
-    if opened is not None and opened.sandbox_url:
-        counts = sandbox_control(
-            opened.sandbox_url, str(opened.provider.target.connection_verify), "GET", f"/journal?since={opened.journal_start}"
-        )["counts"]
-        reporter.info(f"sandbox requests this run: {counts['requests']} ({counts['reads']} reads, {counts['writes']} writes)")
-    if failed:
-        reporter.info(f"Failed: {failed}. " + summary_line(plan.summary(failed=failed)))
-    if reporter.as_json:
-        changes = []
-        for change in plan.changes:
-            item = change.to_json()
-            if errors and change.address in errors:
-                item["error"] = errors[change.address]
-            changes.append(item)
-        reporter.emit_json(plan, changes, failed)
+def wait_for_operation(spec: ResourceSpec, provider: Any) -> str:
+    """Poll until the resource's provisioning state is terminal (after a killed run, say)."""
+    from deploykit.plan import provisioning_state, state_is_terminal
+
+    interval = max(0.2, min(float(provider.target.polling_interval), 5.0))
+    deadline = time.monotonic() + WAIT_LIMIT_SECONDS
+    while True:
+        actual = provider.read(spec.id, spec.api_version)
+        state = provisioning_state(actual)
+        if actual is None or state_is_terminal(state):
+            return state or "gone"
+        if time.monotonic() > deadline:
+            raise ApplyError(f"{spec.address}: still {state} after {WAIT_LIMIT_SECONDS // 3600} h; check it in the portal")
+        time.sleep(interval)
+
+
+def apply_plan(plan: Plan, specs: Mapping[str, ResourceSpec], provider: Any, workers: int = APPLY_WORKERS) -> list[Any]:
+    """Apply a plan's ARM changes over their graph, without the flow (benchmarks and engine tests)."""
+    import threading
+
+    from deploykit.apply import execute
+
+    appliers = {c.address: functools.partial(apply_resource, c, specs[c.address], provider) for c in plan.pending}
+    depends_on = {a: s.depends_on for a, s in specs.items()}
+    return execute(plan.pending, appliers, depends_on, workers, lambda outcome: None, threading.Event()).outcomes

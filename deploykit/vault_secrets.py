@@ -7,14 +7,15 @@ import hmac
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from deploykit.arm import read_secret, translated_errors
 from deploykit.config import VaultConfig
 from deploykit.errors import ApplyError, AzureOperationError, UserError
+from deploykit.flow import RunContext, RunOptions, Work, run
 from deploykit.model import Action, Change, Plan
-from deploykit.report import Reporter, audit, redact_value
-from deploykit.runner import RunOptions, confirm, finish, load_for
-from deploykit.target import open_target
+from deploykit.report import redact_value
+from deploykit.runner import load_for
 
 MAX_SECRET_BYTES = 25 * 1024  # Key Vault's limit for a secret value
 
@@ -27,25 +28,35 @@ class SecretRequest(RunOptions):
 
 def read_value(file: str | None, name: str) -> str:
     """The value from a file or stdin (never argv); one trailing newline is dropped."""
-    if file:
-        try:
+    where = "--file" if file else "stdin"
+    try:
+        if file:
             raw = Path(file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UserError(f"--file: cannot read {file}: {exc.strerror}") from None
-    elif sys.stdin.isatty():
-        raw = getpass.getpass(f"Value for {name} (input hidden): ")
-    else:
-        raw = sys.stdin.read()
+        elif sys.stdin.isatty():
+            raw = getpass.getpass(f"Value for {name} (input hidden): ")
+        else:
+            raw = sys.stdin.read()
+    except OSError as exc:
+        raise UserError(f"{where}: cannot read {file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{where}: {file or 'the input'} is not UTF-8 text; a secret value must be UTF-8") from None
+    except EOFError:
+        raise UserError(f"{where}: end of input before a value; nothing was changed") from None
     value = raw[:-2] if raw.endswith("\r\n") else raw[:-1] if raw.endswith("\n") else raw
     if not value:
-        raise UserError(f"{'--file' if file else 'stdin'}: the secret value is empty; nothing was changed")
+        raise UserError(f"{where}: the secret value is empty; nothing was changed")
     if len(value.encode()) > MAX_SECRET_BYTES:
-        raise UserError(f"{'--file' if file else 'stdin'}: the value is over {MAX_SECRET_BYTES} bytes (Key Vault's limit)")
+        raise UserError(f"{where}: the value is over {MAX_SECRET_BYTES} bytes (Key Vault's limit)")
     return value
 
 
 def set_secret(req: SecretRequest) -> int:
-    platform = load_for(req, extra_envs=("shared",))
+    return run(req, _plan)
+
+
+def _plan(ctx: RunContext) -> Work:
+    req: SecretRequest = ctx.options  # type: ignore[assignment]
+    ctx.platform = platform = load_for(req, extra_envs=("shared",))
     allowed = [s.name for s in platform.shared.provider_secrets]
     if req.name not in allowed:
         raise UserError(
@@ -53,53 +64,27 @@ def set_secret(req: SecretRequest) -> int:
         )
     value = read_value(req.file, req.name)
     redact_value(value)
-    vault, _ = platform.vault_for(req.env)
-    reporter = Reporter("secrets.set", req.env, req.target, req.dry_run, req.as_json)
-    with open_target(platform, req.target) as opened:
-        provider = opened.provider
-        vault_id = provider.vault_id(platform, req.env)
-        client = _client_for(provider, vault_id, vault, req.env)
-        change = _plan_secret(client, vault_id, req.name, value)
-        plan = Plan((change,))
-        reporter.show_plan(plan, f"Plan for secrets.set on {req.target}, vault {vault.name}")
-        if req.dry_run or change.action is Action.UNCHANGED:
-            if change.action is Action.UNCHANGED:
-                reporter.info(f"No changes: {req.name} already holds this value (not rewritten).")
-            finish(reporter, opened, plan)
-            return 0
-        confirm(req, plan, reporter)
-        try:
-            with translated_errors(vault_id):
-                client.set_secret(req.name, value, content_type="text/plain")
-        except AzureOperationError as exc:
-            audit(
-                "secrets.set",
-                req.env,
-                req.target,
-                [{"address": change.address, "action": change.action.value, "result": "failed", "error_code": exc.code}],
-            )
-            raise ApplyError(f"{change.address}: {exc}") from None
-        audit(
-            "secrets.set",
-            req.env,
-            req.target,
-            [
-                {
-                    "address": change.address,
-                    "type": change.type,
-                    "id": change.id,
-                    "action": change.action.value,
-                    "result": "ok",
-                    "value": "(not recorded)",
-                }
-            ],
-        )
-        reporter.progress(change, True, 0.0)
-        finish(reporter, opened, plan)
-        return 0
+    vault, _ = platform.vault_for(req.env or "shared")
+    provider = ctx.provider()
+    vault_id = provider.vault_id(platform, req.env)
+    client = _client_for(provider, vault_id, vault, req.env or "shared")
+    change = _plan_secret(client, vault_id, req.name, value)
+
+    def apply() -> dict[str, Any]:
+        with translated_errors(vault_id):
+            client.set_secret(req.name, value, content_type="text/plain")
+        return {"value": "(not recorded)"}
+
+    return Work(
+        f"Plan for secrets.set on {req.target}, vault {vault.name}",
+        Plan((change,)),
+        {change.address: apply},
+        verify=lambda: Plan((_plan_secret(client, vault_id, req.name, value),)),
+        no_changes=f"No changes: {req.name} already holds this value (not rewritten).",
+    )
 
 
-def _client_for(provider, vault_id: str, vault: VaultConfig, env: str):
+def _client_for(provider: Any, vault_id: str, vault: VaultConfig, env: str) -> Any:
     client = provider.vault_secret_client(vault_id)
     if client is None:
         step = "step2a" if env == "shared" else "step3"
@@ -107,7 +92,7 @@ def _client_for(provider, vault_id: str, vault: VaultConfig, env: str):
     return client
 
 
-def _plan_secret(client, vault_id: str, name: str, value: str) -> Change:
+def _plan_secret(client: Any, vault_id: str, name: str, value: str) -> Change:
     secret_id = f"{vault_id}/secrets/{name}"
     address = f"secret.{name}"
     kind = "Microsoft.KeyVault/vaults/secrets"

@@ -11,9 +11,10 @@ import hashlib
 import ipaddress
 import re
 import secrets
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -24,11 +25,12 @@ from deploykit import pki
 from deploykit.arm import ArmProvider, read_secret, translated_errors
 from deploykit.config import EnvConfig, Platform, VpnConfig, available_envs
 from deploykit.errors import AzureOperationError, UserError
+from deploykit.flow import RunContext, RunOptions, Work, run
+from deploykit.locks import exclusive, lock_path
 from deploykit.model import Action, Change, Plan, ResourceSpec
 from deploykit.paths import certs_dir, config_dir, template_dir, under_root
-from deploykit.report import Reporter, audit, redact_value
-from deploykit.runner import RunOptions, confirm, finish, load_for
-from deploykit.target import OpenTarget, open_target
+from deploykit.report import Reporter, redact_value
+from deploykit.runner import load_for
 
 PIP_API_VERSION = "2026-03-01"
 ROOT_ENTRY_PREFIX = "deploykit-root-"
@@ -52,19 +54,21 @@ class VpnContext:
     """Everything one vpn task needs; the target is opened only when Azure is actually needed."""
 
     req: VpnRequest
+    run: RunContext
     platform: Platform
     env_cfg: EnvConfig
     cfg: VpnConfig
     store: pki.CertStore
-    reporter: Reporter
-    stack: ExitStack
-    opened: OpenTarget | None = None
-    notes: list[str] = field(default_factory=list)
+
+    @property
+    def reporter(self) -> Reporter:
+        return self.run.reporter
 
     def provider(self) -> ArmProvider:
-        if self.opened is None:
-            self.opened = self.stack.enter_context(open_target(self.platform, self.req.target))
-        return self.opened.provider
+        return self.run.provider()
+
+    def note(self, message: str) -> None:
+        self.run.note(message)
 
     def gateway_spec(self) -> ResourceSpec:
         gw = self.cfg.gateway
@@ -72,30 +76,24 @@ class VpnContext:
         return ResourceSpec("vpn.gateway", "Microsoft.Network/virtualNetworkGateways", gw.api_version, rid, {}, "vpn")
 
 
-@contextmanager
-def vpn_context(req: VpnRequest) -> Iterator[VpnContext]:
-    platform = load_for(req)
-    env_cfg = platform.envs[req.env]
+def vpn_context(run_ctx: RunContext) -> VpnContext:
+    """Config and the certificate store; a run that may write holds the store's lock throughout."""
+    req: VpnRequest = run_ctx.options  # type: ignore[assignment]
+    run_ctx.platform = platform = load_for(req)
+    env_cfg = platform.envs[req.env or ""]
     if env_cfg.vpn is None:
         with_vpn = [e for e in available_envs(config_dir()) if e != req.env]
         raise UserError(f"config/{req.env}.yaml: vpn: not configured; point-to-site VPN is set up for: {', '.join(with_vpn)}")
-    store = pki.CertStore(under_root(req.certs_dir) if req.certs_dir else certs_dir() / req.env)
-    reporter = Reporter(req.task, req.env, req.target, req.dry_run, req.as_json)
-    with ExitStack() as stack:
-        yield VpnContext(req, platform, env_cfg, env_cfg.vpn, store, reporter, stack)
+    store = pki.CertStore(under_root(req.certs_dir) if req.certs_dir else certs_dir() / (req.env or ""))
+    if not req.dry_run:
+        run_ctx.stack.enter_context(
+            exclusive(lock_path("certs", store.root_dir), f"certificate store {store.root_dir}", run_ctx.reporter.info)
+        )
+    return VpnContext(req, run_ctx, platform, env_cfg, env_cfg.vpn, store)
 
 
-def _done(ctx: VpnContext, changes: list[Change], title: str) -> Plan:
-    plan = Plan(tuple(changes))
-    ctx.reporter.show_plan(plan, title)
-    return plan
-
-
-def _finish(ctx: VpnContext, plan: Plan) -> int:
-    for note in ctx.notes:
-        ctx.reporter.info(note)
-    finish(ctx.reporter, ctx.opened, plan)
-    return 0
+def _run(req: VpnRequest, planner: Callable[[VpnContext], Work]) -> int:
+    return run(req, lambda run_ctx: planner(vpn_context(run_ctx)))
 
 
 # ---- the env vault (optional: for the root backup and PKCS#12 passwords) ---------------------
@@ -119,18 +117,9 @@ def _secret_name(client_name: str) -> str:
 
 
 # ---- the gateway (step 6): roots and revocations, full-list PUT keeping other entries -----------
-def sync_gateway(ctx: VpnContext, index: dict[str, Any]) -> str:
-    """Put our active roots and every revoked thumbprint on the gateway; returns what happened."""
-    spec = ctx.gateway_spec()
-    provider = ctx.provider()
-    try:
-        gateway = provider.read(spec.id, spec.api_version)
-    except AzureOperationError as exc:
-        return f"gateway not reachable ({exc}); recorded locally, run again to apply"
-    if gateway is None:
-        return f"gateway {ctx.cfg.gateway.name} does not exist yet; recorded locally, step 6 applies it"
-    body = {k: v for k, v in gateway.items() if k not in {"etag", "id", "name", "type"}}
-    vcc = body.setdefault("properties", {}).setdefault("vpnClientConfiguration", {})
+def desired_gateway_lists(gateway: dict[str, Any], index: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+    """The gateway's root and revoked lists with ours merged in; entries we did not make are kept."""
+    vcc = (gateway.get("properties") or {}).get("vpnClientConfiguration") or {}
     roots = [r for r in vcc.get("vpnClientRootCertificates", []) if not r.get("name", "").startswith(ROOT_ENTRY_PREFIX)]
     for root in index["roots"]:
         cert = x509.load_pem_x509_certificate(root["pem"].encode())
@@ -138,99 +127,148 @@ def sync_gateway(ctx: VpnContext, index: dict[str, Any]) -> str:
             {"name": f"{ROOT_ENTRY_PREFIX}{root['serial']}"[:80], "properties": {"publicCertData": pki.public_cert_data(cert)}}
         )
     revoked = list(vcc.get("vpnClientRevokedCertificates", []))
-    present = {re.sub(r"[^0-9A-F]", "", str(r.get("properties", {}).get("thumbprint", "")).upper()) for r in revoked}
-    for name, entries in index["clients"].items():
+    present = {_thumb(r) for r in revoked}
+    for name, entries in sorted(index["clients"].items()):
         for entry in entries:
             if entry.get("revoked_at") and entry["thumbprint"] not in present:
                 revoked.append({"name": f"{name}-{entry['serial'][:16]}"[:80], "properties": {"thumbprint": entry["thumbprint"]}})
                 present.add(entry["thumbprint"])
-    unchanged = _entry_keys(vcc.get("vpnClientRootCertificates", [])) == _entry_keys(roots) and len(revoked) == len(
-        vcc.get("vpnClientRevokedCertificates", [])
-    )
-    if not unchanged:
-        vcc["vpnClientRootCertificates"], vcc["vpnClientRevokedCertificates"] = roots, revoked
+    return roots, revoked
+
+
+def _thumb(entry: dict[str, Any]) -> str:
+    return re.sub(r"[^0-9A-F]", "", str(entry.get("properties", {}).get("thumbprint", "")).upper())
+
+
+def _gateway_view(roots: list[dict], revoked: list[dict]) -> dict[str, list[str]]:
+    """What the plan compares: root entry names and revoked thumbprints."""
+    return {
+        "properties.vpnClientConfiguration.vpnClientRootCertificates": sorted(r.get("name", "") for r in roots),
+        "properties.vpnClientConfiguration.vpnClientRevokedCertificates": sorted(_thumb(r) for r in revoked),
+    }
+
+
+def gateway_change(ctx: VpnContext, index_after: dict[str, Any] | None) -> tuple[Change, Any]:
+    """The gateway's roots and revocations as a planned change (index_after None: known after apply).
+
+    Returns (change, applier); the applier re-reads the index written by the change before it.
+    """
+    spec = ctx.gateway_spec()
+    provider = ctx.provider()
+    try:
+        gateway = provider.read(spec.id, spec.api_version)
+    except AzureOperationError as exc:
+        reason = f"gateway not reachable ({exc.code}); recorded locally, run again to apply"
+        return Change(spec.address, spec.type, spec.id, Action.UNCHANGED, reason), None
+    if gateway is None:
+        reason = f"gateway {ctx.cfg.gateway.name} does not exist yet; recorded locally, step 6 applies it"
+        return Change(spec.address, spec.type, spec.id, Action.UNCHANGED, reason), None
+    vcc = (gateway.get("properties") or {}).get("vpnClientConfiguration") or {}
+    have = _gateway_view(vcc.get("vpnClientRootCertificates", []), vcc.get("vpnClientRevokedCertificates", []))
+    if index_after is None:
+        diff = {next(iter(have)): {"old": have[next(iter(have))], "new": "(known after apply)"}}
+    else:
+        want = _gateway_view(*desired_gateway_lists(gateway, index_after))
+        diff = {path: {"old": have[path], "new": want[path]} for path in have if have[path] != want[path]}
+    if not diff:
+        return Change(spec.address, spec.type, spec.id, Action.UNCHANGED, "trusted roots and revocations up to date"), None
+
+    def apply() -> dict[str, Any]:
+        current = provider.read(spec.id, spec.api_version) or gateway
+        index = ctx.store.load_index()
+        roots, revoked = desired_gateway_lists(current, index)
+        body = {k: v for k, v in current.items() if k not in {"etag", "id", "name", "type"}}
+        config = body.setdefault("properties", {}).setdefault("vpnClientConfiguration", {})
+        config["vpnClientRootCertificates"], config["vpnClientRevokedCertificates"] = roots, revoked
         provider.put(spec, body)
-    for entries in index["clients"].values():
-        for entry in entries:
-            if entry.get("revoked_at"):
-                entry["revocation_applied"] = True
-    return f"gateway {ctx.cfg.gateway.name} " + (
-        "already up to date" if unchanged else "updated (full-list PUT, other entries kept)"
-    )
+        for entries in index["clients"].values():
+            for entry in entries:
+                if entry.get("revoked_at"):
+                    entry["revocation_applied"] = True
+        ctx.store.save_index(index)
+        return {"roots": len(roots), "revoked": len(revoked)}
+
+    reason = "full-list PUT of trusted roots and revoked thumbprints (other entries kept)"
+    return Change(spec.address, spec.type, spec.id, Action.UPDATE, reason, diff), apply
 
 
-def _entry_keys(entries: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    return sorted((e.get("name", ""), e.get("properties", {}).get("publicCertData", "")) for e in entries)
+def _with_gateway(ctx: VpnContext, title: str, change: Change, applier: Any, index_after: dict[str, Any] | None) -> Work:
+    """A certificate change followed by the gateway change it implies."""
+    gw_change, gw_applier = gateway_change(ctx, index_after)
+    appliers = {change.address: applier} if applier else {}
+    if gw_applier is not None:
+        appliers[gw_change.address] = gw_applier
+    return Work(title, Plan((change, gw_change)), appliers, depends_on={gw_change.address: (change.address,)})
 
 
 # ---- vpn.root --------------------------------------------------------------------------------
 def root(req: VpnRequest) -> int:
-    with vpn_context(req) as ctx:
-        index = ctx.store.load_index()
-        current = ctx.store.root_cert()
-        when = pki.now()
-        if req.from_vault:
-            return _root_from_vault(ctx, index, current)
-        if req.retire:
-            return _retire_root(ctx, index, current, req.retire.upper())
-        if current is None:
-            change = Change("vpn.root", "x509/root-ca", str(ctx.store.root_dir / "root.pem"), Action.CREATE, "no root CA yet")
-        elif req.rotate:
-            if len(index["roots"]) >= ctx.cfg.max_roots:
-                raise UserError(
-                    f"--rotate: {len(index['roots'])} roots already listed (the gateway takes {ctx.cfg.max_roots}); "
-                    "retire one with --retire SERIAL first"
-                )
-            change = Change(
-                "vpn.root",
-                "x509/root-ca",
-                str(ctx.store.root_dir / "root.pem"),
-                Action.UPDATE,
-                f"rotate: new root; {pki.serial_hex(current)} stays listed until retired",
-                {"serial": {"old": pki.serial_hex(current), "new": "(new)"}},
+    if req.from_vault:
+        return _run(req, _plan_from_vault)
+    if req.retire:
+        return _run(req, _plan_retire)
+    return _run(req, _plan_root)
+
+
+def _root_change(ctx: VpnContext, action: Action, reason: str, diff: dict | None = None) -> Change:
+    return Change("vpn.root", "x509/root-ca", str(ctx.store.root_dir / "root.pem"), action, reason, diff or {})
+
+
+def _plan_root(ctx: VpnContext) -> Work:
+    req = ctx.req
+    index = ctx.store.load_index()
+    current = ctx.store.root_cert()
+    when = pki.now()
+    if current is None:
+        change = _root_change(ctx, Action.CREATE, "no root CA yet")
+    elif req.rotate:
+        if len(index["roots"]) >= ctx.cfg.max_roots:
+            raise UserError(
+                f"--rotate: {len(index['roots'])} roots already listed (the gateway takes {ctx.cfg.max_roots}); "
+                "retire one with --retire SERIAL first"
             )
-        else:
-            not_after = current.not_valid_after_utc
-            state = "EXPIRED; run with --rotate" if not_after <= when else "valid"
-            change = Change(
-                "vpn.root",
-                "x509/root-ca",
-                str(ctx.store.root_dir / "root.pem"),
-                Action.UNCHANGED,
-                f"{state}: serial {pki.serial_hex(current)}, not after {not_after.date()}",
-            )
-        changes = [change]
-        plan = _done(ctx, changes, f"Plan for vpn.root on {ctx.store.root_dir}")
-        if req.dry_run:
-            return _finish(ctx, plan)
-        if change.action is not Action.UNCHANGED:
+        change = _root_change(
+            ctx,
+            Action.UPDATE,
+            f"rotate: new root; {pki.serial_hex(current)} stays listed until retired",
+            {"serial": {"old": pki.serial_hex(current), "new": "(known after apply)"}},
+        )
+    elif not any(r["serial"] == pki.serial_hex(current) for r in index["roots"]):
+        change = _root_change(ctx, Action.UPDATE, f"root {pki.serial_hex(current)} is not in index.json; recording it")
+    else:
+        not_after = current.not_valid_after_utc
+        state = "EXPIRED; run with --rotate" if not_after <= when else "valid"
+        change = _root_change(ctx, Action.UNCHANGED, f"{state}: serial {pki.serial_hex(current)}, not after {not_after.date()}")
+
+    def apply_root() -> dict[str, Any]:
+        cert = current
+        if change.action is Action.CREATE or req.rotate:
             if current is not None:
                 old_serial = pki.serial_hex(current)
-                ctx.store.write(
-                    ctx.store.root_dir / "roots" / f"{old_serial}.key", pki.key_pem(ctx.store.root_key()), private=True
-                )
-                ctx.store.write(
-                    ctx.store.root_dir / "roots" / f"{old_serial}.pem",
-                    current.public_bytes(serialization.Encoding.PEM),
-                    private=False,
-                )
-            key, current = pki.issue_root(ctx.cfg, when)
-            ctx.store.save_root(key, current)
+                roots_dir = ctx.store.root_dir / "roots"
+                ctx.store.write(roots_dir / f"{old_serial}.key", pki.key_pem(ctx.store.root_key()), private=True)
+                ctx.store.write(roots_dir / f"{old_serial}.pem", current.public_bytes(serialization.Encoding.PEM), private=False)
+            key, cert = pki.issue_root(ctx.cfg, when)
+            ctx.store.save_root(key, cert)
             for entry in index["roots"]:
                 entry["current"] = False
-            index["roots"].append(_root_entry(current, current=True))
-            ctx.notes.append(f"root CA written: {ctx.store.root_dir}/root.pem, root.key (0600), root.b64")
-            ctx.notes.append(sync_gateway(ctx, index))
-        ctx.store.save_index(_ensure_root_indexed(index, current))
-        if req.to_vault:
-            ctx.notes.append(_root_to_vault(ctx, current))
-        audit(
-            req.task,
-            req.env,
-            req.target,
-            [{"address": "vpn.root", "action": change.action.value, "serial": pki.serial_hex(current), "result": "ok"}],
-        )
-        return _finish(ctx, plan)
+            index["roots"].append(_root_entry(cert, current=True))
+            ctx.note(f"root CA written: {ctx.store.root_dir}/root.pem, root.key (0600), root.b64")
+        assert cert is not None
+        ctx.store.save_index(_ensure_root_indexed(index, cert))
+        return {"serial": pki.serial_hex(cert)}
+
+    pending = change.action is not Action.UNCHANGED
+    work = _with_gateway(
+        ctx, f"Plan for vpn.root on {ctx.store.root_dir}", change, apply_root if pending else None, None if pending else index
+    )
+    if req.to_vault:
+        backup, apply_backup = _root_backup_change(ctx, current if not pending else None)
+        work.plan = Plan((*work.plan.changes, backup))
+        if apply_backup is not None:
+            work.appliers = {**work.appliers, backup.address: apply_backup}
+            work.depends_on = {**work.depends_on, backup.address: (change.address,)}
+    return work
 
 
 def _root_entry(cert: x509.Certificate, current: bool) -> dict[str, Any]:
@@ -251,10 +289,12 @@ def _ensure_root_indexed(index: dict[str, Any], cert: x509.Certificate) -> dict[
     return index
 
 
-def _retire_root(ctx: VpnContext, index: dict[str, Any], current: x509.Certificate | None, serial: str) -> int:
-    match = [r for r in index["roots"] if r["serial"] == serial]
+def _plan_retire(ctx: VpnContext) -> Work:
+    serial = (ctx.req.retire or "").upper()
+    index = ctx.store.load_index()
+    current = ctx.store.root_cert()
     listed = ", ".join(r["serial"] for r in index["roots"]) or "(none)"
-    if not match:
+    if not any(r["serial"] == serial for r in index["roots"]):
         raise UserError(f"--retire: no root with serial {serial}; listed: {listed}")
     if current is not None and pki.serial_hex(current) == serial:
         raise UserError(f"--retire: {serial} is the current root; rotate first (--rotate), then retire it")
@@ -263,41 +303,58 @@ def _retire_root(ctx: VpnContext, index: dict[str, Any], current: x509.Certifica
         "x509/root-ca",
         serial,
         Action.DELETE,
-        "retire: removed from the gateway's trusted roots; its clients become orphaned",
+        "retire: removed from the gateway's trusted roots; its clients stop working",
     )
-    plan = _done(ctx, [change], "Plan for vpn.root --retire")
-    if ctx.req.dry_run:
-        return _finish(ctx, plan)
-    confirm(ctx.req, plan, ctx.reporter)
-    index["roots"] = [r for r in index["roots"] if r["serial"] != serial]
-    for suffix in (".pem", ".key"):
-        (ctx.store.root_dir / "roots" / f"{serial}{suffix}").unlink(missing_ok=True)
-    ctx.notes.append(sync_gateway(ctx, index))
-    ctx.store.save_index(index)
-    audit(
-        ctx.req.task, ctx.req.env, ctx.req.target, [{"address": "vpn.root", "action": "retire", "serial": serial, "result": "ok"}]
-    )
-    return _finish(ctx, plan)
+    after = {**index, "roots": [r for r in index["roots"] if r["serial"] != serial]}
+
+    def apply_retire() -> dict[str, Any]:
+        fresh = ctx.store.load_index()
+        fresh["roots"] = [r for r in fresh["roots"] if r["serial"] != serial]
+        for suffix in (".pem", ".key"):
+            (ctx.store.root_dir / "roots" / f"{serial}{suffix}").unlink(missing_ok=True)
+        ctx.store.save_index(fresh)
+        return {"serial": serial}
+
+    return _with_gateway(ctx, "Plan for vpn.root --retire", change, apply_retire, after)
 
 
-def _root_to_vault(ctx: VpnContext, current: x509.Certificate) -> str:
+def _root_backup_change(ctx: VpnContext, current: x509.Certificate | None) -> tuple[Change, Any]:
+    """--to-vault: the root key and certificate as two vault secrets (compared, never shown)."""
     client, where = vault_client(ctx)
     if client is None:
         raise UserError(f"--to-vault: {where}; nothing was stored")
-    key_text, cert_text = pki.key_pem(ctx.store.root_key()).decode(), current.public_bytes(serialization.Encoding.PEM).decode()
-    redact_value(key_text)
-    stored = 0
-    for name, value in ((ROOT_KEY_SECRET, key_text), (ROOT_CERT_SECRET, cert_text)):
-        if read_secret(client, name) != value:
-            with translated_errors(name):
-                client.set_secret(name, value, content_type="application/x-pem-file")
-            stored += 1
-    return (
-        f"root CA key and certificate {'stored in' if stored else 'already in'} {where} ({ROOT_KEY_SECRET}, {ROOT_CERT_SECRET})"
-    )
+    address, kind = "vpn.root.vault", "Microsoft.KeyVault/vaults/secrets"
+    if current is not None:
+        key_text = pki.key_pem(ctx.store.root_key()).decode()
+        redact_value(key_text)
+        same = (
+            read_secret(client, ROOT_KEY_SECRET) == key_text
+            and read_secret(client, ROOT_CERT_SECRET) == current.public_bytes(serialization.Encoding.PEM).decode()
+        )
+        if same:
+            return Change(
+                address, kind, where, Action.UNCHANGED, f"{where} holds this root ({ROOT_KEY_SECRET}, {ROOT_CERT_SECRET})"
+            ), None
+
+    def apply_backup() -> dict[str, Any]:
+        cert = ctx.store.root_cert()
+        assert cert is not None
+        key_text, cert_text = pki.key_pem(ctx.store.root_key()).decode(), cert.public_bytes(serialization.Encoding.PEM).decode()
+        redact_value(key_text)
+        for name, value in ((ROOT_KEY_SECRET, key_text), (ROOT_CERT_SECRET, cert_text)):
+            if read_secret(client, name) != value:
+                with translated_errors(name):
+                    client.set_secret(name, value, content_type="application/x-pem-file")
+        return {"vault": where, "value": "(not recorded)"}
+
+    return Change(
+        address, kind, where, Action.UPDATE, f"store the root in {where} ({ROOT_KEY_SECRET}, {ROOT_CERT_SECRET})"
+    ), apply_backup
 
 
-def _root_from_vault(ctx: VpnContext, index: dict[str, Any], current: x509.Certificate | None) -> int:
+def _plan_from_vault(ctx: VpnContext) -> Work:
+    index = ctx.store.load_index()
+    current = ctx.store.root_cert()
     client, where = vault_client(ctx)
     if client is None:
         raise UserError(f"--from-vault: {where}; nothing was restored")
@@ -311,57 +368,54 @@ def _root_from_vault(ctx: VpnContext, index: dict[str, Any], current: x509.Certi
             f"--from-vault: {ctx.store.root_dir}/root.pem holds a different root ({pki.serial_hex(current)}); "
             "move it away first (nothing was changed)"
         )
-    action = Action.UNCHANGED if current is not None else Action.CREATE
-    change = Change(
-        "vpn.root",
-        "x509/root-ca",
-        str(ctx.store.root_dir / "root.pem"),
-        action,
-        f"restore serial {pki.serial_hex(cert)} from {where}" if current is None else "the vault's root is already here",
-    )
-    plan = _done(ctx, [change], "Plan for vpn.root --from-vault")
-    if not ctx.req.dry_run and current is None:
+    if current is not None:
+        change = _root_change(ctx, Action.UNCHANGED, "the vault's root is already here")
+        return Work("Plan for vpn.root --from-vault", Plan((change,)))
+    change = _root_change(ctx, Action.CREATE, f"restore serial {pki.serial_hex(cert)} from {where}")
+
+    def apply_restore() -> dict[str, Any]:
         key = serialization.load_pem_private_key(key_text.encode(), password=None)
         ctx.store.save_root(key, cert)  # type: ignore[arg-type]
         ctx.store.save_index(_ensure_root_indexed(index, cert))
-        audit(
-            ctx.req.task,
-            ctx.req.env,
-            ctx.req.target,
-            [{"address": "vpn.root", "action": "restore", "serial": pki.serial_hex(cert), "result": "ok"}],
-        )
-    return _finish(ctx, plan)
+        return {"serial": pki.serial_hex(cert)}
+
+    return Work("Plan for vpn.root --from-vault", Plan((change,)), {change.address: apply_restore})
 
 
 # ---- vpn.client ------------------------------------------------------------------------------
 def client(req: VpnRequest) -> int:
-    name = req.name or ""
-    pki.check_client_name(name)
-    with vpn_context(req) as ctx:
-        root_cert = ctx.store.root_cert()
-        if root_cert is None:
-            raise UserError(
-                f"{ctx.store.root_dir}/root.pem: no root CA yet; run `invoke vpn.root --env {req.env}` first "
-                "(nothing was written)"
-            )
+    pki.check_client_name(req.name or "")
+    return _run(req, _plan_client)
+
+
+def _plan_client(ctx: VpnContext) -> Work:
+    req, name = ctx.req, ctx.req.name or ""
+    root_cert = ctx.store.root_cert()
+    if root_cert is None:
+        raise UserError(
+            f"{ctx.store.root_dir}/root.pem: no root CA yet; run `invoke vpn.root --env {req.env}` first (nothing was written)"
+        )
+    when = pki.now()
+    entries = ctx.store.load_index()["clients"].get(name, [])
+    action, reason, reissue = _client_decision(ctx, name, entries, root_cert, when)
+    change = Change(f"vpn.client.{name}", "x509/client", str(ctx.store.client_path(name, ".pem")), action, reason)
+
+    def apply_client() -> dict[str, Any]:
         index = _ensure_root_indexed(ctx.store.load_index(), root_cert)
-        when = pki.now()
-        entries = index["clients"].get(name, [])
-        action, reason, reissue = _client_decision(ctx, name, entries, root_cert, when)
-        change = Change(f"vpn.client.{name}", "x509/client", str(ctx.store.client_path(name, ".pem")), action, reason)
-        plan = _done(ctx, [change], f"Plan for vpn.client {name} on {ctx.store.root_dir}")
-        if req.dry_run or action is Action.UNCHANGED:
-            return _finish(ctx, plan)
+        history = index["clients"].get(name, [])
         if reissue:
             key, cert = pki.issue_client(name, ctx.store.root_key(), root_cert, ctx.cfg, when)
             entry = pki.cert_entry(cert, root_cert, when)
-            entries = [*entries, entry]
+            history = [*history, entry]
             ctx.store.write(ctx.store.client_path(name, ".key"), pki.key_pem(key), private=True)
             ctx.store.write(ctx.store.client_path(name, ".pem"), cert.public_bytes(serialization.Encoding.PEM), private=False)
         else:
-            entry = entries[-1]
+            entry = history[-1]
             cert = ctx.store.client_cert(name)
             key = serialization.load_pem_private_key(ctx.store.client_path(name, ".key").read_bytes(), password=None)
+        # Recorded before anything else can fail: an issued certificate is always listed and revocable.
+        index["clients"][name] = history
+        ctx.store.save_index(index)
         password = secrets.token_urlsafe(24)
         redact_value(password)
         ctx.store.write(
@@ -371,27 +425,14 @@ def client(req: VpnRequest) -> int:
         )
         entry["pfx_format"] = "legacy-3des-sha1" if req.legacy else "aes256-sha256"
         entry["password_store"] = _store_password(ctx, name, password)
-        index["clients"][name] = entries
         ctx.store.save_index(index)
-        audit(
-            req.task,
-            req.env,
-            req.target,
-            [
-                {
-                    "address": change.address,
-                    "action": action.value,
-                    "serial": entry["serial"],
-                    "thumbprint": entry["thumbprint"],
-                    "result": "ok",
-                }
-            ],
-        )
-        ctx.notes.append(
+        ctx.note(
             f"{name}: {ctx.store.client_path(name, '.pem')}, .key (0600), .pfx (0600, {entry['pfx_format']}); "
             f"PKCS#12 password in {entry['password_store']}"
         )
-        return _finish(ctx, plan)
+        return {"serial": entry["serial"], "thumbprint": entry["thumbprint"]}
+
+    return Work(f"Plan for vpn.client {name} on {ctx.store.root_dir}", Plan((change,)), {change.address: apply_client})
 
 
 def _client_decision(
@@ -441,59 +482,51 @@ def _store_password(ctx: VpnContext, name: str, password: str) -> str:
 
 # ---- vpn.revoke ------------------------------------------------------------------------------
 def revoke(req: VpnRequest) -> int:
-    name = req.name or ""
-    pki.check_client_name(name)
-    with vpn_context(req) as ctx:
-        index = ctx.store.load_index()
-        entries = index["clients"].get(name)
-        if not entries:
-            known = ", ".join(sorted(index["clients"])) or "(none)"
-            raise UserError(f"--name: no certificate named {name!r} in {ctx.store.index_path}; known: {known}")
-        when = pki.now()
-        targets = [e for e in entries if not e.get("revoked_at") and dt.datetime.fromisoformat(e["not_after"]) > when]
-        pending = [e for e in entries if e.get("revoked_at") and not e.get("revocation_applied")]
-        if targets:
-            change = Change(
-                f"vpn.client.{name}",
-                "x509/client",
-                name,
-                Action.UPDATE,
-                f"revoke {len(targets)} certificate(s): " + ", ".join(e["thumbprint"] for e in targets),
-            )
-        elif pending:
-            change = Change(f"vpn.client.{name}", "x509/client", name, Action.UPDATE, "revoked locally; not yet on the gateway")
-        else:
-            change = Change(f"vpn.client.{name}", "x509/client", name, Action.UNCHANGED, "already revoked and applied")
-        plan = _done(ctx, [change], f"Plan for vpn.revoke {name}")
-        if req.dry_run or change.action is Action.UNCHANGED:
-            return _finish(ctx, plan)
-        confirm(ctx.req, plan, ctx.reporter)
-        for entry in targets:
-            entry["revoked_at"] = when.isoformat()
-        ctx.store.save_index(index)  # recorded before touching the gateway: never lost
-        ctx.notes.append(sync_gateway(ctx, index))
-        ctx.store.save_index(index)
-        audit(
-            req.task,
-            req.env,
-            req.target,
-            [
-                {
-                    "address": change.address,
-                    "action": "revoke",
-                    "thumbprints": [e["thumbprint"] for e in targets],
-                    "applied": all(e.get("revocation_applied") for e in entries if e.get("revoked_at")),
-                    "result": "ok",
-                }
-            ],
+    pki.check_client_name(req.name or "")
+    return _run(req, _plan_revoke)
+
+
+def _plan_revoke(ctx: VpnContext) -> Work:
+    name = ctx.req.name or ""
+    index = ctx.store.load_index()
+    entries = index["clients"].get(name)
+    if not entries:
+        known = ", ".join(sorted(index["clients"])) or "(none)"
+        raise UserError(f"--name: no certificate named {name!r} in {ctx.store.index_path}; known: {known}")
+    when = pki.now()
+    targets = [e["serial"] for e in entries if not e.get("revoked_at") and dt.datetime.fromisoformat(e["not_after"]) > when]
+    address = f"vpn.client.{name}"
+    if targets:
+        thumbprints = [e["thumbprint"] for e in entries if e["serial"] in targets]
+        change = Change(
+            address, "x509/client", name, Action.UPDATE, f"revoke {len(targets)} certificate(s): " + ", ".join(thumbprints)
         )
-        return _finish(ctx, plan)
+    else:
+        change = Change(address, "x509/client", name, Action.UNCHANGED, "no valid certificate left to revoke")
+    after = {**index, "clients": {**index["clients"], name: [dict(e) for e in entries]}}
+    for entry in after["clients"][name]:
+        if entry["serial"] in targets:
+            entry["revoked_at"] = when.isoformat()
+
+    def apply_revoke() -> dict[str, Any]:
+        fresh = ctx.store.load_index()
+        revoked = []
+        for entry in fresh["clients"].get(name, []):
+            if entry["serial"] in targets and not entry.get("revoked_at"):
+                entry["revoked_at"] = when.isoformat()
+                revoked.append(entry["thumbprint"])
+        ctx.store.save_index(fresh)  # recorded before the gateway is touched: never lost
+        return {"thumbprints": revoked}
+
+    return _with_gateway(ctx, f"Plan for vpn.revoke {name}", change, apply_revoke if targets else None, after)
 
 
 # ---- vpn.list --------------------------------------------------------------------------------
 def list_certificates(req: VpnRequest) -> int:
-
-    with vpn_context(req) as ctx:
+    """Read-only: no plan, no lock (the index is replaced atomically by writers)."""
+    with ExitStack() as stack:
+        reporter = Reporter(req.task, req.env, req.target, True, req.as_json)
+        ctx = vpn_context(RunContext(req, reporter, stack))
         index = ctx.store.load_index()
         active = {r["serial"] for r in index["roots"]}
         when = pki.now()
@@ -530,68 +563,77 @@ def list_certificates(req: VpnRequest) -> int:
 
 # ---- vpn.profile -----------------------------------------------------------------------------
 def profile(req: VpnRequest) -> int:
-    name = req.name or ""
-    pki.check_client_name(name)
-    with vpn_context(req) as ctx:
-        index = ctx.store.load_index()
-        entries = index["clients"].get(name)
-        if not entries or entries[-1].get("revoked_at") or ctx.store.client_cert(name) is None:
-            raise UserError(
-                f"--name: no usable certificate for {name!r}; issue one with `invoke vpn.client --env {req.env} --name {name}`"
-            )
-        root_cert = ctx.store.root_cert()
-        if root_cert is None:
-            raise UserError(f"{ctx.store.root_dir}/root.pem: no root CA")
-        address, package_url = _gateway_details(ctx)
-        outputs = {
-            ctx.store.client_path(name, ".ovpn"): "openvpn.ovpn.j2",
-            ctx.store.client_path(name, ".swanctl.conf"): "swanctl.conf.j2",
-        }
-        changes = [
-            Change(
-                f"vpn.profile.{name}",
-                "file",
-                str(path),
-                Action.UPDATE if path.exists() else Action.CREATE,
-                f"rendered from templates/vpn/{template}",
-            )
-            for path, template in outputs.items()
-        ]
-        plan = _done(ctx, changes, f"Plan for vpn.profile {name}")
-        if req.dry_run:
-            return _finish(ctx, plan)
-        context = {
-            "name": name,
-            "gateway_address": address,
-            "client_address_pool": ctx.cfg.client_address_pool,
-            "routes": ctx.cfg.routes,
-            "dns_servers": ctx.cfg.dns_servers,
-            "route_masks": [(str(n.network_address), str(n.netmask)) for n in map(ipaddress.ip_network, ctx.cfg.routes)],
-            "ca_pem": root_cert.public_bytes(serialization.Encoding.PEM).decode().strip(),
-            "cert_pem": ctx.store.client_path(name, ".pem").read_text().strip(),
-            "key_pem": ctx.store.client_path(name, ".key").read_text().strip(),
-            "cert_file": f"{name}.pem",
-            "key_file": f"{name}.key",
-            "ca_file": "root.pem",
-        }
-        root_key_body = pki.key_pem(ctx.store.root_key()).decode()
-        env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(template_dir() / "vpn"),
-            undefined=jinja2.StrictUndefined,
-            keep_trailing_newline=True,
-            autoescape=False,  # noqa: S701 - text profiles, not HTML
+    pki.check_client_name(req.name or "")
+    return _run(req, _plan_profile)
+
+
+def _plan_profile(ctx: VpnContext) -> Work:
+    req, name = ctx.req, ctx.req.name or ""
+    entries = ctx.store.load_index()["clients"].get(name)
+    if not entries or entries[-1].get("revoked_at") or ctx.store.client_cert(name) is None:
+        raise UserError(
+            f"--name: no usable certificate for {name!r}; issue one with `invoke vpn.client --env {req.env} --name {name}`"
         )
-        for path, template in outputs.items():
-            text = env.get_template(template).render(**context)
-            if root_key_body.strip() in text:  # never hand a client the CA's private key
-                raise UserError(f"templates/vpn/{template}: renders the root CA private key; fix the template")
-            ctx.store.write(path, text.encode(), private=True)
-        if package_url:
-            ctx.store.write(ctx.store.client_path(name, ".package-url"), package_url.encode(), private=True)
-            ctx.notes.append(f"gateway client package URL (a SAS link) saved to {ctx.store.client_path(name, '.package-url')}")
-        ctx.notes.append(f"profiles written: {', '.join(str(p) for p in outputs)} (0600: they hold the client's key)")
-        audit(req.task, req.env, req.target, [{"address": f"vpn.profile.{name}", "action": "render", "result": "ok"}])
-        return _finish(ctx, plan)
+    root_cert = ctx.store.root_cert()
+    if root_cert is None:
+        raise UserError(f"{ctx.store.root_dir}/root.pem: no root CA")
+    address, package_url = _gateway_details(ctx)
+    outputs = {
+        ctx.store.client_path(name, ".ovpn"): "openvpn.ovpn.j2",
+        ctx.store.client_path(name, ".swanctl.conf"): "swanctl.conf.j2",
+    }
+    context = {
+        "name": name,
+        "gateway_address": address,
+        "client_address_pool": ctx.cfg.client_address_pool,
+        "routes": ctx.cfg.routes,
+        "dns_servers": ctx.cfg.dns_servers,
+        "route_masks": [(str(n.network_address), str(n.netmask)) for n in map(ipaddress.ip_network, ctx.cfg.routes)],
+        "ca_pem": root_cert.public_bytes(serialization.Encoding.PEM).decode().strip(),
+        "cert_pem": ctx.store.client_path(name, ".pem").read_text().strip(),
+        "key_pem": ctx.store.client_path(name, ".key").read_text().strip(),
+        "cert_file": f"{name}.pem",
+        "key_file": f"{name}.key",
+        "ca_file": "root.pem",
+    }
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(template_dir() / "vpn"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - text profiles, not HTML
+    )
+    root_key_body = pki.key_pem(ctx.store.root_key()).decode().strip()
+    rendered: dict[Path, str] = {}
+    changes, appliers = [], {}
+    for path, template in outputs.items():
+        text = environment.get_template(template).render(**context)
+        if root_key_body in text:  # never hand a client the CA's private key
+            raise UserError(f"templates/vpn/{template}: renders the root CA private key; fix the template")
+        rendered[path] = text
+        old = path.read_text(encoding="utf-8", errors="replace") if path.exists() else None
+        action = Action.CREATE if old is None else Action.UNCHANGED if old == text else Action.UPDATE
+        reason = f"rendered from templates/vpn/{template}" + (" (same content)" if action is Action.UNCHANGED else "")
+        change = Change(f"vpn.profile.{name}.{path.suffix.lstrip('.')}", "file", str(path), action, reason)
+        changes.append(change)
+        appliers[change.address] = _writer(ctx, path, text)
+    if package_url:
+        path = ctx.store.client_path(name, ".package-url")
+        change = Change(
+            f"vpn.profile.{name}.package-url", "file", str(path), Action.UPDATE, "the gateway's client package (a SAS link)"
+        )
+        changes.append(change)
+        appliers[change.address] = _writer(ctx, path, package_url)
+    return Work(
+        f"Plan for vpn.profile {name}", Plan(tuple(changes)), appliers, no_changes="No changes: the profiles are up to date."
+    )
+
+
+def _writer(ctx: VpnContext, path: Path, text: str) -> Any:
+    def write() -> dict[str, Any]:
+        ctx.store.write(path, text.encode(), private=True)  # 0600: profiles hold the client's key
+        return {"file": str(path)}
+
+    return write
 
 
 def _gateway_details(ctx: VpnContext) -> tuple[str, str | None]:

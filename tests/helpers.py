@@ -20,7 +20,7 @@ def plan_for(sandbox, steps: list[str], env: str | None = "beta") -> Plan:
 
 
 def run(steps: list[str], env: str | None = "beta", task: str = "test", dry_run: bool = False) -> int:
-    return converge(RunOptions(task, env, "sandbox", dry_run=dry_run, yes=True), steps)
+    return converge(RunOptions(task, env, "sandbox", dry_run=dry_run, yes=True, all_envs=env is None), steps)
 
 
 def spec(steps: list[str], address: str, env: str | None = "beta") -> ResourceSpec:

@@ -28,7 +28,7 @@ def test_cli_deploy_then_noop_reports_zero_create_zero_update(sandbox) -> None:
     second = run_invoke("deploy", "--env", "beta", "--json", env=sandbox.env())
     assert second.returncode == 0, second.stderr
     doc = json.loads(second.stdout)
-    assert doc["summary"] == {"create": 0, "update": 0, "delete": 0, "unchanged": 5, "failed": 0}
+    assert doc["summary"] == {"create": 0, "update": 0, "delete": 0, "wait": 0, "unchanged": 5, "failed": 0}
     assert "0 writes" in second.stderr
 
 
@@ -38,7 +38,8 @@ def test_dry_run_json_prints_plan_and_changes_nothing(sandbox) -> None:
     result = run_invoke("deploy", "--env", "beta", "--dry-run", "--json", env=sandbox.env())
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)  # exactly one JSON object on stdout
-    assert set(doc) == {"task", "env", "target", "dry_run", "summary", "changes"}
+    assert set(doc) == {"task", "env", "target", "dry_run", "summary", "changes", "state_read"}
+    assert doc["state_read"] is True
     assert doc["task"] == "deploy" and doc["env"] == "beta" and doc["target"] == "sandbox" and doc["dry_run"] is True
     assert doc["summary"]["create"] == 5
     assert {c["address"] for c in doc["changes"]} == {s.address for s in specs_for(BETA_STEPS)}

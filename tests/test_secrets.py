@@ -44,7 +44,7 @@ def test_canary_secret_is_stored_but_never_printed_or_logged(sandbox, audit_dir,
 
 
 def test_secret_needs_its_vault_first(sandbox) -> None:
-    result = run_invoke("secrets.set", "--name", "github-token", env=sandbox.env(), stdin="x\n")
+    result = run_invoke("secrets.set", "--name", "github-token", env=sandbox.env(), stdin="ghp_not-a-real-token\n")
     assert result.returncode == 2
     assert "kv-trading-shared does not exist yet; run `invoke step2a` first" in result.stderr
 

@@ -250,7 +250,7 @@ def _list_json(certs: Path) -> list[dict]:
 @pytest.mark.parametrize("name", ["", "has space", "a/b", "..", "x" * 65, "-leading"])
 def test_bad_client_names_exit_2_and_write_nothing(certs: Path, sandbox, name: str) -> None:
     assert call("root", certs) == 0
-    result = run_invoke("vpn.client", "--env", "prod", "--certs-dir", str(certs), "--name", name, env=sandbox.env())
+    result = run_invoke("vpn.client", "--env", "prod", "--yes", "--certs-dir", str(certs), "--name", name, env=sandbox.env())
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "--name:" in result.stderr
     assert not (certs / "clients").exists()
@@ -274,8 +274,8 @@ def test_missing_root_and_bad_envs_exit_2(certs: Path, sandbox, args: list[str],
 
 def test_no_key_or_password_reaches_output(certs: Path, sandbox, audit_dir: Path) -> None:
     env = {**sandbox.env(), "DEPLOYKIT_AUDIT_DIR": str(audit_dir)}
-    outputs = [run_invoke("vpn.root", "--env", "prod", "--certs-dir", str(certs), "--json", env=env)]
-    outputs.append(run_invoke("vpn.client", "--env", "prod", "--certs-dir", str(certs), "--name", "leo", "--json", env=env))
+    outputs = [run_invoke("vpn.root", "--env", "prod", "--yes", "--certs-dir", str(certs), "--json", env=env)]
+    outputs.append(run_invoke("vpn.client", "--env", "prod", "--yes", "--certs-dir", str(certs), "--name", "leo", "--json", env=env))
     outputs.append(run_invoke("vpn.list", "--env", "prod", "--certs-dir", str(certs), "--json", env=env))
     assert all(o.returncode == 0 for o in outputs), [o.stderr for o in outputs]
     secrets = [(certs / "clients" / "leo.pfx.pass").read_text()]

@@ -1,0 +1,116 @@
+"""What happens between the shell and a task: exit statuses, one-line errors, redaction.
+
+Invoke reports its own parse errors (unknown task or flag, a flag missing its value) with status 1
+and no hint; `install_parse_errors` makes them ours: one line, status 2, "did you mean". The
+`exits` decorator maps every way a task can end to an exit status with at most one line on stderr
+(and, with --json, still exactly one JSON object on stdout), never a traceback or a secret.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from invoke import Exit
+from invoke.exceptions import ParseError
+
+from deploykit.errors import ApplyError, DeployKitError, UserError
+from deploykit.report import emit_error_json, redact
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def exits(task_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """User mistakes leave with one line and status 2; apply failures with status 1."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            as_json = bool(kwargs.get("json"))
+            try:
+                code = func(*args, **kwargs)
+            except UserError as exc:
+                _leave(task_name, as_json, f"error: {exc}", EXIT_USAGE)
+            except (ApplyError, DeployKitError) as exc:
+                _leave(task_name, as_json, f"failed: {exc}", EXIT_FAILED)
+            except KeyboardInterrupt:
+                _leave(task_name, as_json, "interrupted; nothing more was started (see the audit log)", EXIT_INTERRUPTED)
+            except BrokenPipeError:
+                _quiet_stdout()
+                _leave(task_name, False, "error: output closed early (broken pipe); the run stopped", EXIT_USAGE)
+            except Exception as exc:  # a bug of ours: one redacted line, no traceback that could carry a secret
+                if os.environ.get("DEPLOYKIT_DEBUG"):
+                    raise
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                _leave(task_name, as_json, f"internal error: {type(exc).__name__}: {first} (DEPLOYKIT_DEBUG=1 shows more)", 1)
+            if code:
+                raise Exit(code=code)
+
+        return wrapper
+
+    return decorate
+
+
+def _leave(task_name: str, as_json: bool, message: str, code: int) -> None:
+    message = redact(message)
+    if as_json:
+        emit_error_json(task_name, message, code)
+    raise Exit(message, code=code) from None
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush is silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+
+
+def install_parse_errors() -> None:
+    """Invoke's parse errors exit 2 with one line and a suggestion (Invoke has no hook for this)."""
+    from invoke.program import Program
+
+    if getattr(Program, "_deploykit_parse_errors", False):
+        return
+    for method in ("parse_tasks", "parse_cleanup"):
+        setattr(Program, method, _translating(getattr(Program, method)))
+    Program._deploykit_parse_errors = True  # type: ignore[attr-defined]
+
+
+def _translating(method: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(method)
+    def wrapper(self: Any) -> None:
+        try:
+            method(self)
+        except ParseError as exc:
+            raise Exit(redact(f"error: {describe(exc, self)}"), code=EXIT_USAGE) from None
+
+    return wrapper
+
+
+def describe(exc: ParseError, program: Any) -> str:
+    """Invoke's message, with what is allowed and the closest match."""
+    message = str(exc)
+    unknown = re.match(r"No idea what '(.*)' is!", message)
+    if not unknown:
+        return message
+    word = unknown.group(1)
+    context = getattr(exc, "context", None)
+    if word.startswith("-") and context is not None and getattr(context, "name", None):
+        flags = sorted(f for f in context.flags if f.startswith("--") and f != "--help")
+        hint = _closest(word, flags)
+        return f"{context.name}: unknown flag {word!r}; {hint}allowed: {', '.join(flags)}"
+    names = sorted(program.collection.task_names) if program.collection is not None else []
+    hint = _closest(word, names)
+    return f"unknown task {word!r}; {hint}`invoke --list` shows every task"
+
+
+def _closest(word: str, choices: list[str]) -> str:
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean {match[0]!r}? " if match else ""

@@ -1,0 +1,302 @@
+"""The one flow every task that can change anything runs: plan, show, confirm, apply, audit,
+verify, recap.
+
+A task is a planner: given a RunContext it returns Work (a Plan, one applier per pending change,
+and optionally a verify function that re-plans). Everything else lives here once: the dry-run
+gate, confirmation for prod and real Azure, interrupts, the audit line for each change as it
+completes, the final re-plan that must be empty, the recap and the --json document.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from deploykit.apply import Applier, Execution, Outcome, execute
+from deploykit.errors import UserError
+from deploykit.model import Change, Plan
+from deploykit.report import Reporter, audit, recap_line
+
+if TYPE_CHECKING:
+    from deploykit.arm import ArmProvider
+    from deploykit.config import Platform
+    from deploykit.target import OpenTarget
+
+EXIT_INTERRUPTED = 130
+EXIT_PENDING = 3  # plan --exit-code: changes are pending
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What every task is asked: which task, env and target, dry run, JSON, confirmation."""
+
+    task: str
+    env: str | None
+    target: str = "sandbox"
+    dry_run: bool = False
+    as_json: bool = False
+    yes: bool = False
+    all_envs: bool = False  # step1 --all: every environment, prod included
+    exit_code: bool = False  # dry runs: exit 3 when changes are pending
+
+    @property
+    def needs_confirmation(self) -> bool:
+        """Prod, or real Azure: a person types yes, or --yes is given."""
+        return self.target == "azure" or self.env == "prod" or self.all_envs
+
+
+@dataclass
+class Work:
+    """What a planner hands the flow."""
+
+    title: str
+    plan: Plan
+    appliers: Mapping[str, Applier] = field(default_factory=dict)
+    depends_on: Mapping[str, Iterable[str]] = field(default_factory=dict)
+    workers: int = 1
+    verify: Callable[[], Plan] | None = None  # a fresh plan after apply; what was applied must be unchanged
+    no_changes: str = "No changes. Everything matches the desired state."
+    extra_json: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunContext:
+    """One run's shared parts: options, reporter, config, and the target (opened on first use)."""
+
+    options: RunOptions
+    reporter: Reporter
+    stack: ExitStack
+    platform: Platform | None = None
+    opened: OpenTarget | None = None
+    notes: list[str] = field(default_factory=list)
+    cancel_hooks: list[Callable[[], None]] = field(default_factory=list)  # called on the first Ctrl-C
+    _target_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def target(self) -> OpenTarget:
+        from deploykit.target import open_target
+
+        with self._target_lock:
+            if self.opened is None:
+                if self.platform is None:
+                    raise RuntimeError("RunContext.target() needs the platform loaded first")
+                self.opened = self.stack.enter_context(open_target(self.platform, self.options.target))
+            return self.opened
+
+    def provider(self) -> ArmProvider:
+        return self.target().provider
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+
+Planner = Callable[[RunContext], Work]
+
+
+def run(options: RunOptions, planner: Planner) -> int:
+    """Plan, show, confirm, apply, audit, verify, recap. Returns the exit status."""
+    started = time.monotonic()
+    reporter = Reporter(options.task, options.env, options.target, options.dry_run, options.as_json)
+    with ExitStack() as stack:
+        ctx = RunContext(options, reporter, stack)
+        work = planner(ctx)
+        plan = work.plan
+        reporter.show_plan(plan, work.title)
+        if options.dry_run or not plan.pending:
+            if not plan.pending:
+                reporter.info(work.no_changes)
+            _flush_notes(ctx)
+            _close(ctx, work, plan, [], None)
+            return EXIT_PENDING if options.exit_code and plan.pending else 0
+        confirm(options, plan, reporter)
+        execution = _apply(ctx, work, plan)
+        applied_ok = {o.change.address for o in execution.outcomes if o.ok}
+        leftover: list[Change] = []
+        if work.verify is not None and applied_ok and not execution.interrupted:
+            leftover = [c for c in work.verify().pending if c.address in applied_ok]
+            for change in leftover:
+                reporter.warn(f"{change.address} did not converge: {change.reason}")
+        _flush_notes(ctx)
+        failed = [o for o in execution.outcomes if not o.ok]
+        reporter.info(recap_line(execution.outcomes, len(leftover), time.monotonic() - started))
+        if execution.interrupted:
+            never = [c.address for c in execution.not_started]
+            reporter.info(
+                "Interrupted: every change made is listed above and in the audit log; "
+                + (f"not started: {', '.join(never)}. " if never else "")
+                + "Run the same command again to converge."
+            )
+        _close(ctx, work, plan, execution.outcomes, execution)
+        if execution.interrupted:
+            return EXIT_INTERRUPTED
+        return 1 if failed or leftover else 0
+
+
+def confirm(options: RunOptions, plan: Plan, reporter: Reporter) -> None:
+    """The one confirmation: prod and real Azure ask a person, or need --yes."""
+    if options.yes or not options.needs_confirmation:
+        return
+    where = "real Azure" if options.target == "azure" else options.target
+    what = f"{len(plan.pending)} change(s) to {options.env or 'every environment'} on {where}"
+    if not sys.stdin.isatty():
+        raise UserError(f"--yes: required to apply {what} without a terminal (nothing was changed)")
+    reporter.console.print(f"Apply {what}? Only 'yes' is accepted: ", end="")
+    try:
+        answer = input()
+    except EOFError:
+        raise UserError("confirmation: end of input before 'yes'; nothing was changed") from None
+    if answer.strip() != "yes":
+        raise UserError("confirmation: not confirmed (only 'yes' is accepted); nothing was changed")
+
+
+def _apply(ctx: RunContext, work: Work, plan: Plan) -> Execution:
+    reporter, options = ctx.reporter, ctx.options
+    stop = threading.Event()
+    in_flight: dict[str, float] = {}
+    written: set[str] = set()
+    audit_lock = threading.Lock()
+
+    def on_done(outcome: Outcome) -> None:
+        reporter.progress(outcome.change, outcome.ok, outcome.seconds, None if outcome.ok else _error_text(outcome))
+        if outcome.started:
+            with audit_lock:
+                audit(options.task, options.env, options.target, [_audit_record(outcome)])
+                written.add(outcome.change.address)
+
+    def on_slow(slow: list[tuple[Change, float]]) -> None:
+        for change, seconds in slow:
+            reporter.info(f"  still {change.action.value}: {change.address} ({_elapsed(seconds)} elapsed)")
+
+    def hard_exit() -> None:
+        """Second Ctrl-C: record what is still in flight as unknown, then leave at once."""
+        with audit_lock:
+            lost = [a for a in in_flight if a not in written]
+            by_address = plan.by_address()
+            audit(
+                options.task,
+                options.env,
+                options.target,
+                [{**_change_fields(by_address[a]), "result": "interrupted; outcome unknown"} for a in lost],
+            )
+        reporter.info(f"Stopped at once; outcome unknown for: {', '.join(lost) or 'nothing'}. Run again to converge.")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+
+    def first_interrupt() -> None:
+        stop.set()
+        waiting = ", ".join(sorted(in_flight)) or "nothing"
+        reporter.info(f"Interrupt: starting nothing new; waiting for {waiting} to finish. Press Ctrl-C again to stop at once.")
+        for hook in list(ctx.cancel_hooks):
+            hook()
+
+    pending = plan.pending
+    with _interrupts(first_interrupt, hard_exit):
+        return execute(
+            pending,
+            {c.address: work.appliers[c.address] for c in pending},
+            work.depends_on,
+            work.workers,
+            on_done,
+            stop,
+            on_slow,
+            in_flight,
+        )
+
+
+@contextmanager
+def _interrupts(first: Callable[[], None], second: Callable[[], None]):
+    """SIGINT (and SIGTERM) in the main thread: the first stops scheduling, the second exits."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    count = 0
+
+    def handler(signum: int, frame: Any) -> None:
+        nonlocal count
+        count += 1
+        if count == 1:
+            first()
+        else:
+            second()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _change_fields(change: Change) -> dict[str, Any]:
+    return {
+        "address": change.address,
+        "type": change.type,
+        "id": change.id,
+        "action": change.action.value,
+        "changed_fields": sorted(change.diff),
+    }
+
+
+def _audit_record(outcome: Outcome) -> dict[str, Any]:
+    record = {**_change_fields(outcome.change), **outcome.extra, "result": "ok" if outcome.ok else "failed"}
+    if not outcome.ok:
+        record["error_code"], record["error"] = outcome.error_code, outcome.error
+    return record
+
+
+def _error_text(outcome: Outcome) -> str:
+    return f"{outcome.error_code}: {outcome.error}" if outcome.error_code else str(outcome.error)
+
+
+def _elapsed(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _flush_notes(ctx: RunContext) -> None:
+    for note in ctx.notes:
+        ctx.reporter.info(note)
+    ctx.notes.clear()
+
+
+def _request_counts(opened: OpenTarget) -> dict[str, int] | None:
+    """This run's requests to the sandbox (None on Azure): counted from the journal, per run."""
+    if not opened.sandbox_url:
+        return None
+    from deploykit.target import sandbox_control
+
+    ca = str(opened.provider.target.connection_verify)
+    return sandbox_control(opened.sandbox_url, ca, "GET", f"/journal?since={opened.journal_start}")["counts"]
+
+
+def _close(ctx: RunContext, work: Work, plan: Plan, outcomes: list[Outcome], execution: Execution | None) -> None:
+    """Sandbox request counts, then the --json document (one object, also on failure)."""
+    counts = _request_counts(ctx.opened) if ctx.opened is not None else None
+    if counts is not None:
+        ctx.reporter.info(f"sandbox requests this run: {counts['requests']} ({counts['reads']} reads, {counts['writes']} writes)")
+    if not ctx.reporter.as_json:
+        return
+    results = {o.change.address: o for o in outcomes}
+    changes = []
+    for change in plan.changes:
+        item = change.to_json()
+        outcome = results.get(change.address)
+        if outcome is not None:
+            item["result"] = "ok" if outcome.ok else "failed"
+            if not outcome.ok:
+                item["error"] = _error_text(outcome)
+        elif execution is not None and change in execution.not_started:
+            item["result"] = "not started"
+        changes.append(item)
+    failed = sum(1 for o in outcomes if not o.ok)
+    extra = {**work.extra_json, "state_read": plan.state_read}
+    if execution is not None:
+        extra["interrupted"] = execution.interrupted
+    ctx.reporter.emit_json(plan, changes, failed, extra=extra)
