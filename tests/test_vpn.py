@@ -275,7 +275,9 @@ def test_missing_root_and_bad_envs_exit_2(certs: Path, sandbox, args: list[str],
 def test_no_key_or_password_reaches_output(certs: Path, sandbox, audit_dir: Path) -> None:
     env = {**sandbox.env(), "DEPLOYKIT_AUDIT_DIR": str(audit_dir)}
     outputs = [run_invoke("vpn.root", "--env", "prod", "--yes", "--certs-dir", str(certs), "--json", env=env)]
-    outputs.append(run_invoke("vpn.client", "--env", "prod", "--yes", "--certs-dir", str(certs), "--name", "leo", "--json", env=env))
+    outputs.append(
+        run_invoke("vpn.client", "--env", "prod", "--yes", "--certs-dir", str(certs), "--name", "leo", "--json", env=env)
+    )
     outputs.append(run_invoke("vpn.list", "--env", "prod", "--certs-dir", str(certs), "--json", env=env))
     assert all(o.returncode == 0 for o in outputs), [o.stderr for o in outputs]
     secrets = [(certs / "clients" / "leo.pfx.pass").read_text()]
