@@ -6,9 +6,13 @@ Control namespace `/_sandbox/` (never journaled): status, reset, journal, faults
 from __future__ import annotations
 
 import json
+import socket
 import ssl
+import sys
 import threading
 import time
+import traceback
+from contextlib import suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +25,7 @@ from deploykit.sandbox.tls import ensure_certificate
 
 CONTROL = "/_sandbox"
 READ_METHODS = frozenset({"GET", "HEAD"})
+MAX_BODY = 64 * 1024 * 1024  # larger bodies are refused (and the connection closed)
 # Types that Azure answers synchronously without a provisioningState of their own.
 NO_PROVISIONING_STATE = frozenset({"microsoft.authorization/locks", "microsoft.authorization/roleassignments"})
 
@@ -114,6 +119,20 @@ def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return {"requests": len(entries), "reads": len(entries) - writes, "writes": writes, "by_method": by_method}
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    """A threaded listener: deep accept backlog, no Nagle delay on answers."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, address = super().get_request()
+        # Headers and body go out as separate TLS records; with Nagle on, the second waits for
+        # the client's delayed ACK (~40 ms per request).
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn, address
+
+
 class SandboxServer:
     """The emulator: one ARM listener plus one listener per Key Vault (vault URIs are per host)."""
 
@@ -133,8 +152,7 @@ class SandboxServer:
         self.url = f"https://127.0.0.1:{self._arm.server_address[1]}"
 
     def _listen(self, handler: type[BaseHTTPRequestHandler], vault: str | None) -> ThreadingHTTPServer:
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        httpd.daemon_threads = True
+        httpd = _HTTPServer(("127.0.0.1", 0), handler)
         httpd.socket = self._ssl.wrap_socket(httpd.socket, server_side=True)
         httpd.sandbox = self  # type: ignore[attr-defined]
         httpd.vault = vault  # type: ignore[attr-defined]
@@ -166,6 +184,7 @@ class SandboxServer:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: ThreadingHTTPServer
+    _raw = b""  # the request body, always read before answering (_drain)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the journal is the request log."""
@@ -191,9 +210,51 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(err.status, {"error": {"code": err.code, "message": err.message}}, headers)
         return err.status
 
+    def _drain(self) -> None:
+        """Read the whole request body before any answer, on every path.
+
+        A body left unread on a keep-alive connection would be parsed as the next request (and
+        quoted back in its 400, secret values included). What cannot be read is answered with
+        the connection closed.
+        """
+        self._raw = b""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self._raw = self._read_chunked()
+            return
+        declared = self.headers.get("Content-Length")
+        if declared is None:
+            return
+        try:
+            length = int(declared)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY:
+            self.close_connection = True
+            raise ArmError(400, "InvalidRequestContent", f"Invalid Content-Length '{declared}'.")
+        self._raw = self.rfile.read(length)
+
+    def _read_chunked(self) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        try:
+            while True:
+                size = int(self.rfile.readline(1024).split(b";")[0].strip() or b"x", 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                total += size
+                if total > MAX_BODY:
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(3)
+        except ValueError:
+            pass
+        self.close_connection = True
+        raise ArmError(400, "InvalidRequestContent", "The chunked request body could not be read.")
+
     def _body(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self._raw
         if not raw:
             return {}
         try:
@@ -209,6 +270,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         split = urlsplit(self.path)
         path, query = split.path, parse_qs(split.query)
+        try:
+            self._drain()
+        except ArmError as err:
+            status = self._error(err)
+            if not path.startswith(CONTROL):
+                self.sandbox.journal.record(self.command, path, status, self._endpoint())
+            return
         if path.startswith(CONTROL):
             self._control(path[len(CONTROL) :], query)
             return
@@ -228,9 +296,13 @@ class _Handler(BaseHTTPRequestHandler):
             status = self._error(ArmError(rule.status or 500, code, f"Injected fault ({code})."), headers)
         except ArmError as err:
             status = self._error(err)
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            self.close_connection = True
+            with suppress(OSError):
+                status = self._error(ArmError(500, "InternalServerError", "The sandbox failed; see its stderr."))
         finally:
             self.sandbox.journal.record(self.command, path, status, self._endpoint())
-        return
 
     def _endpoint(self) -> str:
         return "arm"
@@ -389,7 +461,6 @@ class VaultHandler(_Handler):
     def _route(self, path: str, query: dict[str, list[str]], rule: FaultRule | None) -> int:
         vault = self.server.vault  # type: ignore[attr-defined]
         if not self.headers.get("Authorization", "").startswith("Bearer "):
-            self._body()
             challenge = 'Bearer authorization="https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000", resource="https://vault.azure.net"'
             self._send(
                 401,
