@@ -65,7 +65,8 @@ def test_read_only_fields_are_filled_like_azure(sandbox) -> None:
         ResourceSpec("r", "Microsoft.Cache/redis", "2024-11-01", redis_id, {}, "t"),
         {"location": "centralus", "properties": {"sku": {"name": "Basic", "family": "C", "capacity": 0}}},
     )
-    assert body["id"] == redis_id and body["name"] == "cache-test" and body["type"] == "Microsoft.Cache/redis"
+    assert body["id"] == redis_id and body["name"] == "cache-test"
+    assert body["type"] == "Microsoft.Cache/Redis"  # Azure's own casing (redis/RedisCacheCreate.json)
     assert body["location"] == "Central US"  # display name, as the Redis provider answers
     vault_id = f"{RG}/providers/Microsoft.KeyVault/vaults/kv-test-fill"
     vault = sandbox.provider.put(

@@ -1,39 +1,272 @@
-"""What each emulated resource provider adds to a stored body: read-only fields, defaults, casing.
+"""What is special about each emulated ARM type, in one table (the way moto keeps per-service backends).
 
-Shapes follow the real examples in ../shared/arm-examples (file named beside each table).
+The store and the HTTP front are generic: they look a type up with `spec_for` and follow its
+`ArmType`. Where behaviour is more than data (Key Vault soft delete and recover, a resource
+group's fixed location), the entry names a small hook defined here. Types not in the table are
+emulated generically: synchronous PUT, a provisioningState, the type as the path spells it.
+
+Shapes follow the real examples in ../shared/arm-examples (file named beside each entry) and
+azure-facts.md (section named).
 """
 
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
-# Types whose PUT is a long-running operation (201/200 + Azure-AsyncOperation, azure-facts.md 9).
-ASYNC_TYPES = frozenset(
-    {
-        "microsoft.keyvault/vaults",
-        "microsoft.containerregistry/registries",
-        "microsoft.dbforpostgresql/flexibleservers",
-        "microsoft.dbforpostgresql/flexibleservers/databases",
-        "microsoft.dbforpostgresql/flexibleservers/firewallrules",
-        "microsoft.cache/redis",
-        "microsoft.appconfiguration/configurationstores",
-        "microsoft.app/managedenvironments",
-        "microsoft.app/containerapps",
-        "microsoft.network/virtualnetworks",
-        "microsoft.network/virtualnetworks/subnets",
-        "microsoft.network/networksecuritygroups",
-        "microsoft.network/publicipaddresses",
-        "microsoft.network/virtualnetworkgateways",
-        "microsoft.network/privateendpoints",
-        "microsoft.network/privatednszones",
-        "microsoft.network/dnsresolvers",
+from deploykit.sandbox.ids import ArmError, ParsedId
+
+# The hooks see the store's data (sections "resources", "deleted_vaults", "secrets") inside the
+# store's transaction, so whatever they change is saved with the PUT or DELETE that called them.
+State = dict[str, Any]
+# Before a PUT: raise ArmError to refuse it, or return a body to store instead of the request's.
+PutHook = Callable[[State, ParsedId, "dict[str, Any] | None", "dict[str, Any]"], "dict[str, Any] | None"]
+# After a DELETE took the record out of "resources".
+DeleteHook = Callable[[State, "dict[str, Any]"], None]
+# When a resource is created: add the read-only fields the service computes once.
+CreateHook = Callable[["dict[str, Any]"], None]
+# When a resource is shown: fill the read-only fields derived from the body or the endpoint.
+# The second argument gives a Key Vault's data-plane URL by vault name (None without a server).
+PresentHook = Callable[["dict[str, Any]", "Callable[[str], str] | None"], None]
+
+PROVISIONING_STATE = "properties.provisioningState"
+
+
+@dataclass(frozen=True)
+class ArmType:
+    """One emulated ARM type: how Azure spells it and what its provider adds, keeps and drops."""
+
+    name: str  # canonical casing, as Azure answers `type`
+    long_running: bool = False  # PUT answers 201/200 + Azure-AsyncOperation (azure-facts.md 9)
+    global_name: bool = False  # the name is a DNS label unique across Azure
+    provisioning_state: bool = True  # the provider reports properties.provisioningState
+    display_location: bool = False  # answers "Central US" rather than "centralus" (azure-facts.md 2.2)
+    defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # filled where a PUT omits
+    read_only: tuple[str, ...] = ()  # computed by the service: ignored in a PUT body, kept across PUTs
+    write_only: tuple[str, ...] = ()  # accepted on PUT, never returned (azure-facts.md 2.5)
+    recase: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # path -> str method (2.4)
+    kept_when_omitted: tuple[str, ...] = ()  # child collections a PUT without them leaves alone
+    lock: bool = False  # a management lock: its level applies to everything under its scope
+    serves_secrets: bool = False  # has a secrets data plane (one sandbox port per vault)
+    before_put: PutHook | None = None
+    after_delete: DeleteHook | None = None
+    on_create: CreateHook | None = None
+    computed: PresentHook | None = None
+
+    @property
+    def key(self) -> str:
+        return self.name.lower()
+
+    def read_only_paths(self) -> tuple[str, ...]:
+        return ((PROVISIONING_STATE,) if self.provisioning_state else ()) + self.read_only
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
+
+
+# ---- hooks -------------------------------------------------------------------------------------
+def _group_before_put(state: State, parsed: ParsedId, existing: dict[str, Any] | None, request: dict[str, Any]) -> None:
+    """A resource group's location is fixed (azure-facts.md 3.1)."""
+    if existing is None:
+        return
+    have, want = existing["body"].get("location", ""), request.get("location", "")
+    if str(have).lower() != str(want).lower():
+        raise ArmError(
+            409,
+            "InvalidResourceGroupLocation",
+            f"Invalid resource group location '{want}'. The Resource group already exists in location '{have}'.",
+        )
+
+
+def _vault_before_put(
+    state: State, parsed: ParsedId, existing: dict[str, Any] | None, request: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Key Vault soft delete (azure-facts.md 4): a deleted name blocks a plain create; recover restores it."""
+    if existing is not None:
+        return None
+    properties = request.get("properties") if isinstance(request.get("properties"), dict) else {}
+    mode = str(properties.get("createMode", "default")).lower()
+    deleted = state["deleted_vaults"].get(parsed.name.lower())
+    if mode == "recover":
+        if deleted is None:
+            raise ArmError(
+                400,
+                "SoftDeletedVaultDoesNotExist",
+                f"A soft deleted vault with the given name '{parsed.name}' does not exist.",
+            )
+        del state["deleted_vaults"][parsed.name.lower()]
+        return copy.deepcopy(deleted["body"])
+    if deleted is not None:
+        raise ArmError(
+            409,
+            "ConflictError",
+            "A vault with the same name already exists in deleted state. "
+            f"You need to either recover or purge existing key vault '{parsed.name}'.",
+        )
+    return None
+
+
+def _vault_after_delete(state: State, record: dict[str, Any]) -> None:
+    """A deleted vault is kept, with its secrets, until purged (shape of key-vault/getDeletedVault.json)."""
+    body = record["body"]
+    props = body.get("properties", {}) if isinstance(body.get("properties"), dict) else {}
+    days = int(props.get("softDeleteRetentionInDays", 90))
+    deleted_at = datetime.now(UTC)
+    name = record["id"].rsplit("/", 1)[-1]
+    state["deleted_vaults"][name.lower()] = {
+        "name": name,
+        "vault_id": record["id"],
+        "location": body.get("location", ""),
+        "deletion_date": deleted_at.isoformat(),
+        "purge_date": (deleted_at + timedelta(days=days)).isoformat(),
+        "purge_protection": bool(props.get("enablePurgeProtection")),
+        "tags": body.get("tags", {}),
+        "body": body,
     }
+
+
+def _vault_computed(out: dict[str, Any], vault_url: Callable[[str], str] | None) -> None:
+    props = out.get("properties")
+    if isinstance(props, dict) and vault_url is not None:
+        props["vaultUri"] = vault_url(out["name"])
+
+
+def _registry_created(body: dict[str, Any]) -> None:
+    body.setdefault("properties", {})["creationDate"] = now_iso()
+
+
+def _registry_computed(out: dict[str, Any], vault_url: Callable[[str], str] | None) -> None:
+    """container-registry/RegistryCreate.json: loginServer keeps the name's case; sku.tier follows sku.name."""
+    props = out.get("properties")
+    if isinstance(props, dict):
+        props["loginServer"] = f"{out['name']}.azurecr.io"
+    if isinstance(out.get("sku"), dict):
+        out["sku"]["tier"] = out["sku"].get("name")
+
+
+def _frozen(data: dict[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(data)
+
+
+# ---- the table ---------------------------------------------------------------------------------
+TYPES: tuple[ArmType, ...] = (
+    # resource-group/CreateResourceGroup.json; azure-facts.md 3.1
+    ArmType("Microsoft.Resources/resourceGroups", before_put=_group_before_put),
+    # management-lock/*: synchronous, no provisioningState; azure-facts.md 3.2
+    ArmType("Microsoft.Authorization/locks", provisioning_state=False, lock=True),
+    # role-assignment/*: synchronous, no provisioningState
+    ArmType("Microsoft.Authorization/roleAssignments", provisioning_state=False),
+    # key-vault/createVault.json, getVault.json; azure-facts.md 3.3 and 4
+    ArmType(
+        "Microsoft.KeyVault/vaults",
+        long_running=True,
+        global_name=True,
+        defaults=_frozen(
+            {
+                "properties": {
+                    "accessPolicies": [],
+                    "enabledForDeployment": False,
+                    "enabledForDiskEncryption": False,
+                    "enabledForTemplateDeployment": False,
+                    "enableSoftDelete": True,
+                    "softDeleteRetentionInDays": 90,
+                    "enableRbacAuthorization": False,
+                    "networkAcls": {
+                        "bypass": "AzureServices",
+                        "defaultAction": "Allow",
+                        "ipRules": [],
+                        "virtualNetworkRules": [],
+                    },
+                    "publicNetworkAccess": "Enabled",
+                    "privateEndpointConnections": [],
+                }
+            }
+        ),
+        read_only=("properties.vaultUri",),
+        write_only=("properties.createMode",),
+        recase=_frozen({"properties.sku.name": "lower"}),
+        serves_secrets=True,
+        before_put=_vault_before_put,
+        after_delete=_vault_after_delete,
+        computed=_vault_computed,
+    ),
+    # key-vault-secret/createSecret.json: the value is never returned (azure-facts.md 3.4)
+    ArmType("Microsoft.KeyVault/vaults/secrets", write_only=("properties.value",)),
+    # container-registry/RegistryCreate.json, RegistryGet.json; azure-facts.md 3.5
+    ArmType(
+        "Microsoft.ContainerRegistry/registries",
+        long_running=True,
+        global_name=True,
+        defaults=_frozen(
+            {
+                "properties": {
+                    "adminUserEnabled": False,
+                    "policies": {
+                        "quarantinePolicy": {"status": "disabled"},
+                        "trustPolicy": {"type": "Notary", "status": "disabled"},
+                        "retentionPolicy": {"days": 7, "status": "disabled"},
+                        "exportPolicy": {"status": "enabled"},
+                        "azureADAuthenticationAsArmPolicy": {"status": "enabled"},
+                    },
+                    "encryption": {"status": "disabled"},
+                    "dataEndpointEnabled": False,
+                    "dataEndpointHostNames": [],
+                    "privateEndpointConnections": [],
+                    "publicNetworkAccess": "Enabled",
+                    "networkRuleBypassOptions": "AzureServices",
+                    "zoneRedundancy": "Disabled",
+                    "anonymousPullEnabled": False,
+                }
+            }
+        ),
+        read_only=("properties.loginServer", "properties.creationDate", "sku.tier"),
+        recase=_frozen({"properties.policies.retentionPolicy.status": "lower"}),
+        on_create=_registry_created,
+        computed=_registry_computed,
+    ),
+    # postgresql-flexible-server/*; azure-facts.md 3.6-3.8
+    ArmType(
+        "Microsoft.DBforPostgreSQL/flexibleServers",
+        long_running=True,
+        write_only=("properties.administratorLoginPassword", "properties.createMode"),
+    ),
+    ArmType("Microsoft.DBforPostgreSQL/flexibleServers/databases", long_running=True),
+    ArmType("Microsoft.DBforPostgreSQL/flexibleServers/firewallRules", long_running=True),
+    ArmType("Microsoft.DBforPostgreSQL/flexibleServers/configurations"),
+    # redis/RedisCacheCreate.json answers type "Microsoft.Cache/Redis"; azure-facts.md 3.9-3.10
+    ArmType("Microsoft.Cache/Redis", long_running=True, display_location=True),
+    ArmType("Microsoft.Cache/Redis/firewallRules", display_location=True),
+    # managed-identity/*
+    ArmType("Microsoft.ManagedIdentity/userAssignedIdentities"),
+    # app-configuration/*
+    ArmType("Microsoft.AppConfiguration/configurationStores", long_running=True),
+    # container-apps-environment/*, container-app/*: display-name locations
+    ArmType("Microsoft.App/managedEnvironments", long_running=True, display_location=True),
+    ArmType("Microsoft.App/containerApps", long_running=True, display_location=True),
+    # virtual-network/*: a PUT without subnets keeps them (azure-facts.md 3.16)
+    ArmType("Microsoft.Network/virtualNetworks", long_running=True, kept_when_omitted=("properties.subnets",)),
+    ArmType("Microsoft.Network/virtualNetworks/subnets", long_running=True),
+    ArmType("Microsoft.Network/networkSecurityGroups", long_running=True),
+    ArmType("Microsoft.Network/publicIPAddresses", long_running=True),
+    ArmType("Microsoft.Network/virtualNetworkGateways", long_running=True),
+    ArmType("Microsoft.Network/privateEndpoints", long_running=True),
+    ArmType("Microsoft.Network/privateEndpoints/privateDnsZoneGroups"),
+    ArmType("Microsoft.Network/privateDnsZones", long_running=True),
+    ArmType("Microsoft.Network/privateDnsZones/virtualNetworkLinks"),
+    ArmType("Microsoft.Network/dnsResolvers", long_running=True),
+    ArmType("Microsoft.Network/dnsResolvers/inboundEndpoints"),
 )
 
-# Providers that answer with a display-name location (azure-facts.md 2.2).
-DISPLAY_LOCATION_PREFIXES = ("microsoft.cache/", "microsoft.app/")
+_BY_KEY: dict[str, ArmType] = {t.key: t for t in TYPES}
+
+# Lower-cased names of the long-running types (benchmarks read this).
+ASYNC_TYPES = frozenset(t.key for t in TYPES if t.long_running)
+
 DISPLAY_NAMES = {
     "centralus": "Central US",
     "eastus": "East US",
@@ -46,71 +279,43 @@ DISPLAY_NAMES = {
     "northeurope": "North Europe",
 }
 
-# Defaults the service fills in; a stored body is merged over these (given values win).
-DEFAULTS: dict[str, dict[str, Any]] = {
-    # key-vault/getVault.json
-    "microsoft.keyvault/vaults": {
-        "properties": {
-            "accessPolicies": [],
-            "enabledForDeployment": False,
-            "enabledForDiskEncryption": False,
-            "enabledForTemplateDeployment": False,
-            "enableSoftDelete": True,
-            "softDeleteRetentionInDays": 90,
-            "enableRbacAuthorization": False,
-            "networkAcls": {"bypass": "AzureServices", "defaultAction": "Allow", "ipRules": [], "virtualNetworkRules": []},
-            "publicNetworkAccess": "Enabled",
-            "privateEndpointConnections": [],
-        }
-    },
-    # container-registry/RegistryGet.json
-    "microsoft.containerregistry/registries": {
-        "properties": {
-            "adminUserEnabled": False,
-            "policies": {
-                "quarantinePolicy": {"status": "disabled"},
-                "trustPolicy": {"type": "Notary", "status": "disabled"},
-                "retentionPolicy": {"days": 7, "status": "disabled"},
-                "exportPolicy": {"status": "enabled"},
-                "azureADAuthenticationAsArmPolicy": {"status": "enabled"},
-            },
-            "encryption": {"status": "disabled"},
-            "dataEndpointEnabled": False,
-            "dataEndpointHostNames": [],
-            "privateEndpointConnections": [],
-            "publicNetworkAccess": "Enabled",
-            "networkRuleBypassOptions": "AzureServices",
-            "zoneRedundancy": "Disabled",
-            "anonymousPullEnabled": False,
-        }
-    },
-}
 
-# Enum values the provider re-cases in its answers (azure-facts.md 2.4): path -> str method.
-RECASE: dict[str, dict[str, str]] = {
-    "microsoft.keyvault/vaults": {"properties.sku.name": "lower"},
-    "microsoft.containerregistry/registries": {"properties.policies.retentionPolicy.status": "lower"},
-}
-
-# Fields accepted on PUT but never returned (azure-facts.md 2.5).
-WRITE_ONLY: dict[str, tuple[str, ...]] = {
-    "microsoft.keyvault/vaults": ("properties.createMode",),
-    "microsoft.dbforpostgresql/flexibleservers": ("properties.administratorLoginPassword", "properties.createMode"),
-}
+def spec_for(type_name: str) -> ArmType:
+    """The table's entry for a type (any casing); a generic synchronous type when it has none."""
+    return _BY_KEY.get(type_name.lower()) or ArmType(type_name)
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
-
-
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
+# ---- bodies ------------------------------------------------------------------------------------
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = {key: copy.deepcopy(value) for key, value in base.items()}
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+_ABSENT = object()
+
+
+def _get_path(body: Any, dotted: str) -> Any:
+    node = body
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _ABSENT
+        node = node[part]
+    return node
+
+
+def _set_path(body: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = body
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[leaf] = value
 
 
 def _pop_path(body: dict[str, Any], dotted: str) -> None:
@@ -131,42 +336,46 @@ def _recase(body: dict[str, Any], dotted: str, how: str) -> None:
         node[leaf] = getattr(node[leaf], how)()
 
 
-def stored_body(type_lower: str, previous: dict[str, Any] | None, request: dict[str, Any]) -> dict[str, Any]:
-    """What the provider keeps from a PUT: defaults, then the request; write-only fields dropped."""
-    base = previous if previous is not None else copy.deepcopy(DEFAULTS.get(type_lower, {}))
-    body = {key: value for key, value in base.items() if key not in {"id", "name", "type"}}
-    for key, value in request.items():
-        if key == "properties" and isinstance(value, dict) and previous is None:
-            body["properties"] = deep_merge(body.get("properties", {}), value)
-        elif key == "properties" and isinstance(value, dict):
-            # PUT replaces the declared properties; read-only and defaulted ones are kept.
-            kept = {k: v for k, v in body.get("properties", {}).items() if k not in value}
-            body["properties"] = {**kept, **copy.deepcopy(value)}
-        else:
-            body[key] = copy.deepcopy(value)
-    for path in WRITE_ONLY.get(type_lower, ()):
+def stored_body(spec: ArmType, previous: dict[str, Any] | None, request: dict[str, Any]) -> dict[str, Any]:
+    """What the provider keeps from a PUT, which replaces the resource (ARM PUT semantics).
+
+    The request over the type's defaults: a property the PUT omits returns to its default, not
+    to its previous value. Only read-only fields the service computed survive from before
+    (provisioningState, creationDate, ...), and child collections the type keeps when omitted.
+    Read-only fields in the request are ignored, write-only ones dropped, enums re-cased.
+    """
+    body = {key: copy.deepcopy(value) for key, value in request.items() if key not in {"id", "name", "type"}}
+    for path in spec.read_only_paths():
         _pop_path(body, path)
-    for path, how in RECASE.get(type_lower, {}).items():
+    body = deep_merge(spec.defaults, body)
+    if previous is not None:
+        for path in spec.read_only_paths():
+            value = _get_path(previous, path)
+            if value is not _ABSENT:
+                _set_path(body, path, copy.deepcopy(value))
+        for path in spec.kept_when_omitted:
+            value = _get_path(previous, path)
+            if value is not _ABSENT and _get_path(request, path) is _ABSENT:
+                _set_path(body, path, copy.deepcopy(value))
+    elif spec.on_create is not None:
+        spec.on_create(body)
+    for path in spec.write_only:
+        _pop_path(body, path)
+    for path, how in spec.recase.items():
         _recase(body, path, how)
     return body
 
 
-def present(type_name: str, resource_id: str, body: dict[str, Any], vault_uri: str | None) -> dict[str, Any]:
-    """The GET shape: id, name, type, location form, computed read-only fields."""
-    type_lower = type_name.lower()
-    out: dict[str, Any] = {"id": resource_id, "name": resource_id.rsplit("/", 1)[-1], "type": type_name}
-    out.update(copy.deepcopy(body))
+def present(record: dict[str, Any], vault_url: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """The GET shape: id, name, the canonical type, the location form, computed read-only fields."""
+    spec = spec_for(record["type"])
+    resource_id = record["id"]
+    out: dict[str, Any] = {"id": resource_id, "name": resource_id.rsplit("/", 1)[-1], "type": spec.name}
+    out.update(copy.deepcopy(record["body"]))
+    out["type"] = spec.name
     location = out.get("location")
-    if isinstance(location, str) and type_lower.startswith(DISPLAY_LOCATION_PREFIXES):
+    if isinstance(location, str) and spec.display_location:
         out["location"] = DISPLAY_NAMES.get(location.lower().replace(" ", ""), location)
-    props = out.get("properties")
-    if type_lower == "microsoft.keyvault/vaults" and isinstance(props, dict) and vault_uri:
-        props["vaultUri"] = vault_uri
-    if type_lower == "microsoft.containerregistry/registries" and isinstance(props, dict):
-        props["loginServer"] = f"{out['name']}.azurecr.io"
-        if isinstance(out.get("sku"), dict):
-            out["sku"]["tier"] = out["sku"].get("name")
-    if type_lower == "microsoft.resources/resourcegroups":
-        out.pop("type", None)
-        out["type"] = "Microsoft.Resources/resourceGroups"
+    if spec.computed is not None:
+        spec.computed(out, vault_url)
     return out

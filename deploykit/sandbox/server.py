@@ -26,8 +26,6 @@ from deploykit.sandbox.tls import ensure_certificate
 CONTROL = "/_sandbox"
 READ_METHODS = frozenset({"GET", "HEAD"})
 MAX_BODY = 64 * 1024 * 1024  # larger bodies are refused (and the connection closed)
-# Types that Azure answers synchronously without a provisioningState of their own.
-NO_PROVISIONING_STATE = frozenset({"microsoft.authorization/locks", "microsoft.authorization/roleassignments"})
 
 
 @dataclass
@@ -364,28 +362,21 @@ class ArmHandler(_Handler):
         raise ArmError(405, "MethodNotAllowed", f"{self.command} is not supported on {path}.")
 
     def _put(self, path: str, query: dict[str, list[str]], rule: FaultRule | None) -> int:
-        state = self.sandbox.state
-        parsed = parse_id(path)
-        created, _ = state.put_resource(path, self._body())
-        status = 201 if created else 200
-        tl = parsed.type.lower()
-        if tl not in providers.ASYNC_TYPES:
-            if tl not in NO_PROVISIONING_STATE:
-                state.set_provisioning_state(path, "Succeeded")
-            self._send(status, self._present(state.get_resource(path)))
-            return status
+        """201 created / 200 replaced; long-running types (the providers table) add an operation to poll."""
         faults = self.sandbox.faults
         failure = rule.lro_fail if rule is not None else None
-        op_id = state.start_operation(path, faults.lro_seconds, failure, created)
-        api = query["api-version"][0]
-        op_url = (
-            f"{self.sandbox.url}/subscriptions/{parsed.subscription}"
-            f"/providers/Microsoft.Sandbox/operationStatuses/{op_id}?api-version={api}"
-        )
-        headers = {"Azure-AsyncOperation": op_url}
-        if faults.lro_retry_after:
-            headers["Retry-After-Ms"] = self._poll_ms(op_id)
-        self._send(status, self._present(state.get_resource(path)), headers)
+        created, record, op_id = self.sandbox.state.put_resource(path, self._body(), faults.lro_seconds, failure)
+        status = 201 if created else 200
+        headers: dict[str, str] = {}
+        if op_id is not None:
+            api = query["api-version"][0]
+            headers["Azure-AsyncOperation"] = (
+                f"{self.sandbox.url}/subscriptions/{parse_id(path).subscription}"
+                f"/providers/Microsoft.Sandbox/operationStatuses/{op_id}?api-version={api}"
+            )
+            if faults.lro_retry_after:
+                headers["Retry-After-Ms"] = self._poll_ms(op_id)
+        self._send(status, self._present(record), headers)
         return status
 
     def _poll_ms(self, op_id: str) -> str:
@@ -410,10 +401,7 @@ class ArmHandler(_Handler):
         return 200
 
     def _present(self, record: dict[str, Any]) -> dict[str, Any]:
-        vault_uri = None
-        if record["type"].lower() == "microsoft.keyvault/vaults":
-            vault_uri = self.sandbox.vault_url(record["id"].rsplit("/", 1)[-1])
-        return providers.present(record["type"], record["id"], record["body"], vault_uri)
+        return providers.present(record, self.sandbox.vault_url)
 
     def _control(self, path: str, query: dict[str, list[str]]) -> None:
         sandbox = self.sandbox

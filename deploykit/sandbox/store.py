@@ -1,7 +1,8 @@
 """The sandbox's ARM state: resources, soft-deleted vaults, secrets, operations. Knows no HTTP.
 
 Methods are named after the API's verbs; failures raise ArmError, which the HTTP front turns
-into ARM error bodies in one place.
+into ARM error bodies in one place. What differs between resource types comes from
+`providers.spec_for`; nothing here names a type.
 """
 
 from __future__ import annotations
@@ -12,62 +13,22 @@ import os
 import secrets as pysecrets
 import threading
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from deploykit.sandbox import providers
+from deploykit.sandbox.ids import ArmError, ParsedId, parse_id
+
+__all__ = ["ArmError", "ParsedId", "SandboxState", "parse_id"]
 
 STATE_VERSION = 1
+SECTIONS = ("resources", "deleted_vaults", "secrets", "operations")
 
 
-class ArmError(Exception):
-    """An ARM error answer: HTTP status, Azure error code, message."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-@dataclass(frozen=True)
-class ParsedId:
-    """An ARM resource id split into what the store needs."""
-
-    id: str
-    subscription: str
-    resource_group: str | None
-    type: str  # e.g. Microsoft.KeyVault/vaults, Microsoft.Resources/resourceGroups
-    name: str
-    container: str | None  # the id that must exist first: parent, scope or group
-
-    @property
-    def key(self) -> str:
-        return self.id.lower()
-
-
-def parse_id(path: str) -> ParsedId:
-    seg = [s for s in path.strip("/").split("/") if s]
-    if len(seg) < 4 or seg[0].lower() != "subscriptions":
-        raise ArmError(400, "InvalidResourceId", f"'{path}' is not a valid resource id")
-    rid = "/" + "/".join(seg)
-    rg = seg[3] if seg[2].lower() == "resourcegroups" else None
-    if len(seg) == 4 and rg is not None:
-        return ParsedId(rid, seg[1], rg, "Microsoft.Resources/resourceGroups", rg, None)
-    lowered = [s.lower() for s in seg]
-    if "providers" not in lowered:
-        raise ArmError(400, "InvalidResourceId", f"'{path}' is not a valid resource id")
-    p = len(lowered) - 1 - lowered[::-1].index("providers")
-    rest = seg[p + 2 :]
-    if len(rest) < 2 or len(rest) % 2:
-        raise ArmError(400, "InvalidResourceType", f"'{path}' does not name a resource type and name")
-    rtype = seg[p + 1] + "/" + "/".join(rest[0::2])
-    container = "/" + "/".join(seg[:-2]) if len(rest) > 2 else "/" + "/".join(seg[:p])
-    if container.lower() == f"/subscriptions/{seg[1]}".lower():
-        container = None
-    return ParsedId(rid, seg[1], rg, rtype, rest[-1], container)
+def _empty() -> dict[str, Any]:
+    return {"version": STATE_VERSION, **{section: {} for section in SECTIONS}}
 
 
 class SandboxState:
@@ -76,15 +37,13 @@ class SandboxState:
     def __init__(self, path: Path | None) -> None:
         self._path = path
         self._lock = threading.RLock()
-        self._data = self._empty()
+        self._data = _empty()
+        self._depth = 0  # nesting of write transactions in the thread that holds self._lock
+        self._dirty = False
         if path is not None and path.exists():
             loaded = json.loads(path.read_text(encoding="utf-8"))
             if loaded.get("version") == STATE_VERSION:
                 self._data = loaded
-
-    @staticmethod
-    def _empty() -> dict[str, Any]:
-        return {"version": STATE_VERSION, "resources": {}, "deleted_vaults": {}, "secrets": {}, "operations": {}}
 
     # ---- persistence -------------------------------------------------------------------
     def _save(self) -> None:
@@ -97,52 +56,88 @@ class SandboxState:
             json.dump(self._data, handle)
         os.replace(tmp, self._path)
 
-    def reset(self) -> None:
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """The data for the block; operations whose time has come are settled first."""
         with self._lock:
-            self._data = self._empty()
-            self._save()
+            if self._due():
+                with self._writing():
+                    self._settle()
+            yield
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A change, saved once at the end of the outermost block."""
+        with self._lock:
+            outer = self._depth == 0
+            self._depth += 1
+            try:
+                yield
+                if outer and self._dirty:
+                    self._save()
+            finally:
+                self._depth -= 1
+                if outer:
+                    self._dirty = False
+
+    def _changed(self) -> None:
+        self._dirty = True
+
+    def reset(self) -> None:
+        with self._writing():
+            self._data = _empty()
+            self._changed()
 
     # ---- resources ---------------------------------------------------------------------
     def get_resource(self, rid: str) -> dict[str, Any]:
         parsed = parse_id(rid)
-        with self._lock:
-            self._settle()
+        with self._reading():
             record = self._data["resources"].get(parsed.key)
             if record is None:
                 self._raise_not_found(parsed)
             return copy.deepcopy(record)
 
-    def put_resource(self, rid: str, request: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
-        """Create or replace; returns (created, stored record). Async types stay 'busy' until settled."""
+    def put_resource(
+        self,
+        rid: str,
+        request: dict[str, Any],
+        lro_seconds: float = 0.0,
+        failure: dict[str, str] | None = None,
+    ) -> tuple[bool, dict[str, Any], str | None]:
+        """Create or replace, in one transaction; returns (created, stored record, operation id).
+
+        A long-running type gets an operation and stays Creating/Updating until it settles;
+        any other type is Succeeded at once (if it has a provisioningState at all).
+        """
         parsed = parse_id(rid)
-        tl = parsed.type.lower()
-        with self._lock:
+        spec = providers.spec_for(parsed.type)
+        with self._writing():
             self._settle()
             self._require_container(parsed)
             self._check_locks(parsed, "write", readonly_only=True)
-            existing = self._data["resources"].get(parsed.key)
-            if tl == "microsoft.resources/resourcegroups" and existing is not None:
-                have, want = existing["body"].get("location", ""), request.get("location", "")
-                if have.lower() != str(want).lower():
-                    raise ArmError(
-                        409,
-                        "InvalidResourceGroupLocation",
-                        f"Invalid resource group location '{want}'. The Resource group already exists in location '{have}'.",
-                    )
-            if tl == "microsoft.keyvault/vaults":
-                recovered = self._vault_create_mode(parsed, existing, request)
-                if recovered is not None:
-                    return True, recovered
-            self._check_global_name(parsed, existing)
-            body = providers.stored_body(tl, existing["body"] if existing else None, request)
-            record = {"id": existing["id"] if existing else parsed.id, "type": parsed.type, "body": body}
-            self._data["resources"][parsed.key] = record
-            self._save()
-            return existing is None, copy.deepcopy(record)
+            resources = self._data["resources"]
+            existing = resources.get(parsed.key)
+            replacement = spec.before_put(self._data, parsed, existing, request) if spec.before_put else None
+            if replacement is not None:
+                body = replacement
+            else:
+                self._check_global_name(parsed, spec, existing)
+                body = providers.stored_body(spec, existing["body"] if existing else None, request)
+            created = existing is None
+            record = {"id": existing["id"] if existing else parsed.id, "type": spec.name, "body": body}
+            resources[parsed.key] = record
+            op_id = None
+            if spec.long_running:
+                op_id = self._start_operation(parsed.key, lro_seconds, failure)
+                self._set_provisioning_state(record, "Creating" if created else "Updating")
+            else:
+                self._set_provisioning_state(record, "Succeeded")
+            self._changed()
+            return created, copy.deepcopy(record), op_id
 
     def delete_resource(self, rid: str) -> None:
         parsed = parse_id(rid)
-        with self._lock:
+        with self._writing():
             self._settle()
             if parsed.key not in self._data["resources"]:
                 self._raise_not_found(parsed)
@@ -150,20 +145,22 @@ class SandboxState:
             doomed = [k for k in self._data["resources"] if k == parsed.key or k.startswith(parsed.key + "/")]
             for key in doomed:
                 record = self._data["resources"].pop(key)
-                if record["type"].lower() == "microsoft.keyvault/vaults":
-                    self._soft_delete_vault(record)
-            self._save()
+                hook = providers.spec_for(record["type"]).after_delete
+                if hook is not None:
+                    hook(self._data, record)
+            self._changed()
 
-    def set_provisioning_state(self, rid: str, state: str) -> None:
-        with self._lock:
-            record = self._data["resources"].get(rid.lower())
-            if record is not None:
-                record["body"].setdefault("properties", {})["provisioningState"] = state
-                self._save()
+    @staticmethod
+    def _set_provisioning_state(record: dict[str, Any], state: str) -> None:
+        if providers.spec_for(record["type"]).provisioning_state:
+            body = record["body"]
+            if not isinstance(body.get("properties"), dict):
+                body["properties"] = {}
+            body["properties"]["provisioningState"] = state
 
     def mutate(self, rid: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Change stored fields directly (drift, as if someone used the portal): dotted path -> value."""
-        with self._lock:
+        with self._writing():
             record = self._data["resources"].get(rid.lower())
             if record is None:
                 self._raise_not_found(parse_id(rid))
@@ -173,30 +170,26 @@ class SandboxState:
                 for part in parents:
                     node = node.setdefault(part, {})
                 node[leaf] = value
-            self._save()
+            self._changed()
             return copy.deepcopy(record)
 
     def seed(self, rid: str, body: dict[str, Any]) -> None:
         """Store a body as-is (test fixtures such as an existing gateway); no checks, no defaults."""
         parsed = parse_id(rid)
-        with self._lock:
-            self._data["resources"][parsed.key] = {"id": parsed.id, "type": parsed.type, "body": copy.deepcopy(body)}
-            self._save()
+        with self._writing():
+            spec = providers.spec_for(parsed.type)
+            self._data["resources"][parsed.key] = {"id": parsed.id, "type": spec.name, "body": copy.deepcopy(body)}
+            self._changed()
 
     def list_resources(self) -> list[dict[str, Any]]:
-        with self._lock:
-            self._settle()
+        with self._reading():
             return [copy.deepcopy(r) for r in self._data["resources"].values()]
 
     # ---- checks ------------------------------------------------------------------------
     def _raise_not_found(self, parsed: ParsedId) -> None:
-        if parsed.type.lower() == "microsoft.resources/resourcegroups":
+        if parsed.is_group:
             raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{parsed.name}' could not be found.")
-        if (
-            parsed.resource_group
-            and f"/subscriptions/{parsed.subscription}/resourcegroups/{parsed.resource_group}".lower()
-            not in self._data["resources"]
-        ):
+        if parsed.group_key is not None and parsed.group_key not in self._data["resources"]:
             raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{parsed.resource_group}' could not be found.")
         raise ArmError(
             404,
@@ -205,10 +198,8 @@ class SandboxState:
         )
 
     def _require_container(self, parsed: ParsedId) -> None:
-        if parsed.resource_group and parsed.type.lower() != "microsoft.resources/resourcegroups":
-            rg_key = f"/subscriptions/{parsed.subscription}/resourcegroups/{parsed.resource_group}".lower()
-            if rg_key not in self._data["resources"]:
-                raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{parsed.resource_group}' could not be found.")
+        if not parsed.is_group and parsed.group_key is not None and parsed.group_key not in self._data["resources"]:
+            raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{parsed.resource_group}' could not be found.")
         if parsed.container and parsed.container.lower() not in self._data["resources"]:
             raise ArmError(
                 404,
@@ -218,80 +209,35 @@ class SandboxState:
 
     def _check_locks(self, parsed: ParsedId, operation: str, readonly_only: bool = False) -> None:
         """Locks are inherited by everything below their scope (azure-facts.md 3.2)."""
-        if parsed.type.lower() == "microsoft.authorization/locks":
+        if providers.spec_for(parsed.type).lock:
             return
         for record in self._data["resources"].values():
-            if record["type"].lower() != "microsoft.authorization/locks":
+            if not providers.spec_for(record["type"]).lock:
                 continue
             level = record["body"].get("properties", {}).get("level", "")
             if readonly_only and level != "ReadOnly":
                 continue
-            scope = record["id"].lower().split("/providers/microsoft.authorization/locks/")[0]
+            scope = record["id"].lower().rsplit("/providers/", 1)[0]
             if parsed.key == scope or parsed.key.startswith(scope + "/"):
                 raise ArmError(
                     409,
                     "ScopeLocked",
                     f"The scope '{parsed.id}' cannot perform {operation} operation because following scope(s) "
-                    f"are locked: '{record['id'].split('/providers/Microsoft.Authorization/locks/')[0]}'. "
-                    "Please remove the lock and try again.",
+                    f"are locked: '{record['id'][: len(scope)]}'. Please remove the lock and try again.",
                 )
 
-    def _check_global_name(self, parsed: ParsedId, existing: dict[str, Any] | None) -> None:
-        """Vault and registry names are DNS labels, unique across all of Azure."""
-        tl = parsed.type.lower()
-        if existing is not None or tl not in {"microsoft.keyvault/vaults", "microsoft.containerregistry/registries"}:
+    def _check_global_name(self, parsed: ParsedId, spec: providers.ArmType, existing: dict[str, Any] | None) -> None:
+        """Some names are DNS labels, unique across all of Azure (the table's global_name)."""
+        if existing is not None or not spec.global_name:
             return
         for record in self._data["resources"].values():
-            if record["type"].lower() == tl and record["id"].rsplit("/", 1)[-1].lower() == parsed.name.lower():
+            if record["type"].lower() == spec.key and record["id"].rsplit("/", 1)[-1].lower() == parsed.name.lower():
                 raise ArmError(409, "NameNotAvailable", f"The name '{parsed.name}' is already in use.")
 
-    # ---- Key Vault soft delete (azure-facts.md 4) ----------------------------------------
-    def _vault_create_mode(self, parsed: ParsedId, existing: dict | None, request: dict[str, Any]) -> dict | None:
-        mode = str(request.get("properties", {}).get("createMode", "default")).lower()
-        deleted = self._data["deleted_vaults"].get(parsed.name.lower())
-        if existing is not None:
-            return None
-        if mode == "recover":
-            if deleted is None:
-                raise ArmError(
-                    400,
-                    "SoftDeletedVaultDoesNotExist",
-                    f"A soft deleted vault with the given name '{parsed.name}' does not exist.",
-                )
-            del self._data["deleted_vaults"][parsed.name.lower()]
-            record = {"id": parsed.id, "type": parsed.type, "body": deleted["body"]}
-            self._data["resources"][parsed.key] = record
-            self._save()
-            return copy.deepcopy(record)
-        if deleted is not None:
-            raise ArmError(
-                409,
-                "ConflictError",
-                "A vault with the same name already exists in deleted state. "
-                f"You need to either recover or purge existing key vault '{parsed.name}'.",
-            )
-        return None
-
-    def _soft_delete_vault(self, record: dict[str, Any]) -> None:
-        body = record["body"]
-        props = body.get("properties", {})
-        days = int(props.get("softDeleteRetentionInDays", 90))
-        deleted_at = datetime.now(UTC)
-        name = record["id"].rsplit("/", 1)[-1]
-        self._data["deleted_vaults"][name.lower()] = {
-            "name": name,
-            "vault_id": record["id"],
-            "location": body.get("location", ""),
-            "deletion_date": deleted_at.isoformat(),
-            "purge_date": (deleted_at + timedelta(days=days)).isoformat(),
-            "purge_protection": bool(props.get("enablePurgeProtection")),
-            "tags": body.get("tags", {}),
-            "body": body,
-        }
-
+    # ---- Key Vault: deleted vaults and the secrets data plane (azure-facts.md 4) -----------
     def get_deleted_vault(self, subscription: str, location: str, name: str) -> dict[str, Any]:
         """The shape of key-vault/getDeletedVault.json."""
-        with self._lock:
+        with self._reading():
             rec = self._data["deleted_vaults"].get(name.lower())
             if rec is None or rec["location"].lower().replace(" ", "") != location.lower():
                 raise ArmError(404, "DeletedVaultNotFound", f"Deleted vault '{name}' not found in location '{location}'.")
@@ -311,7 +257,7 @@ class SandboxState:
             }
 
     def purge_deleted_vault(self, location: str, name: str) -> None:
-        with self._lock:
+        with self._writing():
             rec = self._data["deleted_vaults"].get(name.lower())
             if rec is None:
                 raise ArmError(404, "DeletedVaultNotFound", f"Deleted vault '{name}' not found.")
@@ -323,18 +269,17 @@ class SandboxState:
                 )
             del self._data["deleted_vaults"][name.lower()]
             self._data["secrets"].pop(name.lower(), None)
-            self._save()
+            self._changed()
 
-    # ---- Key Vault data plane ------------------------------------------------------------
     def vault_exists(self, name: str) -> bool:
-        with self._lock:
+        with self._reading():
             return any(
-                r["type"].lower() == "microsoft.keyvault/vaults" and r["id"].rsplit("/", 1)[-1].lower() == name.lower()
+                providers.spec_for(r["type"]).serves_secrets and r["id"].rsplit("/", 1)[-1].lower() == name.lower()
                 for r in self._data["resources"].values()
             )
 
     def set_secret(self, vault: str, name: str, value: str, content_type: str | None, tags: dict | None) -> dict[str, Any]:
-        with self._lock:
+        with self._writing():
             versions = self._data["secrets"].setdefault(vault.lower(), {}).setdefault(name.lower(), [])
             now = int(time.time())
             entry = {
@@ -346,11 +291,11 @@ class SandboxState:
                 "attributes": {"enabled": True, "created": now, "updated": now, "recoveryLevel": "Recoverable+Purgeable"},
             }
             versions.append(entry)
-            self._save()
+            self._changed()
             return copy.deepcopy(entry)
 
     def get_secret(self, vault: str, name: str, version: str | None) -> dict[str, Any]:
-        with self._lock:
+        with self._reading():
             versions = self._data["secrets"].get(vault.lower(), {}).get(name.lower(), [])
             chosen = [v for v in versions if not version or v["version"] == version]
             if not chosen:
@@ -358,41 +303,40 @@ class SandboxState:
             return copy.deepcopy(chosen[-1])
 
     def list_secrets(self, vault: str) -> list[dict[str, Any]]:
-        with self._lock:
+        with self._reading():
             return [copy.deepcopy(v[-1]) for v in self._data["secrets"].get(vault.lower(), {}).values() if v]
 
     # ---- long-running operations -----------------------------------------------------------
-    def start_operation(self, rid: str, seconds: float, failure: dict[str, str] | None, creating: bool) -> str:
-        with self._lock:
-            op_id = pysecrets.token_hex(8)
-            self._data["operations"][op_id] = {
-                "resource": rid.lower(),
-                "ready_at": time.time() + max(0.0, seconds),
-                "failure": failure,
-                "status": "InProgress",
-                "start": providers.now_iso(),
-            }
-            self.set_provisioning_state(rid, "Creating" if creating else "Updating")
-            self._save()
-            return op_id
+    def _start_operation(self, key: str, seconds: float, failure: dict[str, str] | None) -> str:
+        op_id = pysecrets.token_hex(8)
+        self._data["operations"][op_id] = {
+            "resource": key,
+            "ready_at": time.time() + max(0.0, seconds),
+            "failure": failure,
+            "status": "InProgress",
+            "start": providers.now_iso(),
+        }
+        return op_id
 
     def get_operation(self, op_id: str) -> dict[str, Any]:
-        with self._lock:
-            self._settle()
+        with self._reading():
             op = self._data["operations"].get(op_id)
             if op is None:
                 raise ArmError(404, "OperationNotFound", f"Operation '{op_id}' was not found.")
             return copy.deepcopy(op)
 
     def operation_remaining(self, op_id: str) -> float:
-        with self._lock:
+        with self._reading():
             op = self._data["operations"].get(op_id)
             return max(0.0, op["ready_at"] - time.time()) if op else 0.0
 
-    def _settle(self) -> None:
-        """Finish every operation whose time has come (lazily, on any access)."""
+    def _due(self) -> bool:
         now = time.time()
-        changed = False
+        return any(op["status"] == "InProgress" and op["ready_at"] <= now for op in self._data["operations"].values())
+
+    def _settle(self) -> None:
+        """Finish every operation whose time has come (lazily, on any access; inside a transaction)."""
+        now = time.time()
         for op in self._data["operations"].values():
             if op["status"] != "InProgress" or op["ready_at"] > now:
                 continue
@@ -400,16 +344,15 @@ class SandboxState:
             op["end"] = providers.now_iso()
             record = self._data["resources"].get(op["resource"])
             if record is not None:
-                record["body"].setdefault("properties", {})["provisioningState"] = op["status"]
-            changed = True
-        if changed:
-            self._save()
+                self._set_provisioning_state(record, op["status"])
+            self._changed()
 
     def counts(self) -> dict[str, Any]:
-        with self._lock:
+        with self._reading():
             by_type: dict[str, int] = {}
             for record in self._data["resources"].values():
-                by_type[record["type"]] = by_type.get(record["type"], 0) + 1
+                kind = providers.spec_for(record["type"]).name
+                by_type[kind] = by_type.get(kind, 0) + 1
             return {
                 "resources": len(self._data["resources"]),
                 "by_type": dict(sorted(by_type.items())),
