@@ -1,4 +1,8 @@
-"""`sandbox.reset` and `sandbox.status`: manage the local emulator's persisted state."""
+"""`sandbox.reset` and `sandbox.status`: manage the local emulator's persisted state.
+
+reset always recovers: it removes the files without trusting their content. status on an invalid
+state file stops with the same one-line UserError that names the file and says to reset.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any
 
 from deploykit.paths import sandbox_dir
 from deploykit.sandbox.server import summarise
-from deploykit.sandbox.store import SandboxState
+from deploykit.sandbox.store import SandboxState, remove_state
 from deploykit.target import external_sandbox, sandbox_control
 
 
@@ -20,10 +24,9 @@ def reset() -> int:
         print(f"sandbox at {external[0]} reset")
         return 0
     directory = sandbox_dir()
-    removed = SandboxState(directory / "state.json").counts()["resources"]
-    for name in ("state.json", "journal.jsonl"):
-        (directory / name).unlink(missing_ok=True)
-    print(f"sandbox reset: {removed} resources removed from {directory}/ (TLS certificate kept)")
+    removed = remove_state(directory)
+    what = f"{removed} resources removed" if removed is not None else "an unreadable state removed"
+    print(f"sandbox reset: {what} from {directory}/ (TLS certificate kept)")
     return 0
 
 
@@ -31,7 +34,14 @@ def last_run(journal: Path) -> dict[str, Any]:
     """Request counts of the most recent run recorded in the journal file."""
     if not journal.exists():
         return summarise([])
-    entries = [json.loads(line) for line in journal.read_text(encoding="utf-8").splitlines() if line.strip()]
+    entries = []
+    for line in journal.read_bytes().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:  # a torn or foreign line: the journal is a log, not the state
+            continue
+        if isinstance(entry, dict) and "run" in entry and "method" in entry:
+            entries.append(entry)
     if not entries:
         return summarise([])
     run = entries[-1]["run"]

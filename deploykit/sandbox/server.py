@@ -5,7 +5,9 @@ Control namespace `/_sandbox/` (never journaled): status, reset, journal, faults
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import socket
 import ssl
 import sys
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from deploykit.errors import DeployKitError
 from deploykit.sandbox import providers
 from deploykit.sandbox.store import ArmError, SandboxState, parse_id
 from deploykit.sandbox.tls import ensure_certificate
@@ -70,7 +73,11 @@ class Faults:
 
 
 class Journal:
-    """Every ARM and data-plane request, in order; persisted as JSON lines when a path is given."""
+    """Every ARM and data-plane request, in order; persisted as JSON lines when a path is given.
+
+    Each server instance counts its own run (`run`, `seq`); several processes may append to one
+    file, each line under an exclusive flock.
+    """
 
     def __init__(self, path: Path | None, run_id: str) -> None:
         self._path = path
@@ -92,8 +99,12 @@ class Journal:
             entry["seq"] = len(self._entries) + 1
             self._entries.append(entry)
             if self._path is not None:
-                with self._path.open("a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(entry) + "\n")
+                fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    os.write(fd, (json.dumps(entry) + "\n").encode("utf-8"))
+                finally:
+                    os.close(fd)
 
     def since(self, seq: int) -> list[dict[str, Any]]:
         with self._lock:
@@ -168,6 +179,7 @@ class SandboxServer:
         for httpd in [self._arm, *self._vault_servers.values()]:
             httpd.shutdown()
             httpd.server_close()
+        self.state.close()
 
     # ---- faults --------------------------------------------------------------------------
     def take_fault(self, method: str, path: str) -> FaultRule | None:
@@ -294,6 +306,8 @@ class _Handler(BaseHTTPRequestHandler):
             status = self._error(ArmError(rule.status or 500, code, f"Injected fault ({code})."), headers)
         except ArmError as err:
             status = self._error(err)
+        except DeployKitError as err:  # e.g. another process left an invalid state file
+            status = self._error(ArmError(500, "InternalServerError", str(err)))
         except Exception:
             traceback.print_exc(file=sys.stderr)
             self.close_connection = True
@@ -436,6 +450,8 @@ class ArmHandler(_Handler):
                 self._send(404, {"error": {"code": "NotFound", "message": f"no control endpoint {path}"}})
         except ArmError as err:
             self._error(err)
+        except DeployKitError as err:
+            self._error(ArmError(500, "InternalServerError", str(err)))
         except (KeyError, TypeError, ValueError) as err:
             self._send(400, {"error": {"code": "BadControlRequest", "message": str(err)}})
 

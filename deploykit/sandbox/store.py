@@ -3,63 +3,181 @@
 Methods are named after the API's verbs; failures raise ArmError, which the HTTP front turns
 into ARM error bodies in one place. What differs between resource types comes from
 `providers.spec_for`; nothing here names a type.
+
+State is shared by threads (one lock) and by processes (each CLI run starts its own in-process
+sandbox on the same folder): see SandboxState.
 """
 
 from __future__ import annotations
 
 import copy
+import fcntl
 import json
 import os
 import secrets as pysecrets
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from deploykit.errors import UserError
+from deploykit.paths import display
 from deploykit.sandbox import providers
 from deploykit.sandbox.ids import ArmError, ParsedId, parse_id
 
-__all__ = ["ArmError", "ParsedId", "SandboxState", "parse_id"]
+__all__ = ["ArmError", "ParsedId", "SandboxState", "parse_id", "remove_state"]
 
 STATE_VERSION = 1
 SECTIONS = ("resources", "deleted_vaults", "secrets", "operations")
+LOCK_NAME = "state.lock"  # beside the state file; never removed, so every process locks the same file
+_MISSING = ("missing",)  # the identity of "no state file": the state is empty
 
 
 def _empty() -> dict[str, Any]:
     return {"version": STATE_VERSION, **{section: {} for section in SECTIONS}}
 
 
+def _parse(raw: bytes, path: Path) -> dict[str, Any]:
+    """The state in a file's bytes, or a one-line UserError naming the file and how to recover."""
+    reason = None
+    data: Any = None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        reason = "not UTF-8"
+    except json.JSONDecodeError as exc:
+        reason = f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    if reason is None and not isinstance(data, dict):
+        reason = f"a JSON {type(data).__name__}, not an object"
+    if reason is None and data.get("version") != STATE_VERSION:
+        reason = f"version {repr(data.get('version'))[:40]}, expected {STATE_VERSION}"
+    if reason is None:
+        bad = [section for section in SECTIONS if not isinstance(data.get(section), dict)]
+        if bad:
+            reason = f"'{bad[0]}' is missing or not an object"
+    if reason is not None:
+        raise UserError(f"{display(path)}: not a valid sandbox state ({reason}); run `invoke sandbox.reset`")
+    return data
+
+
+@contextmanager
+def _flocked(lock_path: Path) -> Iterator[None]:
+    """An exclusive flock on lock_path, held for the block (released when the descriptor closes)."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def remove_state(directory: Path) -> int | None:
+    """Delete the state and journal under the state lock, never trusting their content.
+
+    Returns how many resources the state held: 0 when there was none, None when it was unreadable.
+    """
+    if not directory.is_dir():
+        return 0
+    path = directory / "state.json"
+    with ExitStack() as stack:
+        with suppress(OSError):  # a lock file we cannot open must not stop a reset
+            stack.enter_context(_flocked(directory / LOCK_NAME))
+        try:
+            count: int | None = len(_parse(path.read_bytes(), path)["resources"])
+        except FileNotFoundError:
+            count = 0
+        except (OSError, UserError):
+            count = None
+        for name in ("state.json", "state.json.tmp", "journal.jsonl"):
+            (directory / name).unlink(missing_ok=True)
+    return count
+
+
 class SandboxState:
-    """Thread-safe state, persisted to one JSON file after each change (mode 0600: it holds secrets)."""
+    """The state, thread-safe and safe to share between processes through one JSON file.
+
+    Every change is a transaction: the thread lock, then an exclusive `fcntl.flock` on
+    `state.lock` beside the file; a reload if another process replaced the file since this one
+    last read or wrote it; the change; an atomic rewrite (temp file + os.replace, mode 0600: it
+    holds secret values). Reads reload too when the file changed; they take no flock, since
+    every version on disk is complete.
+
+    "Changed" is decided without reading the file: the version this process holds is identified
+    by (device, inode, size, mtime). The file of that version is kept open, so its inode cannot
+    be reused by a newer file while we compare against it.
+    """
 
     def __init__(self, path: Path | None) -> None:
         self._path = path
+        self._lock_path = path.with_name(LOCK_NAME) if path is not None else None
         self._lock = threading.RLock()
         self._data = _empty()
+        self._held: IO[bytes] | None = None  # the file of the version in self._data
+        self._held_id: tuple[Any, ...] | None = None  # None: unknown, reload before use
         self._depth = 0  # nesting of write transactions in the thread that holds self._lock
         self._dirty = False
-        if path is not None and path.exists():
-            loaded = json.loads(path.read_text(encoding="utf-8"))
-            if loaded.get("version") == STATE_VERSION:
-                self._data = loaded
+        if path is not None:
+            with self._lock:
+                self._refresh()
 
     # ---- persistence -------------------------------------------------------------------
-    def _save(self) -> None:
-        if self._path is None:
+    @staticmethod
+    def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _hold(self, handle: IO[bytes] | None, identity: tuple[Any, ...] | None) -> None:
+        if self._held is not None:
+            self._held.close()
+        self._held, self._held_id = handle, identity
+
+    def _refresh(self) -> None:
+        """Load the file if it is not the version in memory (caller holds self._lock)."""
+        assert self._path is not None
+        try:
+            current = self._identity(os.stat(self._path))
+        except FileNotFoundError:
+            current = _MISSING
+        if current == self._held_id:
             return
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(self._data, handle)
-        os.replace(tmp, self._path)
+        try:
+            handle = open(self._path, "rb")  # noqa: SIM115 - kept open as the held version
+        except FileNotFoundError:
+            self._data = _empty()
+            self._hold(None, _MISSING)
+            return
+        try:
+            identity = self._identity(os.fstat(handle.fileno()))
+            data = _parse(handle.read(), self._path)
+        except BaseException:
+            handle.close()
+            raise
+        self._data = data
+        self._hold(handle, identity)
+
+    def _save(self) -> None:
+        assert self._path is not None
+        tmp = self._path.with_name(self._path.name + ".tmp")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        handle = os.fdopen(fd, "w+b")
+        try:
+            os.fchmod(fd, 0o600)
+            handle.write(json.dumps(self._data).encode("utf-8"))
+            handle.flush()
+            os.replace(tmp, self._path)
+            identity = self._identity(os.fstat(fd))
+        except BaseException:
+            handle.close()
+            raise
+        self._hold(handle, identity)
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
-        """The data for the block; operations whose time has come are settled first."""
+        """Up-to-date data for the block; operations whose time has come are settled first."""
         with self._lock:
+            if self._path is not None and self._depth == 0:
+                self._refresh()
             if self._due():
                 with self._writing():
                     self._settle()
@@ -67,18 +185,35 @@ class SandboxState:
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """A change, saved once at the end of the outermost block."""
-        with self._lock:
+        """A read-modify-write transaction; nested ones join the outermost."""
+        with self._lock, ExitStack() as stack:
             outer = self._depth == 0
+            persisted = outer and self._path is not None
+            if persisted:
+                assert self._path is not None and self._lock_path is not None
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(_flocked(self._lock_path))
             self._depth += 1
             try:
+                if persisted:
+                    self._refresh()
                 yield
-                if outer and self._dirty:
+                if persisted and self._dirty:
                     self._save()
+            except BaseException:
+                if persisted:
+                    self._hold(None, None)  # drop half-applied changes: reload before the next use
+                raise
             finally:
                 self._depth -= 1
                 if outer:
                     self._dirty = False
+
+    def close(self) -> None:
+        """Let go of the state file this process holds open (the data stays usable; it reloads)."""
+        with self._lock:
+            if self._path is not None:
+                self._hold(None, None)
 
     def _changed(self) -> None:
         self._dirty = True

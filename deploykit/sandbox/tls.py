@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import ipaddress
 import os
 from pathlib import Path
@@ -14,13 +15,43 @@ from cryptography.x509.oid import NameOID
 
 
 def ensure_certificate(directory: Path) -> tuple[Path, Path]:
-    """Create (once) and return (cert.pem, key.pem) valid for 127.0.0.1 and localhost."""
+    """Create (once) and return (cert.pem, key.pem) valid for 127.0.0.1 and localhost.
+
+    Under an flock on `tls.lock`, so processes starting together on a fresh folder agree on one
+    pair; an unreadable or expiring certificate is replaced.
+    """
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    if cert_path.exists() and key_path.exists():
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        if cert.not_valid_after_utc > dt.datetime.now(dt.UTC) + dt.timedelta(days=1):
-            return cert_path, key_path
     directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / "tls.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not _still_valid(cert_path, key_path):
+            _create(cert_path, key_path)
+    finally:
+        os.close(fd)
+    return cert_path, key_path
+
+
+def _still_valid(cert_path: Path, key_path: Path) -> bool:
+    if not (cert_path.exists() and key_path.exists()):
+        return False
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except ValueError:
+        return False
+    return cert.not_valid_after_utc > dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(fd, mode)
+        handle.write(data)
+    os.replace(tmp, path)
+
+
+def _create(cert_path: Path, key_path: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "deploykit sandbox")])
     now = dt.datetime.now(dt.UTC)
@@ -40,10 +71,6 @@ def ensure_certificate(directory: Path) -> tuple[Path, Path]:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert_path, key_path
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    _write(key_path, pem, 0o600)
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
