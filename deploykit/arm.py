@@ -2,7 +2,8 @@
 
 Generic by-id operations carry every plain resource; typed clients only where a resource needs
 special handling (soft-deleted vaults, Key Vault secrets). Retries, Retry-After and long-running
-operations are azure-core's, configured here once.
+operations are azure-core's, configured here once; only the poll delay when Azure sends no
+Retry-After is ours (`LroPolling`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
     ServiceRequestError,
 )
+from azure.core.utils import case_insensitive_dict
+from azure.mgmt.core.polling.arm_polling import ARMPolling
 
 from deploykit.config import Platform
 from deploykit.errors import AzureOperationError, ResourceLockedError
@@ -36,8 +39,12 @@ class Target:
     subscription_id: str
     credential_scope: str
     connection_verify: str | bool = True
-    polling_interval: float = 30.0  # Retry-After from the service takes precedence
+    # Long-running operations: a Retry-After from the service is always honoured. Without one,
+    # the first poll waits polling_interval seconds, each later one 1.5x longer, up to
+    # polling_interval_max (azure-core alone would wait a fixed 30 s).
+    polling_interval: float = 1.0
     verify_challenge_resource: bool = True
+    polling_interval_max: float = 15.0
 
 
 VAULT_API_VERSION = "2026-05-15"
@@ -45,6 +52,56 @@ VAULT_API_VERSION = "2026-05-15"
 # Reads are retried more than azure-core's default of 3 status retries (issue 2); PUT and GET
 # are idempotent, so the same policy serves writes.
 RETRY_SETTINGS = {"retry_total": 10, "retry_status": 6, "retry_backoff_factor": 0.5, "retry_backoff_max": 30}
+
+
+# The headers azure-core reads as Retry-After (azure.core.pipeline.policies._utils.get_retry_after).
+RETRY_AFTER_HEADERS = ("retry-after", "retry-after-ms", "x-ms-retry-after-ms")
+BACKOFF_FACTOR = 1.5
+
+
+def backoff_delays(first: float, cap: float, factor: float = BACKOFF_FACTOR) -> Iterator[float]:
+    """first, first*factor, ... up to cap, then cap forever: waits between polls of a slow operation."""
+    delay = min(first, cap)
+    while True:
+        yield delay
+        delay = min(cap, delay * factor)
+
+
+class LroPolling(ARMPolling):
+    """ARMPolling that backs off when the service gives no Retry-After.
+
+    ARMPolling waits Retry-After when an answer has one, else its fixed `timeout`. Here the wait
+    without Retry-After starts at `first` seconds and grows by `factor` per such poll up to
+    `cap`: an operation that ends in 1 s is noticed within about a second, and a 45-minute VPN
+    gateway costs under 200 polls (a fixed 1 s would cost 2700). Passed to `begin_*` as
+    `polling=` (the SDK's way to supply one's own polling method); one instance per operation.
+    """
+
+    def __init__(self, first: float, cap: float, factor: float = BACKOFF_FACTOR, **kwargs: Any) -> None:
+        # `timeout` is ARMPolling's own fixed delay; it stays the first delay should azure-core
+        # ever stop consulting _extract_delay, so polling would still be prompt, only not backing off.
+        super().__init__(timeout=first, **kwargs)
+        self._delays = backoff_delays(first, cap, factor)
+
+    def next_delay(self, headers: Mapping[str, str]) -> float | None:
+        """The wait before the next poll after an answer with these headers; None: use its Retry-After."""
+        headers = case_insensitive_dict(headers)
+        if any(headers.get(name) for name in RETRY_AFTER_HEADERS):
+            return None
+        return next(self._delays)
+
+    def _extract_delay(self) -> float:  # azure-core's hook: Retry-After if present, else `timeout`
+        delay = self.next_delay(self._pipeline_response.http_response.headers)
+        return super()._extract_delay() if delay is None else delay
+
+
+def lro_polling(target: Target) -> LroPolling:
+    """A polling method for one long-running operation of any ARM client, as `polling=` to `begin_*`."""
+    return LroPolling(
+        target.polling_interval,
+        target.polling_interval_max,
+        path_format_arguments={"endpoint": target.arm_endpoint},
+    )
 
 
 def _raw_json(pipeline_response: Any, _deserialized: Any, _headers: Any) -> Any:
@@ -119,14 +176,14 @@ class ArmProvider:
                 dict(body),
                 api_version=spec.api_version,
                 cls=_raw_json,
-                polling_interval=self.target.polling_interval,
+                polling=lro_polling(self.target),
             )
             return poller.result()
 
     def delete(self, resource_id: str, api_version: str) -> None:
         with translated_errors(self.target.arm_endpoint):
             self.resources.resources.begin_delete_by_id(
-                resource_id, api_version=api_version, polling_interval=self.target.polling_interval
+                resource_id, api_version=api_version, polling=lro_polling(self.target)
             ).result()
 
     def read_deleted_vault(self, name: str, location: str) -> dict[str, Any] | None:

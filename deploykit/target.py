@@ -16,11 +16,16 @@ from azure.core.credentials import AccessToken, AccessTokenInfo
 
 from deploykit.arm import ArmProvider, Target
 from deploykit.config import Platform
+from deploykit.credentials import SharedTokenCredential
 from deploykit.errors import UserError
 from deploykit.paths import sandbox_dir
 
 TARGETS = ("sandbox", "azure")
 SANDBOX_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+# Long-running operations on Azure without Retry-After: first poll after 1 s, backing off to 15 s
+# (a Retry-After from Azure is always honoured; see arm.LroPolling).
+AZURE_POLLING_INTERVAL = 1.0
+AZURE_POLLING_INTERVAL_MAX = 15.0
 
 
 class SandboxCredential:
@@ -90,17 +95,28 @@ def _sandbox_target(platform: Platform, url: str, ca: str) -> Target:
 
 
 def _azure_target(platform: Platform) -> Target:
-    from azure.identity import DefaultAzureCredential
-
     subscription = platform.subscription_id() or _cli_default_subscription()
     return Target(
         name="azure",
         arm_endpoint=platform.shared.azure.arm_endpoint,
-        # Reuses an operator's `az login`, environment credentials or a managed identity.
-        credential=DefaultAzureCredential(exclude_interactive_browser_credential=True),
+        credential=azure_credential(),
         subscription_id=subscription,
         credential_scope=platform.shared.azure.scope(),
+        polling_interval=AZURE_POLLING_INTERVAL,
+        polling_interval_max=AZURE_POLLING_INTERVAL_MAX,
     )
+
+
+def azure_credential() -> SharedTokenCredential:
+    """DefaultAzureCredential (an operator's `az login`, environment credentials or a managed
+    identity; AZURE_TOKEN_CREDENTIALS pins one), asked once per scope per run by all clients."""
+    from azure.identity import DefaultAzureCredential
+
+    try:
+        credential = DefaultAzureCredential(exclude_interactive_browser_credential=True)
+    except ValueError as exc:  # an invalid AZURE_TOKEN_CREDENTIALS names the accepted values
+        raise UserError(f"--target azure: {str(exc).splitlines()[0]}") from None
+    return SharedTokenCredential(credential)
 
 
 def _cli_default_subscription() -> str:
