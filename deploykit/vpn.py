@@ -643,9 +643,7 @@ def _gateway_details(ctx: VpnContext) -> tuple[str, str | None]:
     gateway = provider.read(spec.id, spec.api_version)
     if gateway is None:
         if ctx.req.gateway_address:
-            ctx.notes.append(
-                f"gateway {ctx.cfg.gateway.name} does not exist yet; no client package, address from --gateway-address"
-            )
+            ctx.note(f"gateway {ctx.cfg.gateway.name} does not exist yet; no client package, address from --gateway-address")
             return ctx.req.gateway_address, None
         raise UserError(
             f"gateway {ctx.cfg.gateway.name} does not exist yet (step 6); pass --gateway-address to render the profile anyway"
