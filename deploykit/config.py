@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -12,7 +13,13 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from deploykit.errors import UserError
-from deploykit.naming import name_problem
+from deploykit.naming import (
+    POSTGRES_RESERVED_DATABASES,
+    name_problem,
+    postgres_login_problem,
+    region_problem,
+    tags_problem,
+)
 from deploykit.paths import project_root
 
 SHARED_FILE = "shared.yaml"
@@ -29,7 +36,157 @@ def _azure_name(resource_type: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-RegionName = Annotated[str, Field(pattern=r"^[a-z0-9]+$", description="short region name, e.g. centralus")]
+class FieldProblem(ValueError):
+    """A validator's error about a field below the model it runs on.
+
+    `loc` is that field's path from the model; `{also}` in the message becomes the full path of
+    `also` (another field of the same model), so the line names both places.
+    """
+
+    def __init__(self, loc: tuple[str | int, ...], message: str, also: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+        self.also = also
+
+    def describe(self, model_loc: tuple[str | int, ...]) -> str:
+        message = self.message.replace("{also}", _dotted((*model_loc, *self.also)))
+        return f"{_dotted((*model_loc, *self.loc))}: {message}"
+
+
+# ---- YAML: the safe loader, refusing a key given twice (PyYAML silently keeps the last) -----------
+_SafeLoaderBase: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class UniqueKeyLoader(_SafeLoaderBase):
+    """yaml.CSafeLoader (or SafeLoader) whose mappings refuse duplicate keys, naming key and line."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = key in first_line
+                except TypeError:  # unhashable: the base constructor reports it
+                    continue
+                if seen:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {key!r} (first on line {first_line[key]}); allowed: each key once per mapping",
+                        key_node.start_mark,
+                    )
+                first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, shown: str, line_word: str = "line") -> Any:
+    """Parse YAML text with UniqueKeyLoader; a mistake is one UserError naming the file and line."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, max(exc.position, 0)) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+        raise UserError(
+            f"{shown}: {line_word} {line}: character U+{char:04X} is not allowed; allowed: printable text (YAML)"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{line_word} {mark.line + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        if "allowed:" not in problem:
+            problem += "; allowed: valid YAML"
+        raise UserError(f"{shown}: {where}{problem}") from None
+    except RecursionError:
+        raise UserError(f"{shown}: nested too deeply; allowed: valid YAML") from None
+
+
+def read_text_file(path: Path, shown: str, missing: str = "file not found") -> str:
+    """A config or playbook file as text: UTF-8 only (a BOM is tolerated), one line on any problem."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{shown}: {missing}") from None
+    except OSError as exc:
+        raise UserError(f"{shown}: cannot be read ({exc.strerror or exc}); allowed: a readable file") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise UserError(
+            f"{shown}: line {line}: byte 0x{raw[exc.start]:02x} is not valid UTF-8; allowed: UTF-8 text (save the file as UTF-8)"
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+# ---- addresses -----------------------------------------------------------------------------------
+_CIDR_SHAPE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")
+_IP_SHAPE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+
+
+def _cidr(value: str) -> str:
+    """An IPv4 network in CIDR form, parsed strictly: host bits set is an error naming the network meant."""
+    if not _CIDR_SHAPE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a CIDR; allowed: an IPv4 network as a.b.c.d/n, e.g. 10.20.0.0/16")
+    try:
+        network = ipaddress.IPv4Network(value, strict=False)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a CIDR ({exc}); allowed: an IPv4 network as a.b.c.d/n, e.g. 10.20.0.0/16") from None
+    if str(network) != value:
+        raise ValueError(
+            f"{value!r} has host bits set; did you mean {network}? allowed: a network address with its prefix length"
+        )
+    return value
+
+
+def _ip(value: str) -> str:
+    problem = None
+    if not _IP_SHAPE.fullmatch(value):
+        problem = "is not an IPv4 address"
+    else:
+        try:
+            address = ipaddress.IPv4Address(value)
+        except ValueError as exc:
+            problem = f"is not an IPv4 address ({exc})"
+        else:
+            if (
+                address.is_unspecified
+                or address.is_loopback
+                or address.is_multicast
+                or address == ipaddress.IPv4Address("255.255.255.255")
+            ):
+                problem = "cannot be used by a client"
+    if problem:
+        raise ValueError(f"{value!r} {problem}; allowed: a unicast IPv4 address, e.g. 10.20.3.4")
+    return value
+
+
+def _region(value: str) -> str:
+    problem = region_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _duplicates(
+    items: Iterable[tuple[tuple[str | int, ...], str]], what: str, fold: Callable[[str], str] = str, note: str = ""
+) -> None:
+    """Raise FieldProblem at the second place a value occurs, naming the first."""
+    first: dict[str, tuple[str | int, ...]] = {}
+    for loc, value in items:
+        key = fold(value)
+        if key in first:
+            raise FieldProblem(loc, f"{value!r} is also {{also}}; allowed: each {what} once{note}", also=first[key])
+        first[key] = loc
+
+
+RegionName = Annotated[str, AfterValidator(_region), Field(description="programmatic region name, e.g. centralus")]
+Cidr = Annotated[str, AfterValidator(_cidr)]
+IpAddress = Annotated[str, AfterValidator(_ip)]
 Uuid = Annotated[str, Field(pattern=f"^{_UUID}$")]
 ResourceGroupName = Annotated[str, _azure_name("Microsoft.Resources/resourceGroups")]
 VaultName = Annotated[str, _azure_name("Microsoft.KeyVault/vaults")]
@@ -42,7 +199,10 @@ AppConfigName = Annotated[str, _azure_name("Microsoft.AppConfiguration/configura
 EnvironmentName = Annotated[str, _azure_name("Microsoft.App/managedEnvironments")]
 ContainerAppName = Annotated[str, _azure_name("Microsoft.App/containerApps")]
 PgIdentifier = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")]
-TagMap = dict[Annotated[str, Field(min_length=1, max_length=512)], Annotated[str, Field(max_length=256)]]
+TagMap = dict[str, str]
+GatewayName = Annotated[str, _azure_name("Microsoft.Network/virtualNetworkGateways")]
+# Lock names are `<group>-<level lower-case>` (playbooks/step1.yaml.j2); the lock rule allows 90.
+_LOCK_NAME_MAX = 90
 
 
 class Strict(BaseModel):
@@ -64,6 +224,15 @@ class AzureSettings(Strict):
 class ResourceGroupConfig(Strict):
     name: ResourceGroupName
     lock: Literal["CanNotDelete", "ReadOnly"] | None = None
+
+    @model_validator(mode="after")
+    def _lock_name_fits(self) -> ResourceGroupConfig:
+        if self.lock:
+            lock_name = f"{self.name}-{self.lock.lower()}"
+            problem = name_problem("Microsoft.Authorization/locks", lock_name)
+            if problem:
+                raise FieldProblem(("name",), f"the lock's name {lock_name!r} breaks Azure's rule: {problem}")
+        return self
 
 
 class VaultConfig(Strict):
@@ -92,13 +261,35 @@ class ProviderSecret(Strict):
     description: str
 
 
+# Compute SKU names per tier (Standard_B1ms, Standard_D2ds_v4, Standard_E4ds_v5, ...).
+POSTGRES_SKU_PATTERNS = {
+    "Burstable": r"Standard_B\d+m?s",
+    "GeneralPurpose": r"Standard_D\d+a?d?s_v\d",
+    "MemoryOptimized": r"Standard_E\d+a?d?s_v\d",
+}
+POSTGRES_SKU_EXAMPLES = {
+    "Burstable": "Standard_B1ms",
+    "GeneralPurpose": "Standard_D2ds_v4",
+    "MemoryOptimized": "Standard_E2ds_v4",
+}
+# The storage sizes a flexible server offers (premium SSD), in GiB.
+POSTGRES_STORAGE_GB = (32, 64, 128, 256, 512, 1024, 2048, 4095, 4096, 8192, 16384, 32767)
+
+
+def _postgres_login(value: str) -> str:
+    problem = postgres_login_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 class PostgresConfig(Strict):
     name: PostgresServerName
     sku_name: str
     tier: Literal["Burstable", "GeneralPurpose", "MemoryOptimized"]
     version: Literal["13", "14", "15", "16", "17"]
-    storage_gb: Annotated[int, Field(ge=32, le=32768)]
-    admin_login: PgIdentifier
+    storage_gb: int
+    admin_login: Annotated[PgIdentifier, AfterValidator(_postgres_login)]
     backup_retention_days: Annotated[int, Field(ge=7, le=35)] = 7
     geo_redundant_backup: bool = False
     high_availability: Literal["Disabled", "ZoneRedundant", "SameZone"] = "Disabled"
@@ -106,6 +297,26 @@ class PostgresConfig(Strict):
     allow_azure_services: bool = False
     # The env vault secret holding the admin password (step 3 generates and stores it).
     admin_password_secret: SecretName = "postgres-admin-password"  # noqa: S105 - a secret's name, not its value
+
+    @model_validator(mode="after")
+    def _sku_fits_tier(self) -> PostgresConfig:
+        if not re.fullmatch(POSTGRES_SKU_PATTERNS[self.tier], self.sku_name):
+            examples = ", ".join(f"{tier} {sku}" for tier, sku in POSTGRES_SKU_EXAMPLES.items())
+            raise FieldProblem(
+                ("sku_name",),
+                f"{self.sku_name!r} is not a {self.tier} compute size; allowed: Standard_B* for Burstable, "
+                f"Standard_D*s_v* for GeneralPurpose, Standard_E*s_v* for MemoryOptimized (e.g. {examples})",
+            )
+        if self.storage_gb not in POSTGRES_STORAGE_GB:
+            sizes = ", ".join(map(str, POSTGRES_STORAGE_GB))
+            raise FieldProblem(("storage_gb",), f"{self.storage_gb} GiB is not a size Azure offers; allowed: {sizes}")
+        if self.tier == "Burstable" and self.high_availability != "Disabled":
+            raise FieldProblem(
+                ("high_availability",),
+                f"{self.high_availability!r} is not available on tier Burstable; "
+                "allowed: Disabled, or tier GeneralPurpose/MemoryOptimized",
+            )
+        return self
 
 
 class RedisConfig(Strict):
@@ -123,15 +334,38 @@ class RedisConfig(Strict):
         """The deployed name: a configured suffix is added when the plain name is taken in DNS."""
         return f"{self.name}-{self.name_suffix}" if self.name_suffix else self.name
 
+    @model_validator(mode="after")
+    def _sku_family_capacity(self) -> RedisConfig:
+        family, capacities = ("P", range(1, 6)) if self.sku == "Premium" else ("C", range(0, 7))
+        if self.family != family:
+            raise FieldProblem(("family",), f"{self.family!r} does not fit sku {self.sku}; allowed: {family}")
+        if self.capacity not in capacities:
+            raise FieldProblem(
+                ("capacity",),
+                f"{self.capacity} does not fit sku {self.sku}; allowed: {capacities.start}-{capacities.stop - 1}",
+            )
+        problem = name_problem("Microsoft.Cache/redis", self.full_name)
+        if problem:
+            raise FieldProblem(("name_suffix",), f"the full name {self.full_name!r} breaks Azure's rule: {problem}")
+        return self
+
 
 class IdentityConfig(Strict):
     name: IdentityName
 
 
+def _setting_keys(settings: dict[str, str]) -> dict[str, str]:
+    """App Configuration keys: not empty, not '.' or '..', no '%' (the service refuses them)."""
+    for key in settings:
+        if not key or key in {".", ".."} or "%" in key:
+            raise FieldProblem((key,), f"{key!r} is not a valid key; allowed: any text except '%', '.' and '..'")
+    return settings
+
+
 class AppConfigurationConfig(Strict):
     name: AppConfigName
     sku: Literal["Free", "Developer", "Standard", "Premium"] = "Standard"
-    settings: dict[str, str] = {}
+    settings: Annotated[dict[str, str], AfterValidator(_setting_keys)] = {}
 
 
 class ContainerAppsEnvironmentConfig(Strict):
@@ -153,8 +387,15 @@ class AppConfig(Strict):
         return self
 
 
+def _database_name(value: str) -> str:
+    if value in POSTGRES_RESERVED_DATABASES:
+        reserved = ", ".join(sorted(POSTGRES_RESERVED_DATABASES))
+        raise ValueError(f"{value!r} already exists on every server; allowed: any other name (not {reserved})")
+    return value
+
+
 class DatabaseConfig(Strict):
-    name: PgIdentifier
+    name: Annotated[PgIdentifier, AfterValidator(_database_name)]
     owner: ContainerAppName | None = None
     shared_with: list[ContainerAppName] = []
     extensions: list[PgIdentifier] = []
@@ -171,7 +412,7 @@ class DatabaseConfig(Strict):
 class GatewayRef(Strict):
     """The VPN gateway step 6 creates; tasks that revoke or package talk to it when it exists."""
 
-    name: Annotated[str, Field(min_length=1, max_length=80)]
+    name: GatewayName
     resource_group: ResourceGroupName
     api_version: str = "2026-03-01"
 
@@ -186,14 +427,45 @@ class VpnConfig(Strict):
     renewal_days: Annotated[int, Field(ge=1, le=365)] = 30
     max_roots: Annotated[int, Field(ge=1, le=20)] = 20  # the gateway accepts up to 20 roots
     gateway: GatewayRef
-    client_address_pool: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+\.\d+/\d+$")]
-    routes: list[Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+\.\d+/\d+$")]]
-    dns_servers: list[Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+\.\d+$")]] = []
+    client_address_pool: Cidr
+    routes: list[Cidr]
+    dns_servers: list[IpAddress] = []
 
     @model_validator(mode="after")
     def _renewal_inside_validity(self) -> VpnConfig:
         if self.renewal_days >= self.client_validity_days:
-            raise ValueError("renewal_days must be shorter than client_validity_days")
+            raise FieldProblem(
+                ("renewal_days",),
+                f"{self.renewal_days} is not shorter than client_validity_days ({self.client_validity_days}); "
+                "allowed: fewer days than client_validity_days",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _addresses_fit(self) -> VpnConfig:
+        pool = ipaddress.IPv4Network(self.client_address_pool)
+        if not pool.is_private:
+            raise FieldProblem(
+                ("client_address_pool",),
+                f"{self.client_address_pool!r} is not a private range; "
+                "allowed: a range inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16",
+            )
+        _duplicates(((("routes", i), r) for i, r in enumerate(self.routes)), "route")
+        for i, route in enumerate(self.routes):
+            if pool.overlaps(ipaddress.IPv4Network(route)):
+                raise FieldProblem(
+                    ("client_address_pool",),
+                    f"{self.client_address_pool!r} overlaps routes[{i}] {route} (the network clients reach); "
+                    "allowed: a client pool outside every route and the VNet",
+                )
+        _duplicates(((("dns_servers", i), d) for i, d in enumerate(self.dns_servers)), "DNS server")
+        for i, server in enumerate(self.dns_servers):
+            if ipaddress.IPv4Address(server) in pool:
+                raise FieldProblem(
+                    ("dns_servers", i),
+                    f"{server!r} is inside client_address_pool {self.client_address_pool}; "
+                    "allowed: a DNS server outside the client pool",
+                )
         return self
 
 
@@ -208,9 +480,35 @@ class SharedConfig(Strict):
     registry: RegistryConfig
     provider_secrets: list[ProviderSecret]
 
+    @model_validator(mode="after")
+    def _tags_and_names(self) -> SharedConfig:
+        for name in self.tags:
+            if name.lower() in AUTOMATIC_TAGS:
+                raise FieldProblem(
+                    ("tags", name),
+                    f"{name!r} is set by deploykit on every resource; allowed: other names "
+                    f"({', '.join(AUTOMATIC_TAGS)} come from the env, product and owner settings)",
+                )
+        problem = tags_problem(self.tags_for("prod"))
+        if problem:
+            tag, why = problem
+            if tag is None:
+                why = f"{len(self.tags)} tags here plus {len(AUTOMATIC_TAGS)} automatic ones; " + why.split("; ", 1)[1]
+            raise FieldProblem(("owner",) if tag == "owner" else ("tags", tag) if tag else ("tags",), why)
+        _duplicates(
+            ((("provider_secrets", i, "name"), s.name) for i, s in enumerate(self.provider_secrets)),
+            "secret name",
+            str.lower,
+            note=" (Key Vault ignores case)",
+        )
+        return self
+
     def tags_for(self, env: str) -> dict[str, str]:
         """Every group and resource carries environment, product, managed-by and owner."""
         return {**self.tags, "environment": env, "product": self.product, "owner": self.owner}
+
+
+AUTOMATIC_TAGS = ("environment", "product", "owner")  # added by SharedConfig.tags_for
 
 
 class EnvConfig(Strict):
@@ -233,14 +531,38 @@ class EnvConfig(Strict):
 
     @model_validator(mode="after")
     def _owners_are_apps(self) -> EnvConfig:
-        apps = {app.name for app in self.apps}
-        for db in self.databases:
-            for app in [db.owner, *db.shared_with]:
-                if app is not None and app not in apps:
-                    raise ValueError(f"database {db.name}: app {app!r} is not in apps ({', '.join(sorted(apps))})")
         missing = {"data", "apps"} - set(self.resource_groups)
         if missing:
-            raise ValueError(f"resource_groups needs {', '.join(sorted(missing))}")
+            raise FieldProblem(("resource_groups",), f"{', '.join(sorted(missing))} missing; allowed: both data and apps")
+        _duplicates(((("apps", i, "name"), a.name) for i, a in enumerate(self.apps)), "app name")
+        _duplicates(((("databases", i, "name"), d.name) for i, d in enumerate(self.databases)), "database name")
+        apps = [app.name for app in self.apps]
+        for i, db in enumerate(self.databases):
+            places = [(("databases", i, "owner"), db.owner)]
+            places += [(("databases", i, "shared_with", j), app) for j, app in enumerate(db.shared_with)]
+            for loc, app in places:
+                if app is not None and app not in apps:
+                    raise FieldProblem(loc, f"{app!r} is not an app of this environment; allowed: {', '.join(apps) or '(none)'}")
+        return self
+
+    @model_validator(mode="after")
+    def _steps_known(self) -> EnvConfig:
+        from deploykit.steps import STEPS
+
+        for i, step in enumerate(self.steps):
+            if step not in STEPS:
+                raise FieldProblem(("steps", i), f"{step!r} is not a step; allowed: {', '.join(STEPS)}")
+        _duplicates(((("steps", i), s) for i, s in enumerate(self.steps)), "step")
+        return self
+
+    @model_validator(mode="after")
+    def _gateway_in_own_group(self) -> EnvConfig:
+        groups = [g.name for g in self.resource_groups.values()]
+        if self.vpn is not None and self.vpn.gateway.resource_group.lower() not in {g.lower() for g in groups}:
+            raise FieldProblem(
+                ("vpn", "gateway", "resource_group"),
+                f"{self.vpn.gateway.resource_group!r} is not a resource group of this environment; allowed: {', '.join(groups)}",
+            )
         return self
 
 
@@ -278,7 +600,76 @@ def load_platform(config_dir: Path, envs: list[str]) -> Platform:
     for env, cfg in loaded.items():
         if cfg.env != env:
             raise UserError(f"{_display(config_dir / f'{env}.yaml')}: env: is {cfg.env!r}; must match the file name {env!r}")
+    _check_across_files(config_dir, shared, loaded, known)
     return Platform(config_dir=config_dir, shared=shared, envs=loaded)
+
+
+# What must be unique across files: resource groups per subscription, the others as global DNS names.
+_UNIQUE_KINDS = {
+    "resource group": "a resource group name no other environment or role uses",
+    "key vault": "a vault name used nowhere else (vault names are global)",
+    "postgres server": "a server name used nowhere else (server names are global)",
+    "redis cache": "a cache name used nowhere else (cache names are global)",
+    "app configuration store": "a store name used nowhere else (store names are global)",
+}
+
+
+def _names_in(shared: SharedConfig | None, env: EnvConfig | None) -> list[tuple[str, str, str]]:
+    """(kind, field path, name) of every name that must be unique across the config files."""
+    if shared is not None:
+        return [
+            ("resource group", "resource_group.name", shared.resource_group.name),
+            ("key vault", "key_vault.name", shared.key_vault.name),
+        ]
+    if env is None:
+        return []
+    names = [("resource group", f"resource_groups.{role}.name", g.name) for role, g in env.resource_groups.items()]
+    return [
+        *names,
+        ("key vault", "key_vault.name", env.key_vault.name),
+        ("postgres server", "postgres.name", env.postgres.name),
+        ("redis cache", "redis.name_suffix" if env.redis.name_suffix else "redis.name", env.redis.full_name),
+        ("app configuration store", "app_configuration.name", env.app_configuration.name),
+    ]
+
+
+def _check_across_files(config_dir: Path, shared: SharedConfig, loaded: dict[str, EnvConfig], known: list[str]) -> None:
+    """Two files (or two roles) must not claim the same resource group or global name.
+
+    Environments not asked for are read quietly: when such a file is broken its own run reports it.
+    """
+    places: list[tuple[str, bool, EnvConfig | None, SharedConfig | None]] = [(SHARED_FILE, True, None, shared)]
+    places += [(f"{env}.yaml", True, cfg, None) for env, cfg in loaded.items()]
+    for env in known:
+        if env not in loaded:
+            peeked = _peek_env(config_dir / f"{env}.yaml")
+            if peeked is not None:
+                places.append((f"{env}.yaml", False, peeked, None))
+    first: dict[tuple[str, str], tuple[str, bool, str]] = {}
+    for file, is_loaded, env_cfg, shared_cfg in places:
+        for kind, field, name in _names_in(shared_cfg, env_cfg):
+            key = (kind, name.lower())
+            if key not in first:
+                first[key] = (file, is_loaded, field)
+                continue
+            other_file, other_loaded, other_field = first[key]
+            if not is_loaded and (not other_loaded or other_file == SHARED_FILE):
+                continue  # no environment asked for is involved: that environment's own run reports it
+            here, there = (file, field), (other_file, other_field)
+            if not is_loaded:
+                here, there = there, here
+            where = "" if here[0] == there[0] else f" in {_display(config_dir / there[0])}"
+            raise UserError(
+                f"{_display(config_dir / here[0])}: {here[1]}: {name!r} is also {there[1]}{where}; allowed: {_UNIQUE_KINDS[kind]}"
+            )
+
+
+def _peek_env(path: Path) -> EnvConfig | None:
+    try:
+        data = parse_yaml(read_text_file(path, str(path)), str(path))
+        return EnvConfig.model_validate(data) if isinstance(data, Mapping) else None
+    except (UserError, ValidationError):
+        return None
 
 
 def _display(path: Path) -> str:
@@ -290,31 +681,38 @@ def _display(path: Path) -> str:
 
 def _load_file(path: Path, model: type[BaseModel]) -> Any:
     shown = _display(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{shown}: file not found") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise UserError(f"{shown}: {where}{problem}") from None
+    data = parse_yaml(read_text_file(path, shown), shown)
+    if data is None:
+        raise UserError(f"{shown}: the file is empty; allowed: a mapping of settings (key: value lines)")
     if not isinstance(data, Mapping):
-        raise UserError(f"{shown}: (top level): must be a mapping of settings")
+        raise UserError(f"{shown}: (top level): is a {_yaml_kind(data)}; allowed: a mapping of settings (key: value lines)")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise UserError(f"{shown}: {describe_validation_error(exc, model)}") from None
 
 
+def _yaml_kind(data: Any) -> str:
+    return {list: "list", str: "single value", int: "number", float: "number", bool: "true/false"}.get(
+        type(data), type(data).__name__
+    )
+
+
 def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
     """One line for the first problem: `field.path: what is wrong; what is allowed`."""
     err = exc.errors(include_url=False)[0]
     loc = err["loc"]
-    path = _dotted(loc) or "(top level)"
+    problem = (err.get("ctx") or {}).get("error")
+    if isinstance(problem, FieldProblem):
+        return problem.describe(tuple(loc))
     kind = err["type"]
+    if len(loc) >= 2 and loc[-1] == "[key]":  # a mapping's key, not its value, is wrong
+        path = _dotted(loc[:-2]) or "(top level)"
+        msg = re.sub(r"^Value error, ", "", err["msg"])
+        if kind.startswith("literal_error"):
+            msg = f"is not allowed; allowed: {err['ctx']['expected']}"
+        return f"{path}: key {err.get('input', loc[-2])!r} {msg}"
+    path = _dotted(loc) or "(top level)"
     if kind == "extra_forbidden":
         allowed = _fields_at(model, loc[:-1])
         return f"{path}: unknown field; allowed: {', '.join(allowed)}"
@@ -324,7 +722,10 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> s
     if kind == "string_pattern_mismatch":
         msg = f"{err.get('input')!r} does not match {err['ctx']['pattern']}"
     elif kind.startswith("literal_error"):
-        msg = f"{err.get('input')!r} is not allowed; allowed: {err['ctx']['expected']}"
+        given = err.get("input")
+        msg = f"{given!r} is not allowed; allowed: {err['ctx']['expected']}"
+        if isinstance(given, int | float) and f"'{given}'" in err["ctx"]["expected"]:
+            msg += f' (quote it: "{given}")'
     elif "input" in err and kind not in {"value_error", "assertion_error"}:
         msg = f"{msg} (got {err['input']!r})"
     return f"{path}: {msg}"
@@ -339,6 +740,13 @@ def _dotted(loc: tuple[Any, ...]) -> str:
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """The field names the model allows at `loc`, for 'unknown field' messages."""
+    try:
+        return _fields_below(model, loc)
+    except (KeyError, IndexError, TypeError):
+        return []
+
+
+def _fields_below(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     annotation: Any = model
     for part in loc:
         annotation = _unwrap(annotation)

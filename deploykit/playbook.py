@@ -7,16 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deploykit.config import describe_validation_error
+from deploykit.config import describe_validation_error, parse_yaml, read_text_file
 from deploykit.errors import UserError
 from deploykit.model import ResourceSpec
-from deploykit.naming import name_problem
+from deploykit.naming import name_problem, region_problem, tags_problem
 from deploykit.paths import display
 
 RESOURCE_GROUP_TYPE = "Microsoft.Resources/resourceGroups"
+GLOBAL_LOCATION = "global"  # private DNS zones and their links (azure-facts.md 3.22)
 # Top-level body keys a playbook entry may carry, in ARM's own spelling.
 BODY_KEYS = ("location", "kind", "sku", "identity", "zones", "properties", "tags")
 
@@ -50,6 +50,7 @@ class Playbook(BaseModel):
 def render_playbook(path: Path, context: Mapping[str, Any], subscription_id: str, step: str) -> list[ResourceSpec]:
     """Render one playbook for `context` and turn its entries into specs with full ARM ids."""
     shown = display(path)
+    source = read_text_file(path, shown, missing="playbook not found")
     try:
         # YAML, not HTML: autoescape would corrupt values; tojson does the quoting.
         environment = jinja2.Environment(
@@ -57,19 +58,16 @@ def render_playbook(path: Path, context: Mapping[str, Any], subscription_id: str
             keep_trailing_newline=True,
             autoescape=False,  # noqa: S701
         )
-        template = environment.from_string(path.read_text(encoding="utf-8"))
+        template = environment.from_string(source)
         text = template.render(**context)
-    except FileNotFoundError:
-        raise UserError(f"{shown}: playbook not found") from None
     except jinja2.UndefinedError as exc:
         raise UserError(f"{shown}: template refers to an undefined value ({exc.message})") from None
     except jinja2.TemplateError as exc:
         raise UserError(f"{shown}: line {getattr(exc, 'lineno', '?')}: {exc.message}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise UserError(f"{shown}: rendered line {mark.line + 1 if mark else '?'}: not valid YAML") from None
+    # Line numbers of the rendered text: Jinja blocks shift them from the template's.
+    raw = parse_yaml(text, shown, line_word="rendered line")
+    if raw is not None and not isinstance(raw, Mapping):
+        raise UserError(f"{shown}: (top level): is not a mapping; allowed: a mapping with a resources list")
     try:
         book = Playbook.model_validate(raw or {"resources": []})
     except ValidationError as exc:
@@ -86,6 +84,7 @@ def build_specs(entries: Iterable[Entry], subscription_id: str, step: str, sourc
         problem = name_problem(entry.type, entry.name)
         if problem:
             raise UserError(f"{where}.name: {problem}")
+        _check_body(entry, where)
         parent = specs.get(entry.parent) if entry.parent else None
         if entry.parent and parent is None:
             raise UserError(f"{where}.parent: {entry.parent!r} is not an earlier entry of this playbook")
@@ -103,6 +102,23 @@ def build_specs(entries: Iterable[Entry], subscription_id: str, step: str, sourc
             write_only=tuple(entry.write_only),
         )
     return list(specs.values())
+
+
+def _check_body(entry: Entry, where: str) -> None:
+    """What Azure would refuse in the body: an unknown region, a resource group's name, tags over its limits."""
+    if entry.location is not None and entry.location.lower() != GLOBAL_LOCATION:
+        problem = region_problem(entry.location)
+        if problem:
+            raise UserError(f"{where}.location: {problem}")
+    if entry.resource_group is not None:
+        problem = name_problem(RESOURCE_GROUP_TYPE, entry.resource_group)
+        if problem:
+            raise UserError(f"{where}.resource_group: {problem}")
+    if entry.tags:
+        tag_problem = tags_problem(entry.tags)
+        if tag_problem:
+            tag, why = tag_problem
+            raise UserError(f"{where}.tags{'.' + tag if tag else ''}: {why}")
 
 
 def _resource_id(entry: Entry, subscription_id: str, parent: ResourceSpec | None, where: str) -> str:
