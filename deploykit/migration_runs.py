@@ -99,6 +99,8 @@ def _refuse_drift(ctx: DbContext, work: list[DbWork]) -> None:
             raise UserError(
                 f"{item.folder}: applied migrations are missing from the folder: {names} (restore them; nothing was applied)"
             )
+        if cmp.unfinished and not ctx.req.repair:
+            raise UserError(mig.unfinished_message(*cmp.unfinished[0]))
         if cmp.changed and not ctx.req.repair:
             migration, _ = cmp.changed[0]
             raise UserError(
@@ -113,7 +115,7 @@ def _plan(work: list[DbWork], baseline: int | None = None) -> Plan:
         cmp = item.comparison
         assert cmp is not None
         address = f"migrations.{item.db.name}"
-        if cmp.pending or cmp.changed:
+        if cmp.pending or cmp.changed or cmp.unfinished:
             adopted = [m.name for m in cmp.pending if baseline is not None and m.version <= baseline]
             run = [m.name for m in cmp.pending if baseline is None or m.version > baseline]
             reason = f"{len(run)} pending: " + ", ".join(run)
@@ -121,6 +123,8 @@ def _plan(work: list[DbWork], baseline: int | None = None) -> Plan:
                 reason += f"; baseline: record {', '.join(adopted)} as applied without running them"
             if cmp.changed:
                 reason += f"; re-record {len(cmp.changed)} checksum(s) (--repair)"
+            if cmp.unfinished:
+                reason += f"; record {len(cmp.unfinished)} unfinished no-transaction file(s) as applied (--repair)"
             diff = {"pending": {"old": None, "new": [m.name for m in cmp.pending]}}
             changes.append(Change(address, "postgresql/migrations", str(item.folder), Action.UPDATE, reason, diff))
         else:
@@ -190,12 +194,18 @@ def _run(ctx: DbContext, item: DbWork, conninfo: str, running: dict[int, Any]) -
     applied_by = mig.who()
     try:
         with _open(conninfo, item.db) as conn:
+            mig.prepare_session(conn, applied_by)
             running[id(conn)] = conn
             try:
                 mig.acquire_lock(conn, ctx.req.lock_timeout)
                 try:
                     conn.execute(mig.TRACKING_DDL)
                     cmp = mig.compare(item.files, mig.read_applied(conn))
+                    if cmp.unfinished and ctx.req.repair:
+                        mig.repair_unfinished(conn, cmp.unfinished, applied_by)
+                        ctx.reporter.info(f"  {item.db.name}: recorded " + ", ".join(m.name for m, _ in cmp.unfinished))
+                    elif cmp.unfinished:
+                        raise mig.MigrationError(cmp.unfinished[0][0].name, None, "unfinished (another runner?)", None)
                     if cmp.changed and ctx.req.repair:
                         mig.repair(conn, cmp.changed)
                         ctx.reporter.info(f"  {item.db.name}: re-recorded " + ", ".join(m.name for m, _ in cmp.changed))
@@ -217,7 +227,7 @@ def _run(ctx: DbContext, item: DbWork, conninfo: str, running: dict[int, Any]) -
             finally:
                 running.pop(id(conn), None)
     except mig.MigrationError as exc:
-        item.error = f"{exc} (rolled back; earlier migrations stay applied)"
+        item.error = str(exc)
     except mig.LockTimeoutError as exc:
         item.error = str(exc)
     item.seconds = time.perf_counter() - started
@@ -241,6 +251,7 @@ def status(req: DbRequest) -> int:
                     "pending": [m.name for m in cmp.pending],
                     "last_applied": {"name": last.name, "at": str(last.applied_at), "by": last.applied_by} if last else None,
                     "checksum_drift": [m.name for m, _ in cmp.changed],
+                    "unfinished": [m.name for m, _ in cmp.unfinished],
                     "missing_files": [a.name for a in cmp.missing],
                 }
             )

@@ -144,9 +144,10 @@ def apply_resource(change: Change, spec: ResourceSpec, provider: Any) -> Mapping
 
 def wait_for_operation(spec: ResourceSpec, provider: Any) -> str:
     """Poll until the resource's provisioning state is terminal (after a killed run, say)."""
+    from deploykit.arm import backoff_delays
     from deploykit.plan import provisioning_state, state_is_terminal
 
-    interval = max(0.2, min(float(provider.target.polling_interval), 5.0))
+    delays = backoff_delays(max(0.2, float(provider.target.polling_interval)), float(provider.target.polling_interval_max))
     deadline = time.monotonic() + WAIT_LIMIT_SECONDS
     while True:
         actual = provider.read(spec.id, spec.api_version)
@@ -155,7 +156,7 @@ def wait_for_operation(spec: ResourceSpec, provider: Any) -> str:
             return state or "gone"
         if time.monotonic() > deadline:
             raise ApplyError(f"{spec.address}: still {state} after {WAIT_LIMIT_SECONDS // 3600} h; check it in the portal")
-        time.sleep(interval)
+        time.sleep(next(delays))
 
 
 def apply_plan(plan: Plan, specs: Mapping[str, ResourceSpec], provider: Any, workers: int = APPLY_WORKERS) -> list[Any]:

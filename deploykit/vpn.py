@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from deploykit import pki
-from deploykit.arm import ArmProvider, read_secret, translated_errors
+from deploykit.arm import ArmProvider, lro_polling, read_secret, translated_errors
 from deploykit.config import EnvConfig, Platform, VpnConfig, available_envs
 from deploykit.errors import AzureOperationError, UserError
 from deploykit.flow import RunContext, RunOptions, Work, run
@@ -679,6 +679,6 @@ def _package_url(ctx: VpnContext, spec: ResourceSpec) -> str:
             ctx.cfg.gateway.resource_group,
             ctx.cfg.gateway.name,
             VpnClientParameters(processor_architecture="Amd64", authentication_method="EAPTLS"),
-            polling_interval=target.polling_interval,
+            polling=lro_polling(target),
         )
         return str(poller.result())

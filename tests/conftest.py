@@ -123,11 +123,22 @@ APP_ROLES = ("auth_api", "native_api", "pilot_api", "card_api", "sim_api")
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One real PostgreSQL for the session (the same embedded server the sandbox target uses)."""
+def pg_server() -> Iterator[str]:
+    """One real PostgreSQL for the session (the same embedded server the sandbox target uses).
+
+    Its data lives outside pytest's temporary root: the server runs as another user, and pytest
+    makes its root 0700 (a second pytest run would cut the server off from its own files).
+    """
+    import tempfile
+
     from deploykit.sandbox.postgres import start_embedded
 
-    return start_embedded(tmp_path_factory.mktemp("pg").resolve())
+    folder = Path(tempfile.mkdtemp(prefix="deploykit-test-pg-"))
+    folder.chmod(0o755)
+    try:
+        yield start_embedded((folder / "pg").resolve())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture()
