@@ -34,6 +34,7 @@ def exits(task_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             as_json = bool(kwargs.get("json"))
             try:
                 code = func(*args, **kwargs)
+                sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
             except UserError as exc:
                 _leave(task_name, as_json, f"error: {exc}", EXIT_USAGE)
             except (ApplyError, DeployKitError) as exc:

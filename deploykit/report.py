@@ -76,12 +76,19 @@ def _redact_json(value: Any) -> Any:
     return value
 
 
+class _Console(Console):
+    """Rich exits 1 on a broken pipe by itself; hand it to the CLI's handler instead (exit 2, one line)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
 class Reporter:
     """Console output for one task run; with --json, humans read stderr and stdout is one object."""
 
     def __init__(self, task: str, env: str | None, target: str, dry_run: bool, as_json: bool) -> None:
         self.task, self.env, self.target, self.dry_run, self.as_json = task, env, target, dry_run, as_json
-        self.console = Console(stderr=as_json, highlight=False, soft_wrap=True)
+        self.console = _Console(stderr=as_json, highlight=False, soft_wrap=True)
         if not self.console.is_terminal and not os.environ.get("COLUMNS"):
             self.console.width = PIPE_WIDTH
         self._lock = threading.Lock()

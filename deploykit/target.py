@@ -148,12 +148,23 @@ def journal_position(url: str, ca: str) -> int:
 def sandbox_control(url: str, ca: str, method: str, path: str, body: Any = None) -> Any:
     """Call the sandbox's control namespace (reset, journal, faults, mutate, seed)."""
     import ssl
+    import urllib.error
     import urllib.request
 
-    context = ssl.create_default_context(cafile=ca)
+    fix = "start one with `python -m deploykit.sandbox`, or unset DEPLOYKIT_SANDBOX_URL to use the in-process sandbox"
+    try:
+        context = ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise UserError(f"DEPLOYKIT_SANDBOX_CA: cannot use {ca} ({getattr(exc, 'strerror', None) or exc}); {fix}") from None
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(  # noqa: S310 - https to the sandbox only
         f"{url}/_sandbox{path}", data=data, method=method, headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, context=context, timeout=30) as response:  # noqa: S310
-        return json.loads(response.read() or b"null")
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=30) as response:  # noqa: S310
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError:
+        raise
+    except (OSError, ValueError) as exc:  # URLError, refused, TLS mismatch, not JSON: not our sandbox
+        reason = getattr(exc, "reason", None) or exc
+        raise UserError(f"DEPLOYKIT_SANDBOX_URL: no sandbox answers at {url} ({reason}); {fix}") from None

@@ -564,6 +564,8 @@ def list_certificates(req: VpnRequest) -> int:
 # ---- vpn.profile -----------------------------------------------------------------------------
 def profile(req: VpnRequest) -> int:
     pki.check_client_name(req.name or "")
+    if req.gateway_address is not None:
+        check_gateway_address(req.gateway_address)
     return _run(req, _plan_profile)
 
 
@@ -626,6 +628,21 @@ def _plan_profile(ctx: VpnContext) -> Work:
     return Work(
         f"Plan for vpn.profile {name}", Plan(tuple(changes)), appliers, no_changes="No changes: the profiles are up to date."
     )
+
+
+LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){LABEL}(\.{LABEL})*$")
+
+
+def check_gateway_address(value: str) -> None:
+    """Written into profiles: an IP address or a DNS name, nothing else (no spaces, no newlines)."""
+    try:
+        ipaddress.ip_address(value)
+        return
+    except ValueError:
+        pass
+    if not HOSTNAME.match(value):
+        raise UserError(f"--gateway-address: {value!r} is not allowed; allowed: an IP address or a DNS name")
 
 
 def _writer(ctx: VpnContext, path: Path, text: str) -> Any:
