@@ -146,15 +146,15 @@ def secrets_set(c, name, file=None, env="shared", target="sandbox", dry_run=Fals
 
 
 # ---- the sandbox -------------------------------------------------------------------------------
-@_task("reset", _help("yes"))
-def sandbox_reset(c, yes=False):
+@_task("reset", _help("dry-run", "json", "yes"))
+def sandbox_reset(c, dry_run=False, json=False, yes=False):
     """Empty the local sandbox (resources, secrets, journal).
 
     Runbook: runbooks/sandbox.reset.md. Always recovers, even from a corrupt state file.
     """
     from deploykit.sandbox_tasks import reset
 
-    return reset()
+    return reset(_options("sandbox.reset", None, "sandbox", dry_run, json, yes))
 
 
 @_task("status", _help("json"))

@@ -11,23 +11,59 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from deploykit.errors import UserError
+from deploykit.flow import RunContext, RunOptions, Work, run
+from deploykit.model import Action, Change, Plan
 from deploykit.paths import sandbox_dir
 from deploykit.sandbox.server import summarise
 from deploykit.sandbox.store import SandboxState, remove_state
 from deploykit.target import external_sandbox, sandbox_control
 
 
-def reset() -> int:
+def reset(options: RunOptions) -> int:
+    """Through the one flow: the plan says what will be emptied; the TLS certificate is kept."""
+    return run(options, _plan_reset)
+
+
+def _plan_reset(ctx: RunContext) -> Work:
     external = external_sandbox()
     if external:
-        sandbox_control(*external, "POST", "/reset")
-        print(f"sandbox at {external[0]} reset")
-        return 0
+        url, ca = external
+        counts = sandbox_control(url, ca, "GET", "/status")  # an unreachable URL is a UserError
+
+        def apply_external() -> dict[str, Any]:
+            sandbox_control(url, ca, "POST", "/reset")
+            return {"resources_removed": counts["resources"]}
+
+        return _reset_work(url, _describe(counts), bool(counts["resources"] or counts["secrets"]), apply_external)
     directory = sandbox_dir()
-    removed = remove_state(directory)
-    what = f"{removed} resources removed" if removed is not None else "an unreadable state removed"
-    print(f"sandbox reset: {what} from {directory}/ (TLS certificate kept)")
-    return 0
+    state = directory / "state.json"
+    try:
+        counts: dict[str, Any] | None = SandboxState(state).counts() if state.exists() else None
+        what = _describe(counts) if counts else "no state"
+    except UserError:
+        counts, what = None, "an unreadable state file (removed without being parsed)"
+    present = state.exists() or (directory / "journal.jsonl").exists()
+
+    def apply_local() -> dict[str, Any]:
+        return {"resources_removed": remove_state(directory)}
+
+    return _reset_work(f"{directory}/", what, present, apply_local)
+
+
+def _describe(counts: dict[str, Any]) -> str:
+    return (
+        f"{counts['resources']} resources, {counts['secrets']} secret versions, "
+        f"{len(counts['deleted_vaults'])} soft-deleted vaults"
+    )
+
+
+def _reset_work(where: str, what: str, present: bool, applier: Any) -> Work:
+    action = Action.DELETE if present else Action.UNCHANGED
+    change = Change("sandbox.state", "sandbox/state", where, action, f"{what}; the TLS certificate is kept")
+    return Work(
+        f"Plan for sandbox.reset of {where}", Plan((change,)), {change.address: applier}, no_changes="The sandbox is empty."
+    )
 
 
 def last_run(journal: Path) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import pytest
 
 from deploykit import sandbox_tasks
 from deploykit.errors import UserError
+from deploykit.flow import RunOptions
 from deploykit.sandbox.server import SandboxServer
 from deploykit.target import SANDBOX_SUBSCRIPTION
 
@@ -63,6 +64,7 @@ WORKER = textwrap.dedent(
     print("done", flush=True)
     """
 )
+RESET = RunOptions("sandbox.reset", None)
 
 
 def _run_two_at_once(state_dir: Path, kind: str) -> None:
@@ -205,8 +207,8 @@ def test_invalid_state_is_one_line_and_reset_recovers(local_sandbox: Path, kind:
         sandbox_tasks.status(as_json=False)
     assert str(again.value) == message
 
-    assert sandbox_tasks.reset() == 0
-    assert "an unreadable state removed" in capsys.readouterr().out
+    assert sandbox_tasks.reset(RESET) == 0
+    assert "an unreadable state file (removed without being parsed)" in capsys.readouterr().out
     fresh = SandboxServer(local_sandbox)
     try:
         assert fresh.state.counts()["resources"] == 0
@@ -217,8 +219,8 @@ def test_invalid_state_is_one_line_and_reset_recovers(local_sandbox: Path, kind:
 
 def test_reset_counts_what_it_removes(local_sandbox: Path, capsys) -> None:
     _prepare(local_sandbox, with_vault=True)
-    assert sandbox_tasks.reset() == 0
-    assert "2 resources removed" in capsys.readouterr().out
+    assert sandbox_tasks.reset(RESET) == 0
+    assert "2 resources, " in capsys.readouterr().out
     assert not (local_sandbox / "state.json").exists() and not (local_sandbox / "journal.jsonl").exists()
     assert (local_sandbox / "tls" / "cert.pem").exists()  # the certificate is kept
 
@@ -227,7 +229,7 @@ def test_a_running_server_sees_a_reset(local_sandbox: Path) -> None:
     server = SandboxServer(local_sandbox)
     try:
         server.state.put_resource(RG, {"location": "centralus"})
-        sandbox_tasks.reset()
+        sandbox_tasks.reset(RESET)
         assert server.state.counts()["resources"] == 0  # reloaded, not written back
         server.state.put_resource(f"{RG}2", {"location": "centralus"})
         assert json.loads((local_sandbox / "state.json").read_text())["resources"].keys() == {f"{RG}2".lower()}
