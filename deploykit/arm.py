@@ -24,6 +24,7 @@ from azure.core.exceptions import (
 from azure.core.utils import case_insensitive_dict
 from azure.mgmt.core.polling.arm_polling import ARMPolling
 
+from deploykit.api_versions import api_version
 from deploykit.config import Platform
 from deploykit.errors import AzureOperationError, ResourceLockedError
 from deploykit.model import ResourceSpec
@@ -46,8 +47,6 @@ class Target:
     verify_challenge_resource: bool = True
     polling_interval_max: float = 15.0
 
-
-VAULT_API_VERSION = "2026-05-15"
 
 # Reads are retried more than azure-core's default of 3 status retries (issue 2); PUT and GET
 # are idempotent, so the same policy serves writes.
@@ -215,7 +214,7 @@ class ArmProvider:
 
     def vault_secret_client(self, vault_id: str) -> Any | None:
         """A SecretClient for the vault's data plane, or None when the vault does not exist."""
-        actual = self.read(vault_id, VAULT_API_VERSION)
+        actual = self.read(vault_id, api_version("Microsoft.KeyVault/vaults"))
         return None if actual is None else self.secret_client(actual["properties"]["vaultUri"])
 
 

@@ -414,7 +414,6 @@ class GatewayRef(Strict):
 
     name: GatewayName
     resource_group: ResourceGroupName
-    api_version: str = "2026-03-01"
 
 
 class VpnConfig(Strict):

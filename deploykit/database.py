@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from deploykit.api_versions import api_version
 from deploykit.arm import read_secret, translated_errors
 from deploykit.compare import diff_resource
 from deploykit.config import DatabaseConfig, EnvConfig, Platform
@@ -27,7 +28,6 @@ from deploykit.paths import sandbox_dir, under_root
 from deploykit.report import Reporter, redact_value
 from deploykit.runner import load_for
 
-PG_API_VERSION = "2026-10-01"
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
 
@@ -416,14 +416,14 @@ def extensions_change(ctx: DbContext, dbs: list[DatabaseConfig]) -> tuple[Change
     server_id = provider.resource_id(
         ctx.env_cfg.resource_groups["data"].name, f"Microsoft.DBforPostgreSQL/flexibleServers/{pg.name}"
     )
-    if provider.read(server_id, PG_API_VERSION) is None:
+    if provider.read(server_id, api_version("Microsoft.DBforPostgreSQL/flexibleServers")) is None:
         if ctx.req.target == "azure":
             raise UserError(f"server {pg.name} does not exist yet; run `invoke step3` first (nothing was changed)")
         return None, None
     spec = ResourceSpec(
         "pg.azure-extensions",
         "Microsoft.DBforPostgreSQL/flexibleServers/configurations",
-        PG_API_VERSION,
+        api_version("Microsoft.DBforPostgreSQL/flexibleServers/configurations"),
         f"{server_id}/configurations/azure.extensions",
         {},
         "db.create",

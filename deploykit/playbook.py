@@ -9,6 +9,7 @@ from typing import Any
 import jinja2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from deploykit.api_versions import api_version
 from deploykit.config import describe_validation_error, parse_yaml, read_text_file
 from deploykit.errors import UserError
 from deploykit.model import ResourceSpec
@@ -27,7 +28,6 @@ class Entry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     address: str = Field(pattern=r"^[a-z0-9]+(\.[a-z0-9][a-z0-9_-]*)+$")
     type: str = Field(pattern=r"^[A-Za-z]+\.[A-Za-z]+(/[A-Za-z]+)+$")
-    api_version: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}(-preview)?$")
     name: str
     resource_group: str | None = None  # the group's name, for resources inside a group
     parent: str | None = None  # address of the parent (child types) or scope (extension types)
@@ -94,7 +94,7 @@ def build_specs(entries: Iterable[Entry], subscription_id: str, step: str, sourc
         specs[entry.address] = ResourceSpec(
             address=entry.address,
             type=entry.type,
-            api_version=entry.api_version,
+            api_version=api_version(entry.type),
             id=resource_id,
             body=body,
             step=step,

@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from deploykit import pki
+from deploykit.api_versions import api_version
 from deploykit.arm import ArmProvider, lro_polling, read_secret, translated_errors
 from deploykit.config import EnvConfig, Platform, VpnConfig, available_envs
 from deploykit.errors import AzureOperationError, UserError
@@ -32,7 +33,6 @@ from deploykit.paths import certs_dir, config_dir, template_dir, under_root
 from deploykit.report import Reporter, redact_value
 from deploykit.runner import load_for
 
-PIP_API_VERSION = "2026-03-01"
 ROOT_ENTRY_PREFIX = "deploykit-root-"
 ROOT_KEY_SECRET, ROOT_CERT_SECRET = "vpn-root-key", "vpn-root-cert"
 
@@ -73,7 +73,8 @@ class VpnContext:
     def gateway_spec(self) -> ResourceSpec:
         gw = self.cfg.gateway
         rid = self.provider().resource_id(gw.resource_group, f"Microsoft.Network/virtualNetworkGateways/{gw.name}")
-        return ResourceSpec("vpn.gateway", "Microsoft.Network/virtualNetworkGateways", gw.api_version, rid, {}, "vpn")
+        kind = "Microsoft.Network/virtualNetworkGateways"
+        return ResourceSpec("vpn.gateway", kind, api_version(kind), rid, {}, "vpn")
 
 
 def vpn_context(run_ctx: RunContext) -> VpnContext:
@@ -669,7 +670,7 @@ def _gateway_details(ctx: VpnContext) -> tuple[str, str | None]:
     if not address:
         configs = gateway.get("properties", {}).get("ipConfigurations", [])
         pip_id = configs[0].get("properties", {}).get("publicIPAddress", {}).get("id") if configs else None
-        pip = provider.read(pip_id, PIP_API_VERSION) if pip_id else None
+        pip = provider.read(pip_id, api_version("Microsoft.Network/publicIPAddresses")) if pip_id else None
         address = (pip or {}).get("properties", {}).get("ipAddress")
         if not address:
             raise UserError(f"gateway {ctx.cfg.gateway.name} has no public IP address yet; pass --gateway-address")
