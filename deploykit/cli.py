@@ -12,7 +12,9 @@ import difflib
 import functools
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +34,7 @@ def exits(task_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             as_json = bool(kwargs.get("json"))
+            _term_as_interrupt()
             try:
                 code = func(*args, **kwargs)
                 sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
@@ -55,6 +58,12 @@ def exits(task_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return wrapper
 
     return decorate
+
+
+def _term_as_interrupt() -> None:
+    """SIGTERM (a CI cancel, `kill`) ends a task like Ctrl-C: exit 130, never a silent death mid-write."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def _leave(task_name: str, as_json: bool, message: str, code: int) -> None:

@@ -27,6 +27,7 @@ from deploykit.model import Action, Change, Plan, ResourceSpec
 from deploykit.paths import sandbox_dir, under_root
 from deploykit.report import Reporter, redact_value
 from deploykit.runner import load_for
+from deploykit.steps import run_first
 
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
@@ -141,7 +142,7 @@ def resolve_admin(ctx: DbContext) -> str:
         pg = ctx.env_cfg.postgres
         vault = ctx.vault()
         if vault is None:
-            raise UserError(f"vault {ctx.env_cfg.key_vault.name} does not exist yet; run `invoke step3` first")
+            raise UserError(f"vault {ctx.env_cfg.key_vault.name} does not exist yet; {run_first('step3')}")
         with translated_errors(pg.admin_password_secret):
             password = vault.get_secret(pg.admin_password_secret).value
         redact_value(password)
@@ -298,7 +299,7 @@ def _plan_create(run_ctx: RunContext) -> Work:
     if vault is None:
         raise UserError(
             f"vault {ctx.env_cfg.key_vault.name} does not exist yet: role passwords are stored there; "
-            "run `invoke step3` first (nothing was changed)"
+            f"{run_first('step3')} (nothing was changed)"
         )
     conninfo = ctx.admin_conninfo()
     plan, facts = plan_create(ctx, conninfo)
@@ -418,7 +419,7 @@ def extensions_change(ctx: DbContext, dbs: list[DatabaseConfig]) -> tuple[Change
     )
     if provider.read(server_id, api_version("Microsoft.DBforPostgreSQL/flexibleServers")) is None:
         if ctx.req.target == "azure":
-            raise UserError(f"server {pg.name} does not exist yet; run `invoke step3` first (nothing was changed)")
+            raise UserError(f"server {pg.name} does not exist yet; {run_first('step3')} (nothing was changed)")
         return None, None
     spec = ResourceSpec(
         "pg.azure-extensions",

@@ -266,7 +266,13 @@ def status(req: DbRequest) -> int:
             table.add_column(column)
         for row in rows:
             last = row["last_applied"]
-            drift = ", ".join([*(f"changed {n}" for n in row["checksum_drift"]), *(f"missing {n}" for n in row["missing_files"])])
+            drift = ", ".join(
+                [
+                    *(f"UNFINISHED {n} (may be half-applied)" for n in row["unfinished"]),
+                    *(f"changed {n}" for n in row["checksum_drift"]),
+                    *(f"missing {n}" for n in row["missing_files"]),
+                ]
+            )
             table.add_row(
                 row["database"],
                 str(row["applied"]),

@@ -28,3 +28,10 @@ STEPS: dict[str, Step] = {
         Step("step2b", "shared container registry", "shared"),
     )
 }
+
+
+def run_first(step: str) -> str:
+    """What to tell an operator whose task needs what a step creates (true before and after it exists)."""
+    if step in STEPS:
+        return f"run `invoke {step}` first"
+    return f"{step} creates it, and this version has no `invoke {step}` yet; create it by hand or upgrade"

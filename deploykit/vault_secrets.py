@@ -16,6 +16,7 @@ from deploykit.flow import RunContext, RunOptions, Work, run
 from deploykit.model import Action, Change, Plan
 from deploykit.report import redact_value
 from deploykit.runner import load_for
+from deploykit.steps import run_first
 
 MAX_SECRET_BYTES = 25 * 1024  # Key Vault's limit for a secret value
 
@@ -88,7 +89,7 @@ def _client_for(provider: Any, vault_id: str, vault: VaultConfig, env: str) -> A
     client = provider.vault_secret_client(vault_id)
     if client is None:
         step = "step2a" if env == "shared" else "step3"
-        raise UserError(f"vault {vault.name} does not exist yet; run `invoke {step}` first (nothing was changed)")
+        raise UserError(f"vault {vault.name} does not exist yet; {run_first(step)} (nothing was changed)")
     return client
 
 
