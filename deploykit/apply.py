@@ -49,6 +49,7 @@ def execute(
     stop: threading.Event,
     on_slow: Callable[[list[tuple[Change, float]]], None] = lambda slow: None,
     in_flight: dict[str, float] | None = None,
+    on_start: Callable[[Change], None] = lambda change: None,
 ) -> Execution:
     """Apply each pending change once its dependencies in the plan have succeeded.
 
@@ -74,6 +75,7 @@ def execute(
             if not stop.is_set():
                 for addr in [a for a, deps in waiting_on.items() if not deps]:
                     del waiting_on[addr]
+                    on_start(by_address[addr])
                     future = pool.submit(_apply_one, by_address[addr], appliers[addr])
                     running[future] = (addr, time.monotonic())
                     in_flight[addr] = running[future][1]

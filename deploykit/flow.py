@@ -169,6 +169,11 @@ def _apply(ctx: RunContext, work: Work, plan: Plan) -> Execution:
                 audit(options.task, options.env, options.target, [_audit_record(outcome)])
                 written.add(outcome.change.address)
 
+    def on_start(change: Change) -> None:
+        """A line before the write is sent: a run killed mid-operation still shows what it began."""
+        with audit_lock:
+            audit(options.task, options.env, options.target, [{**_change_fields(change), "result": "started"}])
+
     def on_slow(slow: list[tuple[Change, float]]) -> None:
         for change, seconds in slow:
             reporter.info(f"  still {change.action.value}: {change.address} ({_elapsed(seconds)} elapsed)")
@@ -207,6 +212,7 @@ def _apply(ctx: RunContext, work: Work, plan: Plan) -> Execution:
             stop,
             on_slow,
             in_flight,
+            on_start,
         )
 
 

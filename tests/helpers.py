@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from deploykit.config import available_envs, load_platform
 from deploykit.model import Plan, ResourceSpec
 from deploykit.paths import config_dir
@@ -25,3 +27,18 @@ def run(steps: list[str], env: str | None = "beta", task: str = "test", dry_run:
 
 def spec(steps: list[str], address: str, env: str | None = "beta") -> ResourceSpec:
     return next(s for s in specs_for(steps, env) if s.address == address)
+
+
+def set_yaml_value(target: Path, path: list[str], value: object) -> None:
+    """Set (or, with None, delete) one key of a YAML file, addressed by its key path."""
+    import yaml
+
+    data = yaml.safe_load(target.read_text(encoding="utf-8"))
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    if value is None:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    target.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")

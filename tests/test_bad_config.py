@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import yaml
 
 from deploykit.sandbox.server import SandboxServer
 from tests.conftest import REPO, Sandbox, run_invoke
+from tests.helpers import set_yaml_value
 
 PLAN_BETA = ("plan", "--env", "beta")
 DEPLOY_BETA = ("deploy", "--env", "beta", "--yes")
@@ -34,16 +34,7 @@ def set_value(file: str, path: list[str | int], value: object) -> Edit:
     """Set (or, with value None, delete) one setting through a YAML round trip."""
 
     def edit(root: Path) -> None:
-        target = root / file
-        data = yaml.safe_load(target.read_text(encoding="utf-8"))
-        node = data
-        for key in path[:-1]:
-            node = node[key]
-        if value is None:
-            del node[path[-1]]
-        else:
-            node[path[-1]] = value
-        target.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        set_yaml_value(root / file, path, value)
 
     return edit
 

@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import REPO, run_invoke
+from tests.helpers import set_yaml_value
 
 CASES = [
     (
@@ -36,16 +36,7 @@ CASES = [
 def _broken_copy(tmp_path: Path, file: str, path: list[str], value: object) -> Path:
     shutil.copytree(REPO / "config", tmp_path / "config")
     shutil.copytree(REPO / "playbooks", tmp_path / "playbooks")
-    target = tmp_path / "config" / file
-    data = yaml.safe_load(target.read_text())
-    node = data
-    for key in path[:-1]:
-        node = node[key]
-    if value is None:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = value
-    target.write_text(yaml.safe_dump(data))
+    set_yaml_value(tmp_path / "config" / file, path, value)
     return tmp_path
 
 

@@ -127,8 +127,10 @@ def test_sigint_finishes_in_flight_work_starts_nothing_new_and_audits_every_writ
     entries = sandbox.control("GET", f"/journal?since={mark}")["entries"]
     written = {e["path"].lower() for e in entries if e["method"] in WRITES}
     lines = audit_lines(audit_dir)
-    assert {line["id"].lower() for line in lines} == written
-    assert all(line["result"] == "ok" for line in lines)
+    started = {line["id"].lower() for line in lines if line["result"] == "started"}
+    finished = {line["id"].lower(): line["result"] for line in lines if line["result"] != "started"}
+    assert started == set(finished) == written  # each write: a line when sent, a line when done
+    assert set(finished.values()) == {"ok"}
     planned = {s.address: s for s in specs_for(["step1", "step2a", "step2b"])}
     never = [a for a, s in planned.items() if s.id.lower() not in written]
     assert never, "the interrupt should have stopped the second wave"
@@ -139,7 +141,7 @@ def test_sigint_finishes_in_flight_work_starts_nothing_new_and_audits_every_writ
     assert json.loads(again.stdout)["summary"]["create"] == len(never)
 
 
-def test_kill_during_a_long_create_then_rerun_waits_and_converges(sandbox) -> None:
+def test_kill_during_a_long_create_then_rerun_waits_and_converges(sandbox, audit_dir: Path) -> None:
     assert run_invoke("step1", "--env", "beta", env=sandbox.env()).returncode == 0
     vault = spec(["step2a"], "kv.shared")
     sandbox.faults(lro_seconds=4)
@@ -155,6 +157,8 @@ def test_kill_during_a_long_create_then_rerun_waits_and_converges(sandbox) -> No
     process.communicate(timeout=30)
     state = sandbox.provider.read(vault.id, vault.api_version)["properties"]["provisioningState"]
     assert state == "Creating"
+    killed = [line for line in audit_lines(audit_dir) if line["task"] == "step2a"]
+    assert [(line["address"], line["result"]) for line in killed] == [("kv.shared", "started")]
     mark = sandbox.journal_mark()
     rerun = run_invoke("step2a", "--json", env=sandbox.env())
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
