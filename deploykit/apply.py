@@ -29,7 +29,7 @@ class Outcome:
     seconds: float
     error_code: str | None = None
     error: str | None = None
-    started: bool = True  # False: never attempted (a dependency failed, or the run was interrupted)
+    started: bool = True  # False: never attempted because a dependency failed
     extra: Mapping[str, Any] = field(default_factory=dict)  # what the applier reports for the audit log
 
 
@@ -50,6 +50,7 @@ def execute(
     on_slow: Callable[[list[tuple[Change, float]]], None] = lambda slow: None,
     in_flight: dict[str, float] | None = None,
     on_start: Callable[[Change], None] = lambda change: None,
+    on_tick: Callable[[], None] = lambda: None,
 ) -> Execution:
     """Apply each pending change once its dependencies in the plan have succeeded.
 
@@ -72,6 +73,7 @@ def execute(
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="apply")
     try:
         while (waiting_on and not stop.is_set()) or running:
+            on_tick()  # outside any lock: where an interrupt is acted on
             if not stop.is_set():
                 for addr in [a for a, deps in waiting_on.items() if not deps]:
                     del waiting_on[addr]

@@ -438,9 +438,13 @@ def extensions_change(ctx: DbContext, dbs: list[DatabaseConfig]) -> tuple[Change
         return Change(spec.address, spec.type, spec.id, Action.UNCHANGED, f"allows {', '.join(wanted)}"), None
 
     def apply() -> dict[str, Any]:
+        # Re-read: a value added since planning (the prompt can wait a while) must not be lost.
+        fresh = provider.read(spec.id, spec.api_version) or {}
+        now = [v.strip().upper() for v in str(fresh.get("properties", {}).get("value", "")).split(",") if v.strip()]
+        value = ",".join(now + [e for e in wanted if e not in now])
         with translated_errors(spec.id):
-            provider.put(spec, {"properties": {"value": ",".join(merged), "source": "user-override"}})
-        return {"value": ",".join(merged)}
+            provider.put(spec, {"properties": {"value": value, "source": "user-override"}})
+        return {"value": value}
 
     return Change(spec.address, spec.type, spec.id, Action.UPDATE, "extensions not yet allowed", diff), apply
 

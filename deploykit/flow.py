@@ -9,6 +9,7 @@ completes, the final re-plan that must be empty, the recap and the --json docume
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from deploykit.apply import Applier, Execution, Outcome, execute
-from deploykit.errors import UserError
+from deploykit.errors import DeployKitError, UserError
 from deploykit.model import Change, Plan
 from deploykit.report import Reporter, audit, recap_line
 
@@ -119,7 +120,10 @@ def run(options: RunOptions, planner: Planner) -> int:
         applied_ok = {o.change.address for o in execution.outcomes if o.ok}
         leftover: list[Change] = []
         if work.verify is not None and applied_ok and not execution.interrupted:
-            leftover = [c for c in work.verify().pending if c.address in applied_ok]
+            try:
+                leftover = [c for c in work.verify().pending if c.address in applied_ok]
+            except DeployKitError as exc:
+                reporter.warn(f"could not re-read after applying ({exc}); run the plan again to check")
             for change in leftover:
                 reporter.warn(f"{change.address} did not converge: {change.reason}")
         _flush_notes(ctx)
@@ -163,11 +167,13 @@ def _apply(ctx: RunContext, work: Work, plan: Plan) -> Execution:
     audit_lock = threading.Lock()
 
     def on_done(outcome: Outcome) -> None:
-        reporter.progress(outcome.change, outcome.ok, outcome.seconds, None if outcome.ok else _error_text(outcome))
-        if outcome.started:
+        if outcome.started:  # the audit first: a failing print must not lose it
             with audit_lock:
                 audit(options.task, options.env, options.target, [_audit_record(outcome)])
                 written.add(outcome.change.address)
+        # If output is gone, the run goes on, audited; the CLI reports the closed pipe at the end.
+        with contextlib.suppress(BrokenPipeError):
+            reporter.progress(outcome.change, outcome.ok, outcome.seconds, None if outcome.ok else _error_text(outcome))
 
     def on_start(change: Change) -> None:
         """A line before the write is sent: a run killed mid-operation still shows what it began."""
@@ -201,8 +207,18 @@ def _apply(ctx: RunContext, work: Work, plan: Plan) -> Execution:
         for hook in list(ctx.cancel_hooks):
             hook()
 
+    signals = [0]  # Ctrl-C count, set by the handler; acted on by the apply loop (never inside a lock)
+    acted = [0]
+
+    def on_tick() -> None:
+        if signals[0] >= 2:
+            hard_exit()
+        if signals[0] >= 1 and not acted[0]:
+            acted[0] = 1
+            first_interrupt()
+
     pending = plan.pending
-    with _interrupts(first_interrupt, hard_exit):
+    with _interrupts(signals, stop):
         return execute(
             pending,
             {c.address: work.appliers[c.address] for c in pending},
@@ -213,24 +229,22 @@ def _apply(ctx: RunContext, work: Work, plan: Plan) -> Execution:
             on_slow,
             in_flight,
             on_start,
+            on_tick,
         )
 
 
 @contextmanager
-def _interrupts(first: Callable[[], None], second: Callable[[], None]):
-    """SIGINT (and SIGTERM) in the main thread: the first stops scheduling, the second exits."""
+def _interrupts(signals: list[int], stop: threading.Event):
+    """SIGINT (and SIGTERM) in the main thread only count and stop scheduling; the apply loop
+    says what it waits for (first) or exits (second), so a handler never waits on a lock its own
+    thread holds."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    count = 0
 
     def handler(signum: int, frame: Any) -> None:
-        nonlocal count
-        count += 1
-        if count == 1:
-            first()
-        else:
-            second()
+        signals[0] += 1
+        stop.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -284,7 +298,10 @@ def _request_counts(opened: OpenTarget) -> dict[str, int] | None:
 
 def _close(ctx: RunContext, work: Work, plan: Plan, outcomes: list[Outcome], execution: Execution | None) -> None:
     """Sandbox request counts, then the --json document (one object, also on failure)."""
-    counts = _request_counts(ctx.opened) if ctx.opened is not None else None
+    try:
+        counts = _request_counts(ctx.opened) if ctx.opened is not None else None
+    except DeployKitError:
+        counts = None  # an external sandbox that went away: the results below still count
     if counts is not None:
         ctx.reporter.info(f"sandbox requests this run: {counts['requests']} ({counts['reads']} reads, {counts['writes']} writes)")
     if not ctx.reporter.as_json:

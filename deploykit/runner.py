@@ -48,7 +48,21 @@ def render_steps(platform: Platform, step_names: Sequence[str], env: str | None,
             if spec.address in specs:
                 raise UserError(f"{display(step.playbook)}: {spec.address}: address already used by {specs[spec.address].step}")
             specs[spec.address] = spec
+    _refuse_cycles(specs)
     return list(specs.values())
+
+
+def _refuse_cycles(specs: Mapping[str, ResourceSpec]) -> None:
+    """A dependency cycle is a playbook mistake: refused before anything is planned or sent."""
+    import graphlib
+
+    graph = {a: [d for d in s.depends_on if d in specs] for a, s in specs.items()}
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        cycle = " -> ".join(exc.args[1])
+        steps = sorted({specs[a].step for a in exc.args[1]})
+        raise UserError(f"playbooks ({', '.join(steps)}): depends_on forms a cycle: {cycle}; allowed: no cycles") from None
 
 
 def converge(options: RunOptions, step_names: Sequence[str] | None = None) -> int:

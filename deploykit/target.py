@@ -40,7 +40,7 @@ class SandboxCredential:
 
 @dataclass
 class OpenTarget:
-    """A target ready for use; `journal_url` lets the run count its own sandbox requests."""
+    """A target ready for use; `sandbox_url` and `journal_start` let a run count its own sandbox requests."""
 
     provider: ArmProvider
     sandbox_url: str | None = None
@@ -163,8 +163,6 @@ def sandbox_control(url: str, ca: str, method: str, path: str, body: Any = None)
     try:
         with urllib.request.urlopen(request, context=context, timeout=30) as response:  # noqa: S310
             return json.loads(response.read() or b"null")
-    except urllib.error.HTTPError:
-        raise
     except (OSError, ValueError) as exc:  # URLError, refused, TLS mismatch, not JSON: not our sandbox
         reason = getattr(exc, "reason", None) or exc
         raise UserError(f"DEPLOYKIT_SANDBOX_URL: no sandbox answers at {url} ({reason}); {fix}") from None

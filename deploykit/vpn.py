@@ -1,7 +1,7 @@
 """The vpn.* tasks: root CA, client certificates, revocation on the gateway, listing, profiles.
 
-Certificates come from pki.py; this module decides what to do (plan), does it unless dry-run,
-and talks to Azure only for the env vault and the gateway (which step 6 creates).
+Certificates come from pki.py; this module plans each task as changes with appliers (the one flow
+in flow.py applies them), and talks to Azure only for the env vault and the gateway (step 6).
 """
 
 from __future__ import annotations
@@ -580,7 +580,7 @@ def _plan_profile(ctx: VpnContext) -> Work:
     root_cert = ctx.store.root_cert()
     if root_cert is None:
         raise UserError(f"{ctx.store.root_dir}/root.pem: no root CA")
-    address, package_url = _gateway_details(ctx)
+    address, gateway_exists = _gateway_details(ctx)
     outputs = {
         ctx.store.client_path(name, ".ovpn"): "openvpn.ovpn.j2",
         ctx.store.client_path(name, ".swanctl.conf"): "swanctl.conf.j2",
@@ -619,13 +619,15 @@ def _plan_profile(ctx: VpnContext) -> Work:
         change = Change(f"vpn.profile.{name}.{path.suffix.lstrip('.')}", "file", str(path), action, reason)
         changes.append(change)
         appliers[change.address] = _writer(ctx, path, text)
-    if package_url:
+    if gateway_exists:
         path = ctx.store.client_path(name, ".package-url")
-        change = Change(
-            f"vpn.profile.{name}.package-url", "file", str(path), Action.UPDATE, "the gateway's client package (a SAS link)"
-        )
-        changes.append(change)
-        appliers[change.address] = _writer(ctx, path, package_url)
+        address_ = f"vpn.profile.{name}.package-url"
+        if path.exists():
+            changes.append(Change(address_, "file", str(path), Action.UNCHANGED, "saved; delete it to ask for a new link"))
+        else:
+            reason = "the gateway's client package: a SAS link, asked for (POST) when applied"
+            changes.append(Change(address_, "file", str(path), Action.CREATE, reason))
+            appliers[address_] = _package_writer(ctx, path)
     return Work(
         f"Plan for vpn.profile {name}", Plan(tuple(changes)), appliers, no_changes="No changes: the profiles are up to date."
     )
@@ -654,15 +656,15 @@ def _writer(ctx: VpnContext, path: Path, text: str) -> Any:
     return write
 
 
-def _gateway_details(ctx: VpnContext) -> tuple[str, str | None]:
-    """The gateway's public address and client package URL (when the gateway exists)."""
+def _gateway_details(ctx: VpnContext) -> tuple[str, bool]:
+    """The gateway's public address, and whether the gateway exists (reads only: this is planning)."""
     spec = ctx.gateway_spec()
     provider = ctx.provider()
     gateway = provider.read(spec.id, spec.api_version)
     if gateway is None:
         if ctx.req.gateway_address:
             ctx.note(f"gateway {ctx.cfg.gateway.name} does not exist yet; no client package, address from --gateway-address")
-            return ctx.req.gateway_address, None
+            return ctx.req.gateway_address, False
         raise UserError(
             f"gateway {ctx.cfg.gateway.name} does not exist yet (step 6); pass --gateway-address to render the profile anyway"
         )
@@ -674,9 +676,17 @@ def _gateway_details(ctx: VpnContext) -> tuple[str, str | None]:
         address = (pip or {}).get("properties", {}).get("ipAddress")
         if not address:
             raise UserError(f"gateway {ctx.cfg.gateway.name} has no public IP address yet; pass --gateway-address")
-    if ctx.req.dry_run:
-        return address, None
-    return address, _package_url(ctx, spec)
+    return address, True
+
+
+def _package_writer(ctx: VpnContext, path: Path) -> Any:
+    def fetch_and_write() -> dict[str, Any]:
+        url = _package_url(ctx, ctx.gateway_spec())
+        redact_value(url)  # a SAS link is a credential: saved 0600, never printed
+        ctx.store.write(path, url.encode(), private=True)
+        return {"file": str(path)}
+
+    return fetch_and_write
 
 
 def _package_url(ctx: VpnContext, spec: ResourceSpec) -> str:

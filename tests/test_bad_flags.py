@@ -7,11 +7,12 @@ answered, an unreachable sandbox, and prod without --env.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_invoke
+from tests.conftest import REPO, run_invoke
 
 WRITES = {"PUT", "POST", "PATCH", "DELETE"}
 
@@ -103,3 +104,19 @@ def test_table_is_large_enough() -> None:
     from tests.test_bad_config import CASES as CONFIG_CASES
 
     assert len(CASES) + len(CONFIG_CASES) >= 60
+
+
+def test_dependency_cycle_is_refused_before_anything_is_sent(sandbox, tmp_path: Path, audit_dir: Path) -> None:
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    shutil.copytree(REPO / "playbooks", tmp_path / "playbooks")
+    # The registry (step2b) waits for the shared group; make the group wait for the registry.
+    step1 = tmp_path / "playbooks" / "step1.yaml.j2"
+    step1.write_text(
+        step1.read_text().replace("  - address: rg.shared\n", "  - address: rg.shared\n    depends_on: [acr.shared]\n", 1)
+    )
+    mark = sandbox.journal_mark()
+    result = run_invoke("plan", "--env", "beta", cwd=tmp_path, env=sandbox.env())
+    assert result.returncode == 2, result.stdout + result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "depends_on forms a cycle: " in line and "rg.shared" in line and "acr.shared" in line
+    assert sandbox.requests_since(mark)["requests"] == 0
