@@ -21,10 +21,8 @@ from typing import Any
 from invoke import Exit
 from invoke.exceptions import ParseError
 
-from deploykit.errors import ApplyError, DeployKitError, UserError
+from deploykit.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ApplyError, DeployKitError, UserError
 from deploykit.report import emit_error_json, redact
-
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def exits(task_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

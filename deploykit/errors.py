@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Exit statuses every task uses (README "Exit status").
+EXIT_FAILED, EXIT_USAGE, EXIT_PENDING, EXIT_INTERRUPTED = 1, 2, 3, 130
+
 
 class DeployKitError(Exception):
     """Base class: every message is one line, safe to print (no secrets)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from deploykit.apply import Applier, Execution, Outcome, execute
-from deploykit.errors import DeployKitError, UserError
+from deploykit.errors import EXIT_INTERRUPTED, EXIT_PENDING, DeployKitError, UserError
 from deploykit.model import Change, Plan
 from deploykit.report import Reporter, audit, recap_line
 
@@ -29,9 +29,6 @@ if TYPE_CHECKING:
     from deploykit.arm import ArmProvider
     from deploykit.config import Platform
     from deploykit.target import OpenTarget
-
-EXIT_INTERRUPTED = 130
-EXIT_PENDING = 3  # plan --exit-code: changes are pending
 
 
 @dataclass(frozen=True)
@@ -64,7 +61,6 @@ class Work:
     workers: int = 1
     verify: Callable[[], Plan] | None = None  # a fresh plan after apply; what was applied must be unchanged
     no_changes: str = "No changes. Everything matches the desired state."
-    extra_json: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -113,7 +109,7 @@ def run(options: RunOptions, planner: Planner) -> int:
             if not plan.pending:
                 reporter.info(work.no_changes)
             _flush_notes(ctx)
-            _close(ctx, work, plan, [], None)
+            _close(ctx, plan, [], None)
             return EXIT_PENDING if options.exit_code and plan.pending else 0
         confirm(options, plan, reporter)
         execution = _apply(ctx, work, plan)
@@ -136,7 +132,7 @@ def run(options: RunOptions, planner: Planner) -> int:
                 + (f"not started: {', '.join(never)}. " if never else "")
                 + "Run the same command again to converge."
             )
-        _close(ctx, work, plan, execution.outcomes, execution)
+        _close(ctx, plan, execution.outcomes, execution)
         if execution.interrupted:
             return EXIT_INTERRUPTED
         return 1 if failed or leftover else 0
@@ -296,7 +292,7 @@ def _request_counts(opened: OpenTarget) -> dict[str, int] | None:
     return sandbox_control(opened.sandbox_url, ca, "GET", f"/journal?since={opened.journal_start}")["counts"]
 
 
-def _close(ctx: RunContext, work: Work, plan: Plan, outcomes: list[Outcome], execution: Execution | None) -> None:
+def _close(ctx: RunContext, plan: Plan, outcomes: list[Outcome], execution: Execution | None) -> None:
     """Sandbox request counts, then the --json document (one object, also on failure)."""
     try:
         counts = _request_counts(ctx.opened) if ctx.opened is not None else None
@@ -319,7 +315,7 @@ def _close(ctx: RunContext, work: Work, plan: Plan, outcomes: list[Outcome], exe
             item["result"] = "not started"
         changes.append(item)
     failed = sum(1 for o in outcomes if not o.ok)
-    extra = {**work.extra_json, "state_read": plan.state_read}
+    extra: dict[str, Any] = {"state_read": plan.state_read}
     if execution is not None:
         extra["interrupted"] = execution.interrupted
     ctx.reporter.emit_json(plan, changes, failed, extra=extra)

@@ -148,7 +148,6 @@ def journal_position(url: str, ca: str) -> int:
 def sandbox_control(url: str, ca: str, method: str, path: str, body: Any = None) -> Any:
     """Call the sandbox's control namespace (reset, journal, faults, mutate, seed)."""
     import ssl
-    import urllib.error
     import urllib.request
 
     fix = "start one with `python -m deploykit.sandbox`, or unset DEPLOYKIT_SANDBOX_URL to use the in-process sandbox"

@@ -5,8 +5,8 @@ The store and the HTTP front are generic: they look a type up with `spec_for` an
 group's fixed location), the entry names a small hook defined here. Types not in the table are
 emulated generically: synchronous PUT, a provisioningState, the type as the path spells it.
 
-Shapes follow the real examples in ../shared/arm-examples (file named beside each entry) and
-azure-facts.md (section named).
+Shapes follow the real examples copied to tests/data/arm-examples (file named beside each entry;
+sources in its INDEX.md) and the project's verified Azure facts (section named).
 """
 
 from __future__ import annotations
