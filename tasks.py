@@ -12,8 +12,8 @@ from typing import Any
 from invoke import Collection, Task, task
 
 from deploykit.cli import exits, install_parse_errors
+from deploykit.engine.steps import STEPS, Step
 from deploykit.errors import UserError
-from deploykit.steps import STEPS, Step
 
 install_parse_errors()
 
@@ -72,13 +72,13 @@ def _number(flag: str, value: Any, low: float, high: float, kind: type = float) 
 
 
 def _options(task_name: str, env: str | None, target: str, dry_run: bool, json: bool, yes: bool, **more: Any) -> Any:
-    from deploykit.flow import RunOptions
+    from deploykit.engine.flow import RunOptions
 
     return RunOptions(task_name, env, target, dry_run, json, yes, **more)
 
 
 def _converge(options: Any, steps: list[str] | None) -> int:
-    from deploykit.runner import converge
+    from deploykit.engine.runner import converge
 
     return converge(options, steps)
 
@@ -181,7 +181,7 @@ def runbooks_check(c):
 
 # ---- VPN certificates --------------------------------------------------------------------------
 def _vpn(action: str, task_name: str, env: str | None, target: str, dry_run: bool, json: bool, yes: bool, **fields: Any) -> int:
-    from deploykit import vpn
+    from deploykit.vpn import p2s as vpn
 
     request = vpn.VpnRequest(task_name, _require_env(env), target, dry_run, json, yes, **fields)
     return getattr(vpn, action)(request)
@@ -290,10 +290,10 @@ def _db(
 ) -> int:
     import importlib
 
-    from deploykit.database import DbRequest
+    from deploykit.db.database import DbRequest
 
     request = DbRequest(task_name, _require_env(env), target, dry_run, json, yes, **fields)
-    return getattr(importlib.import_module(f"deploykit.{module}"), action)(request)
+    return getattr(importlib.import_module(f"deploykit.db.{module}"), action)(request)
 
 
 @_task("create", _help("env", "admin-dsn", "db", *COMMON))

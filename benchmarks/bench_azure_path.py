@@ -29,20 +29,20 @@ os.chdir(REPO)
 
 from azure.core.credentials import AccessToken, AccessTokenInfo  # noqa: E402
 
-from deploykit.arm import ArmProvider, Target  # noqa: E402
-from deploykit.config import load_platform  # noqa: E402
-from deploykit.credentials import SharedTokenCredential  # noqa: E402
-from deploykit.model import ResourceSpec  # noqa: E402
-from deploykit.paths import config_dir  # noqa: E402
-from deploykit.plan import compute_plan  # noqa: E402
-from deploykit.runner import apply_plan, render_steps  # noqa: E402
-from deploykit.sandbox.server import SandboxServer  # noqa: E402
-from deploykit.target import (  # noqa: E402
+from deploykit.azure.arm import ArmProvider, Target  # noqa: E402
+from deploykit.azure.credentials import SharedTokenCredential  # noqa: E402
+from deploykit.azure.target import (  # noqa: E402
     AZURE_POLLING_INTERVAL,
     AZURE_POLLING_INTERVAL_MAX,
     SANDBOX_SUBSCRIPTION,
     sandbox_control,
 )
+from deploykit.config import load_platform  # noqa: E402
+from deploykit.engine.model import ResourceSpec  # noqa: E402
+from deploykit.engine.plan import compute_plan  # noqa: E402
+from deploykit.engine.runner import apply_plan, render_steps  # noqa: E402
+from deploykit.paths import config_dir  # noqa: E402
+from deploykit.sandbox.server import SandboxServer  # noqa: E402
 
 STEPS = ["step1", "step2a", "step2b"]
 SCOPE = "https://management.azure.com/.default"

@@ -20,18 +20,18 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.chdir(REPO)
 
+from deploykit.azure.target import SANDBOX_SUBSCRIPTION, open_target, sandbox_control  # noqa: E402
 from deploykit.config import load_platform  # noqa: E402
-from deploykit.paths import config_dir  # noqa: E402
-from deploykit.plan import compute_plan  # noqa: E402
-from deploykit.runner import (  # noqa: E402
+from deploykit.engine.plan import compute_plan  # noqa: E402
+from deploykit.engine.runner import (  # noqa: E402
     RunOptions,
     apply_plan,
     converge,
     render_steps,
 )
+from deploykit.paths import config_dir  # noqa: E402
 from deploykit.sandbox.providers import ASYNC_TYPES  # noqa: E402
 from deploykit.sandbox.server import SandboxServer  # noqa: E402
-from deploykit.target import SANDBOX_SUBSCRIPTION, open_target, sandbox_control  # noqa: E402
 
 STEPS = ["step1", "step2a", "step2b"]
 

@@ -20,9 +20,9 @@ os.chdir(REPO)
 import psycopg  # noqa: E402
 from psycopg.conninfo import make_conninfo  # noqa: E402
 
-from deploykit import migration_runs  # noqa: E402
-from deploykit import migrations as mig  # noqa: E402
-from deploykit.database import DbRequest  # noqa: E402
+from deploykit.db import migration_runs  # noqa: E402
+from deploykit.db import migrations as mig  # noqa: E402
+from deploykit.db.database import DbRequest  # noqa: E402
 from deploykit.sandbox.postgres import start_embedded  # noqa: E402
 
 SQL = "CREATE TABLE t{n} (id int PRIMARY KEY, note text);\nINSERT INTO t{n} VALUES ({n}, 'x');\n"

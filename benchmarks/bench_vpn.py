@@ -22,10 +22,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.chdir(REPO)
 
-from deploykit import pki, vpn  # noqa: E402
 from deploykit.config import load_platform  # noqa: E402
 from deploykit.paths import config_dir  # noqa: E402
 from deploykit.sandbox.server import SandboxServer  # noqa: E402
+from deploykit.vpn import p2s as vpn  # noqa: E402
+from deploykit.vpn import pki  # noqa: E402
 
 
 def main() -> None:

@@ -98,6 +98,10 @@ def _translating(method: Callable[..., None]) -> Callable[..., None]:
             method(self)
         except ParseError as exc:
             raise Exit(redact(f"error: {describe(exc, self)}"), code=EXIT_USAGE) from None
+        except BrokenPipeError:
+            # `invoke --list | head`: the reader left; say nothing more (stdout is gone).
+            _quiet_stdout()
+            raise Exit(code=EXIT_USAGE) from None
 
     return wrapper
 

@@ -546,7 +546,7 @@ class EnvConfig(Strict):
 
     @model_validator(mode="after")
     def _steps_known(self) -> EnvConfig:
-        from deploykit.steps import STEPS
+        from deploykit.engine.steps import STEPS
 
         for i, step in enumerate(self.steps):
             if step not in STEPS:

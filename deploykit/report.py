@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from deploykit.model import Action, Change, Plan
+from deploykit.engine.model import Action, Change, Plan
 from deploykit.paths import audit_dir
 
 REDACTED = "[redacted]"

@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from deploykit.azure.target import external_sandbox, sandbox_control
+from deploykit.engine.flow import RunContext, RunOptions, Work, run
+from deploykit.engine.model import Action, Change, Plan
 from deploykit.errors import UserError
-from deploykit.flow import RunContext, RunOptions, Work, run
-from deploykit.model import Action, Change, Plan
 from deploykit.paths import sandbox_dir
 from deploykit.sandbox.server import summarise
 from deploykit.sandbox.store import SandboxState, remove_state
-from deploykit.target import external_sandbox, sandbox_control
 
 
 def reset(options: RunOptions) -> int:

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploykit.arm import read_secret, translated_errors
+from deploykit.azure.arm import read_secret, translated_errors
 from deploykit.config import VaultConfig
+from deploykit.engine.flow import RunContext, RunOptions, Work, run
+from deploykit.engine.model import Action, Change, Plan
+from deploykit.engine.runner import load_for
+from deploykit.engine.steps import run_first
 from deploykit.errors import ApplyError, AzureOperationError, UserError
-from deploykit.flow import RunContext, RunOptions, Work, run
-from deploykit.model import Action, Change, Plan
 from deploykit.report import redact_value
-from deploykit.runner import load_for
-from deploykit.steps import run_first
 
 MAX_SECRET_BYTES = 25 * 1024  # Key Vault's limit for a secret value
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from deploykit.arm import ArmProvider, Target
+from deploykit.azure.arm import ArmProvider, Target
+from deploykit.azure.target import SANDBOX_SUBSCRIPTION, SandboxCredential, sandbox_control
 from deploykit.sandbox.server import SandboxServer
-from deploykit.target import SANDBOX_SUBSCRIPTION, SandboxCredential, sandbox_control
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "tests" / "data" / "arm-examples"  # copies of the shared examples, listed in INDEX.md
@@ -57,7 +57,7 @@ class Sandbox:
 
     def seed_vault(self, group: str, vault: str) -> str:
         """Create a group and a vault through the SDK (for vaults whose step is not built yet); returns its id."""
-        from deploykit.model import ResourceSpec
+        from deploykit.engine.model import ResourceSpec
 
         rg = f"/subscriptions/{SANDBOX_SUBSCRIPTION}/resourceGroups/{group}"
         self.provider.put(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deploykit.azure.target import SANDBOX_SUBSCRIPTION
 from deploykit.config import available_envs, load_platform
-from deploykit.model import Plan, ResourceSpec
+from deploykit.engine.model import Plan, ResourceSpec
+from deploykit.engine.plan import compute_plan
+from deploykit.engine.runner import RunOptions, converge, render_steps
 from deploykit.paths import config_dir
-from deploykit.plan import compute_plan
-from deploykit.runner import RunOptions, converge, render_steps
-from deploykit.target import SANDBOX_SUBSCRIPTION
 
 
 def specs_for(steps: list[str], env: str | None = "beta") -> list[ResourceSpec]:

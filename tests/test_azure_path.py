@@ -15,12 +15,12 @@ from typing import Any
 
 from azure.core.credentials import AccessToken, AccessTokenInfo
 
-from deploykit.arm import ArmProvider, LroPolling, Target, backoff_delays, read_secret
-from deploykit.credentials import SharedTokenCredential
-from deploykit.model import ResourceSpec
-from deploykit.plan import compute_plan
-from deploykit.runner import apply_plan
-from deploykit.target import AZURE_POLLING_INTERVAL, AZURE_POLLING_INTERVAL_MAX, SANDBOX_SUBSCRIPTION
+from deploykit.azure.arm import ArmProvider, LroPolling, Target, backoff_delays, read_secret
+from deploykit.azure.credentials import SharedTokenCredential
+from deploykit.azure.target import AZURE_POLLING_INTERVAL, AZURE_POLLING_INTERVAL_MAX, SANDBOX_SUBSCRIPTION
+from deploykit.engine.model import ResourceSpec
+from deploykit.engine.plan import compute_plan
+from deploykit.engine.runner import apply_plan
 from tests.helpers import specs_for
 
 ARM_SCOPE = "https://management.azure.com/.default"

@@ -15,7 +15,7 @@ import hashlib
 
 import pytest
 
-from deploykit.compare import diff_resource, rules_for
+from deploykit.engine.compare import diff_resource, rules_for
 from tests.conftest import EXAMPLES, load_example
 
 # (example file, ARM type, request body parameter, write-only paths)

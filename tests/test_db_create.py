@@ -6,9 +6,9 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from deploykit import database
-from deploykit.database import DbRequest
-from deploykit.target import SANDBOX_SUBSCRIPTION
+from deploykit.azure.target import SANDBOX_SUBSCRIPTION
+from deploykit.db import database
+from deploykit.db.database import DbRequest
 from tests.conftest import run_invoke
 
 OWNED = {

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from deploykit import database, migration_runs
-from deploykit.database import DbRequest
+from deploykit.db import database, migration_runs
+from deploykit.db.database import DbRequest
 from tests.conftest import REPO, run_invoke
 
 DB = "sigmatiq_core"

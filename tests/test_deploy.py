@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from deploykit.model import Action
+from deploykit.engine.model import Action
 from tests.conftest import run_invoke
 from tests.helpers import plan_for, run, specs_for
 

@@ -1,4 +1,4 @@
-"""deploykit.migrations against a real PostgreSQL: a killed, failed or cancelled no-transaction file is
+"""deploykit.db.migrations against a real PostgreSQL: a killed, failed or cancelled no-transaction file is
 recorded as unfinished (never silently lost), Ctrl-C and cancel() stop the statement on the server, a
 lock timeout names the holder, and an old tracking table is upgraded in place."""
 
@@ -19,7 +19,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from deploykit import migrations as mig
+from deploykit.db import migrations as mig
 from tests.conftest import REPO
 
 DB = "sigmatiq_migration_safety"  # the pg_admin fixture drops sigmatiq* databases
@@ -94,7 +94,7 @@ RUNNER = textwrap.dedent(
     import sys
     from pathlib import Path
     import psycopg
-    from deploykit import migrations as mig
+    from deploykit.db import migrations as mig
 
     conn = psycopg.connect(sys.argv[1], autocommit=True)
     mig.prepare_session(conn, "kill-test")

@@ -10,9 +10,9 @@ import urllib.request
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from deploykit.model import ResourceSpec
+from deploykit.azure.target import SANDBOX_SUBSCRIPTION
+from deploykit.engine.model import ResourceSpec
 from deploykit.sandbox.server import SandboxServer
-from deploykit.target import SANDBOX_SUBSCRIPTION
 
 SUB = f"/subscriptions/{SANDBOX_SUBSCRIPTION}"
 RG = f"{SUB}/resourceGroups/rg-test"

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from deploykit.target import SANDBOX_SUBSCRIPTION
+from deploykit.azure.target import SANDBOX_SUBSCRIPTION
 
 RG = f"/subscriptions/{SANDBOX_SUBSCRIPTION}/resourceGroups/rg-http"
 ACR = f"{RG}/providers/Microsoft.ContainerRegistry/registries/acrhttp"

@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from deploykit import sandbox_tasks
+from deploykit.azure.target import SANDBOX_SUBSCRIPTION
+from deploykit.engine.flow import RunOptions
 from deploykit.errors import UserError
-from deploykit.flow import RunOptions
 from deploykit.sandbox.server import SandboxServer
-from deploykit.target import SANDBOX_SUBSCRIPTION
 
 REPO = Path(__file__).resolve().parent.parent
 RG = f"/subscriptions/{SANDBOX_SUBSCRIPTION}/resourceGroups/rg-shared"

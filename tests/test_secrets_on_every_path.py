@@ -36,7 +36,7 @@ def everything_printed(results, audit_dir: Path, sandbox, pg_admin: str | None =
 
 
 def vault_secret(sandbox, vault_id: str, name: str) -> str | None:
-    from deploykit.arm import read_secret
+    from deploykit.azure.arm import read_secret
 
     uri = sandbox.provider.read(vault_id, "2026-05-15")["properties"]["vaultUri"]
     return read_secret(sandbox.provider.secret_client(uri), name)

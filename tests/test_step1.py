@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from deploykit.engine.model import Action, Change, Plan
+from deploykit.engine.runner import apply_plan
 from deploykit.errors import ResourceLockedError
-from deploykit.model import Action, Change, Plan
-from deploykit.runner import apply_plan
 from tests.helpers import plan_for, run, spec, specs_for
 
 GROUPS = {"rg-trading-shared", "rg-trading-beta-data", "rg-trading-beta-apps", "rg-trading-prod-data", "rg-trading-prod-apps"}

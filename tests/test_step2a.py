@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from deploykit.engine.model import Action
 from deploykit.errors import AzureOperationError
-from deploykit.model import Action
 from tests.helpers import plan_for, run, spec
 
 STEPS = ["step1", "step2a"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deploykit.model import Action
+from deploykit.engine.model import Action
 from tests.helpers import plan_for, run, spec
 
 STEPS = ["step1", "step2b"]

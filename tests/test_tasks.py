@@ -14,7 +14,7 @@ import sys
 from invoke import Program, Collection
 import tasks
 Program(namespace=Collection.from_module(tasks)).run(["invoke", "--list"], exit=False)
-heavy = sorted(m for m in sys.modules if m.startswith(("azure", "psycopg", "deploykit.arm", "deploykit.sandbox")))
+heavy = sorted(m for m in sys.modules if m.startswith(("azure", "psycopg", "deploykit.azure.arm", "deploykit.sandbox")))
 print("HEAVY:" + ",".join(heavy))
 """
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from deploykit import vpn
-from deploykit.target import SANDBOX_SUBSCRIPTION
+from deploykit.azure.target import SANDBOX_SUBSCRIPTION
+from deploykit.vpn import p2s as vpn
 from tests.conftest import run_invoke
 
 SUB = f"/subscriptions/{SANDBOX_SUBSCRIPTION}"

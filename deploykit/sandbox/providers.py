@@ -13,60 +13,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
+from deploykit.sandbox import apps
+from deploykit.sandbox.armtype import PROVISIONING_STATE, ArmType, State, now_iso
 from deploykit.sandbox.ids import ArmError, ParsedId
 
-# The hooks see the store's data (sections "resources", "deleted_vaults", "secrets") inside the
-# store's transaction, so whatever they change is saved with the PUT or DELETE that called them.
-State = dict[str, Any]
-# Before a PUT: raise ArmError to refuse it, or return a body to store instead of the request's.
-PutHook = Callable[[State, ParsedId, "dict[str, Any] | None", "dict[str, Any]"], "dict[str, Any] | None"]
-# After a DELETE took the record out of "resources".
-DeleteHook = Callable[[State, "dict[str, Any]"], None]
-# When a resource is created: add the read-only fields the service computes once.
-CreateHook = Callable[["dict[str, Any]"], None]
-# When a resource is shown: fill the read-only fields derived from the body or the endpoint.
-# The second argument gives a Key Vault's data-plane URL by vault name (None without a server).
-PresentHook = Callable[["dict[str, Any]", "Callable[[str], str] | None"], None]
-
-PROVISIONING_STATE = "properties.provisioningState"
-
-
-@dataclass(frozen=True)
-class ArmType:
-    """One emulated ARM type: how Azure spells it and what its provider adds, keeps and drops."""
-
-    name: str  # canonical casing, as Azure answers `type`
-    long_running: bool = False  # PUT answers 201/200 + Azure-AsyncOperation (azure-facts.md 9)
-    global_name: bool = False  # the name is a DNS label unique across Azure
-    provisioning_state: bool = True  # the provider reports properties.provisioningState
-    display_location: bool = False  # answers "Central US" rather than "centralus" (azure-facts.md 2.2)
-    defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # filled where a PUT omits
-    read_only: tuple[str, ...] = ()  # computed by the service: ignored in a PUT body, kept across PUTs
-    write_only: tuple[str, ...] = ()  # accepted on PUT, never returned (azure-facts.md 2.5)
-    recase: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # path -> str method (2.4)
-    kept_when_omitted: tuple[str, ...] = ()  # child collections a PUT without them leaves alone
-    lock: bool = False  # a management lock: its level applies to everything under its scope
-    serves_secrets: bool = False  # has a secrets data plane (one sandbox port per vault)
-    before_put: PutHook | None = None
-    after_delete: DeleteHook | None = None
-    on_create: CreateHook | None = None
-    computed: PresentHook | None = None
-
-    @property
-    def key(self) -> str:
-        return self.name.lower()
-
-    def read_only_paths(self) -> tuple[str, ...]:
-        return ((PROVISIONING_STATE,) if self.provisioning_state else ()) + self.read_only
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
+__all__ = ["PROVISIONING_STATE", "ArmType", "State", "now_iso", "present", "spec_for", "stored_body"]
 
 
 # ---- hooks -------------------------------------------------------------------------------------
@@ -247,7 +202,7 @@ TYPES: tuple[ArmType, ...] = (
     ArmType("Microsoft.AppConfiguration/configurationStores", long_running=True),
     # container-apps-environment/*, container-app/*: display-name locations
     ArmType("Microsoft.App/managedEnvironments", long_running=True, display_location=True),
-    ArmType("Microsoft.App/containerApps", long_running=True, display_location=True),
+    *apps.TYPES,  # container apps and their revisions: sandbox/apps.py
     # virtual-network/*: a PUT without subnets keeps them (azure-facts.md 3.16)
     ArmType("Microsoft.Network/virtualNetworks", long_running=True, kept_when_omitted=("properties.subnets",)),
     ArmType("Microsoft.Network/virtualNetworks/subnets", long_running=True),

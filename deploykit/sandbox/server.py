@@ -363,6 +363,11 @@ class ArmHandler(_Handler):
             state.get_resource(gateway)
             self._send(200, f"{self.sandbox.url}/_sandbox/packages/{gateway.rsplit('/', 1)[-1]}/vpnclientpackage.zip")
             return 200
+        if self.command == "POST":
+            # An action on a resource (listKeys, ...): the type's hook answers (providers table).
+            resource, action = path.rstrip("/").rsplit("/", 1)
+            self._send(200, state.run_action(resource, action, self._body() if self._raw else None))
+            return 200
         if self.command in READ_METHODS:
             record = state.get_resource(path)
             self._send(200, self._present(record))

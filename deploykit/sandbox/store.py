@@ -270,6 +270,23 @@ class SandboxState:
             self._changed()
             return created, copy.deepcopy(record), op_id
 
+    def run_action(self, rid: str, action: str, request: dict[str, Any] | None) -> Any:
+        """POST {id}/{action} (listKeys, ...): the type's action hook, in one write transaction."""
+        parsed = parse_id(rid)
+        with self._writing():
+            self._settle()
+            record = self._data["resources"].get(parsed.key)
+            if record is None:
+                self._raise_not_found(parsed)
+            hook = providers.spec_for(record["type"]).actions.get(action.lower())
+            if hook is None:
+                raise ArmError(
+                    400, "InvalidRequestContent", f"The action '{action}' is not supported on resource type '{record['type']}'."
+                )
+            response = hook(self._data, record, request)
+            self._changed()
+            return copy.deepcopy(response)
+
     def delete_resource(self, rid: str) -> None:
         parsed = parse_id(rid)
         with self._writing():

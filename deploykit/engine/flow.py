@@ -20,15 +20,15 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from deploykit.apply import Applier, Execution, Outcome, execute
+from deploykit.engine.apply import Applier, Execution, Outcome, execute
+from deploykit.engine.model import Change, Plan
 from deploykit.errors import EXIT_INTERRUPTED, EXIT_PENDING, DeployKitError, UserError
-from deploykit.model import Change, Plan
 from deploykit.report import Reporter, audit, recap_line
 
 if TYPE_CHECKING:
-    from deploykit.arm import ArmProvider
+    from deploykit.azure.arm import ArmProvider
+    from deploykit.azure.target import OpenTarget
     from deploykit.config import Platform
-    from deploykit.target import OpenTarget
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class RunContext:
     _target_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def target(self) -> OpenTarget:
-        from deploykit.target import open_target
+        from deploykit.azure.target import open_target
 
         with self._target_lock:
             if self.opened is None:
@@ -286,7 +286,7 @@ def _request_counts(opened: OpenTarget) -> dict[str, int] | None:
     """This run's requests to the sandbox (None on Azure): counted from the journal, per run."""
     if not opened.sandbox_url:
         return None
-    from deploykit.target import sandbox_control
+    from deploykit.azure.target import sandbox_control
 
     ca = str(opened.provider.target.connection_verify)
     return sandbox_control(opened.sandbox_url, ca, "GET", f"/journal?since={opened.journal_start}")["counts"]

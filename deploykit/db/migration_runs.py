@@ -11,9 +11,9 @@ from typing import Any
 
 from psycopg import sql
 
-from deploykit import migrations as mig
 from deploykit.config import DatabaseConfig
-from deploykit.database import (
+from deploykit.db import migrations as mig
+from deploykit.db.database import (
     DbContext,
     DbRequest,
     connect,
@@ -23,9 +23,9 @@ from deploykit.database import (
     read_only_context,
     role_name,
 )
+from deploykit.engine.flow import RunContext, Work, run
+from deploykit.engine.model import Action, Change, Plan
 from deploykit.errors import ApplyError, UserError
-from deploykit.flow import RunContext, Work, run
-from deploykit.model import Action, Change, Plan
 
 MIGRATE_WORKERS = 8
 

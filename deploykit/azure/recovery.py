@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from deploykit.arm import ArmProvider
-from deploykit.model import ResourceSpec
+from deploykit.azure.arm import ArmProvider
+from deploykit.engine.model import ResourceSpec
 
 
 def find_recoverable(spec: ResourceSpec, provider: ArmProvider) -> str | None:

@@ -24,10 +24,10 @@ from azure.core.exceptions import (
 from azure.core.utils import case_insensitive_dict
 from azure.mgmt.core.polling.arm_polling import ARMPolling
 
-from deploykit.api_versions import api_version
+from deploykit.azure.api_versions import api_version
 from deploykit.config import Platform
+from deploykit.engine.model import ResourceSpec
 from deploykit.errors import AzureOperationError, ResourceLockedError
-from deploykit.model import ResourceSpec
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from deploykit.engine.model import Change
 from deploykit.errors import AzureOperationError, DeployKitError
-from deploykit.model import Change
 from deploykit.report import redact
 
 Applier = Callable[[], Mapping[str, Any] | None]

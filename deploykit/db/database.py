@@ -17,17 +17,17 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from deploykit.api_versions import api_version
-from deploykit.arm import read_secret, translated_errors
-from deploykit.compare import diff_resource
+from deploykit.azure.api_versions import api_version
+from deploykit.azure.arm import read_secret, translated_errors
 from deploykit.config import DatabaseConfig, EnvConfig, Platform
+from deploykit.engine.compare import diff_resource
+from deploykit.engine.flow import RunContext, RunOptions, Work, run
+from deploykit.engine.model import Action, Change, Plan, ResourceSpec
+from deploykit.engine.runner import load_for
+from deploykit.engine.steps import run_first
 from deploykit.errors import ApplyError, UserError
-from deploykit.flow import RunContext, RunOptions, Work, run
-from deploykit.model import Action, Change, Plan, ResourceSpec
 from deploykit.paths import sandbox_dir, under_root
 from deploykit.report import Reporter, redact_value
-from deploykit.runner import load_for
-from deploykit.steps import run_first
 
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from deploykit.arm import ArmProvider
-from deploykit.compare import diff_resource
-from deploykit.model import Action, Change, Plan, ResourceSpec
-from deploykit.recovery import find_recoverable
+from deploykit.azure.arm import ArmProvider
+from deploykit.azure.recovery import find_recoverable
+from deploykit.engine.compare import diff_resource
+from deploykit.engine.model import Action, Change, Plan, ResourceSpec
 
 READ_WORKERS = 16
 FAILED_STATES = {"failed", "canceled"}

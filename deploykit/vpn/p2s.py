@@ -21,17 +21,17 @@ import jinja2
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from deploykit import pki
-from deploykit.api_versions import api_version
-from deploykit.arm import ArmProvider, lro_polling, read_secret, translated_errors
+from deploykit.azure.api_versions import api_version
+from deploykit.azure.arm import ArmProvider, lro_polling, read_secret, translated_errors
 from deploykit.config import EnvConfig, Platform, VpnConfig, available_envs
+from deploykit.engine.flow import RunContext, RunOptions, Work, run
+from deploykit.engine.model import Action, Change, Plan, ResourceSpec
+from deploykit.engine.runner import load_for
 from deploykit.errors import AzureOperationError, UserError
-from deploykit.flow import RunContext, RunOptions, Work, run
 from deploykit.locks import exclusive, lock_path
-from deploykit.model import Action, Change, Plan, ResourceSpec
 from deploykit.paths import certs_dir, config_dir, template_dir, under_root
 from deploykit.report import Reporter, redact_value
-from deploykit.runner import load_for
+from deploykit.vpn import pki
 
 ROOT_ENTRY_PREFIX = "deploykit-root-"
 ROOT_KEY_SECRET, ROOT_CERT_SECRET = "vpn-root-key", "vpn-root-cert"

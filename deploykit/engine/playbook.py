@@ -9,10 +9,10 @@ from typing import Any
 import jinja2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deploykit.api_versions import api_version
+from deploykit.azure.api_versions import api_version
 from deploykit.config import describe_validation_error, parse_yaml, read_text_file
+from deploykit.engine.model import ResourceSpec
 from deploykit.errors import UserError
-from deploykit.model import ResourceSpec
 from deploykit.naming import name_problem, region_problem, tags_problem
 from deploykit.paths import display
 

@@ -11,14 +11,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from deploykit.azure.target import OpenTarget, validate_target
 from deploykit.config import Platform, available_envs, load_platform
+from deploykit.engine.flow import RunContext, RunOptions, Work, run
+from deploykit.engine.model import Action, Change, Plan, ResourceSpec
+from deploykit.engine.playbook import render_playbook
+from deploykit.engine.steps import STEPS
 from deploykit.errors import ApplyError, AzureOperationError, ResourceLockedError, UserError
-from deploykit.flow import RunContext, RunOptions, Work, run
-from deploykit.model import Action, Change, Plan, ResourceSpec
 from deploykit.paths import config_dir, display
-from deploykit.playbook import render_playbook
-from deploykit.steps import STEPS
-from deploykit.target import OpenTarget, validate_target
 
 PLACEHOLDER_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 APPLY_WORKERS = 8
@@ -91,7 +91,7 @@ def plan_steps(ctx: RunContext, step_names: Sequence[str] | None) -> Work:
     pending = [c.address for c in plan.pending]
 
     def verify() -> Plan:
-        from deploykit.plan import compute_plan
+        from deploykit.engine.plan import compute_plan
 
         return compute_plan([by_address[a] for a in pending], provider)
 
@@ -116,7 +116,7 @@ def _open(ctx: RunContext) -> OpenTarget | None:
 
 
 def _plan(specs: list[ResourceSpec], opened: OpenTarget | None, ctx: RunContext) -> Plan:
-    from deploykit.plan import compute_plan, offline_plan
+    from deploykit.engine.plan import compute_plan, offline_plan
 
     if opened is None:
         return offline_plan(specs, "no Azure subscription or credentials")
@@ -133,8 +133,8 @@ def _plan(specs: list[ResourceSpec], opened: OpenTarget | None, ctx: RunContext)
 
 def apply_resource(change: Change, spec: ResourceSpec, provider: Any) -> Mapping[str, Any] | None:
     """Make one resource match its spec; errors keep Azure's code, with a hint where we have one."""
-    from deploykit.plan import plan_resource
-    from deploykit.recovery import recover
+    from deploykit.azure.recovery import recover
+    from deploykit.engine.plan import plan_resource
 
     try:
         if change.action is Action.WAIT:
@@ -158,8 +158,8 @@ def apply_resource(change: Change, spec: ResourceSpec, provider: Any) -> Mapping
 
 def wait_for_operation(spec: ResourceSpec, provider: Any) -> str:
     """Poll until the resource's provisioning state is terminal (after a killed run, say)."""
-    from deploykit.arm import backoff_delays
-    from deploykit.plan import provisioning_state, state_is_terminal
+    from deploykit.azure.arm import backoff_delays
+    from deploykit.engine.plan import provisioning_state, state_is_terminal
 
     delays = backoff_delays(max(0.2, float(provider.target.polling_interval)), float(provider.target.polling_interval_max))
     deadline = time.monotonic() + WAIT_LIMIT_SECONDS
@@ -177,7 +177,7 @@ def apply_plan(plan: Plan, specs: Mapping[str, ResourceSpec], provider: Any, wor
     """Apply a plan's ARM changes over their graph, without the flow (benchmarks and engine tests)."""
     import threading
 
-    from deploykit.apply import execute
+    from deploykit.engine.apply import execute
 
     appliers = {c.address: functools.partial(apply_resource, c, specs[c.address], provider) for c in plan.pending}
     depends_on = {a: s.depends_on for a, s in specs.items()}

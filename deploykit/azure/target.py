@@ -14,9 +14,9 @@ from typing import Any
 
 from azure.core.credentials import AccessToken, AccessTokenInfo
 
-from deploykit.arm import ArmProvider, Target
+from deploykit.azure.arm import ArmProvider, Target
+from deploykit.azure.credentials import SharedTokenCredential
 from deploykit.config import Platform
-from deploykit.credentials import SharedTokenCredential
 from deploykit.errors import UserError
 from deploykit.paths import sandbox_dir
 

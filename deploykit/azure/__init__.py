@@ -1,0 +1,1 @@
+"""Azure: the provider over the SDKs, targets, credentials, API versions, per-type plug-ins."""

@@ -1,0 +1,1 @@
+"""Databases: db.create, migrations and their runs."""

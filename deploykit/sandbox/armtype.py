@@ -1,0 +1,69 @@
+"""The shape of one emulated ARM type (`ArmType`) and the hook signatures it can name.
+
+Kept apart from the table (providers.py) so per-type modules (apps.py, ...) can define their
+entries and hooks without importing the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+from deploykit.sandbox.ids import ParsedId
+
+# The hooks see the store's data (sections "resources", "deleted_vaults", "secrets") inside the
+# store's transaction, so whatever they change is saved with the PUT or DELETE that called them.
+State = dict[str, Any]
+# Before a PUT: raise ArmError to refuse it, or return a body to store instead of the request's.
+PutHook = Callable[[State, ParsedId, "dict[str, Any] | None", "dict[str, Any]"], "dict[str, Any] | None"]
+# After a DELETE took the record out of "resources".
+DeleteHook = Callable[[State, "dict[str, Any]"], None]
+# When a resource is created: add the read-only fields the service computes once.
+CreateHook = Callable[["dict[str, Any]"], None]
+# When a resource is shown: fill the read-only fields derived from the body or the endpoint.
+# The second argument gives a Key Vault's data-plane URL by vault name (None without a server).
+PresentHook = Callable[["dict[str, Any]", "Callable[[str], str] | None"], None]
+
+# POST {id}/{action}: sees the store's data, the stored record and the request body (or None);
+# returns the response body. Runs inside the store's write transaction.
+ActionHook = Callable[[State, "dict[str, Any]", "dict[str, Any] | None"], Any]
+
+PROVISIONING_STATE = "properties.provisioningState"
+
+
+@dataclass(frozen=True)
+class ArmType:
+    """One emulated ARM type: how Azure spells it and what its provider adds, keeps and drops."""
+
+    name: str  # canonical casing, as Azure answers `type`
+    long_running: bool = False  # PUT answers 201/200 + Azure-AsyncOperation (azure-facts.md 9)
+    global_name: bool = False  # the name is a DNS label unique across Azure
+    provisioning_state: bool = True  # the provider reports properties.provisioningState
+    display_location: bool = False  # answers "Central US" rather than "centralus" (azure-facts.md 2.2)
+    defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # filled where a PUT omits
+    read_only: tuple[str, ...] = ()  # computed by the service: ignored in a PUT body, kept across PUTs
+    write_only: tuple[str, ...] = ()  # accepted on PUT, never returned (azure-facts.md 2.5)
+    recase: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # path -> str method (2.4)
+    kept_when_omitted: tuple[str, ...] = ()  # child collections a PUT without them leaves alone
+    lock: bool = False  # a management lock: its level applies to everything under its scope
+    serves_secrets: bool = False  # has a secrets data plane (one sandbox port per vault)
+    before_put: PutHook | None = None
+    after_delete: DeleteHook | None = None
+    on_create: CreateHook | None = None
+    computed: PresentHook | None = None
+    # POST {resource id}/{action} (listKeys, ...): lower-cased action name -> hook (below)
+    actions: Mapping[str, ActionHook] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def key(self) -> str:
+        return self.name.lower()
+
+    def read_only_paths(self) -> tuple[str, ...]:
+        return ((PROVISIONING_STATE,) if self.provisioning_state else ()) + self.read_only
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")

@@ -1,0 +1,1 @@
+"""Point-to-site VPN: the certificate authority and the vpn.* tasks."""
