@@ -160,8 +160,11 @@ class SandboxServer:
         self._arm = self._listen(ArmHandler, None)
         self.url = f"https://127.0.0.1:{self._arm.server_address[1]}"
 
-    def _listen(self, handler: type[BaseHTTPRequestHandler], vault: str | None) -> ThreadingHTTPServer:
-        httpd = _HTTPServer(("127.0.0.1", 0), handler)
+    def _listen(self, handler: type[BaseHTTPRequestHandler], vault: str | None, port: int = 0) -> ThreadingHTTPServer:
+        try:
+            httpd = _HTTPServer(("127.0.0.1", port), handler)
+        except OSError:  # the remembered port is taken (another sandbox on this folder): any port
+            httpd = _HTTPServer(("127.0.0.1", 0), handler)
         httpd.socket = self._ssl.wrap_socket(httpd.socket, server_side=True)
         httpd.sandbox = self  # type: ignore[attr-defined]
         httpd.vault = vault  # type: ignore[attr-defined]
@@ -172,8 +175,38 @@ class SandboxServer:
         with self._vault_lock:
             httpd = self._vault_servers.get(name.lower())
             if httpd is None:
-                httpd = self._vault_servers[name.lower()] = self._listen(VaultHandler, name.lower())
+                port = self._remembered_port(f"vault:{name.lower()}")
+                httpd = self._vault_servers[name.lower()] = self._listen(VaultHandler, name.lower(), port)
+                self._remember_port(f"vault:{name.lower()}", httpd.server_address[1])
         return f"https://127.0.0.1:{httpd.server_address[1]}/"
+
+    # A data-plane URL ends up in declared values (a container app's Key Vault reference): the
+    # same endpoint keeps the same port across sandbox restarts, so a re-run sees no change.
+    def _ports_file(self) -> Path | None:
+        return self.state_dir / "ports.json" if self.state_dir else None
+
+    def _remembered_port(self, key: str) -> int:
+        path = self._ports_file()
+        try:
+            return int(json.loads(path.read_text()).get(key, 0)) if path else 0
+        except (OSError, ValueError, AttributeError):
+            return 0
+
+    def _remember_port(self, key: str, port: int) -> None:
+        path = self._ports_file()
+        if path is None:
+            return
+        with suppress(OSError):  # callers hold _vault_lock; a lost race only costs a new port next time
+            try:
+                known = json.loads(path.read_text())
+            except (OSError, ValueError):
+                known = {}
+            known = known if isinstance(known, dict) else {}
+            if known.get(key) != port:
+                known[key] = port
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(known))
+                tmp.replace(path)
 
     def stop(self) -> None:
         for httpd in [self._arm, *self._vault_servers.values()]:
