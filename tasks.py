@@ -33,6 +33,7 @@ HELP = {
     "admin-dsn": "admin connection string (else PGHOST/PGUSER/... or the environment's server)",
     "db": "one database (default: all of the environment's)",
     "dir": "that database's folder of NNNN_description.sql files (with --db)",
+    "tag": "image tag to deploy (default: image_tag in config/<env>.yaml)",
 }
 COMMON = ("target", "dry-run", "json", "yes")
 VPN_COMMON = ("env", "certs-dir", *COMMON)
@@ -56,6 +57,17 @@ def _require_env(env: str | None) -> str:
     if not env:
         raise UserError(f"--env: required; allowed: beta, prod ({ENVS_HELP})")
     return env
+
+
+def _tag(value: Any) -> str | None:
+    """An image tag as Docker allows it: 1-128 of letters, digits, '_', '.', '-', not starting with '.' or '-'."""
+    import re
+
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", value):
+        raise UserError(f"--tag: {value!r} is not an image tag; allowed: 1-128 letters, digits, '_', '.', '-' (not first)")
+    return value
 
 
 def _number(flag: str, value: Any, low: float, high: float, kind: type = float) -> Any:
@@ -101,6 +113,12 @@ def _step_task(step: Step) -> Task:
             return _converge(_options(step.name, env, target, dry_run, json, yes, all_envs=all), [step.name])
 
         body, flags = all_body, ("env", "all", *COMMON)
+    elif step.uses_tag:
+
+        def tag_body(c, env=None, tag=None, target="sandbox", dry_run=False, json=False, yes=False):
+            return _converge(_options(step.name, _require_env(env), target, dry_run, json, yes, tag=_tag(tag)), [step.name])
+
+        body, flags = tag_body, ("env", "tag", *COMMON)
     else:
 
         def env_body(c, env=None, target="sandbox", dry_run=False, json=False, yes=False):
@@ -115,13 +133,13 @@ def _step_task(step: Step) -> Task:
 STEP_TASKS = [_step_task(step) for step in STEPS.values()]
 
 
-@_task("deploy", _help("env", *COMMON))
-def deploy(c, env=None, target="sandbox", dry_run=False, json=False, yes=False):
-    """Converge every step of an environment, in order.
+@_task("deploy", _help("env", "tag", *COMMON))
+def deploy(c, env=None, tag=None, target="sandbox", dry_run=False, json=False, yes=False):
+    """Converge every step of an environment, in order, with its databases and health checks.
 
     Runbook: runbooks/deploy.md. The steps are listed in config/<env>.yaml.
     """
-    return _converge(_options("deploy", _require_env(env), target, dry_run, json, yes), None)
+    return _converge(_options("deploy", _require_env(env), target, dry_run, json, yes, tag=_tag(tag)), None)
 
 
 @_task("plan", _help("env", "target", "json", "exit-code"))

@@ -372,6 +372,38 @@ class ContainerAppsEnvironmentConfig(Strict):
     name: EnvironmentName
 
 
+def _per_app(value: str) -> str:
+    if "{app}" not in value:
+        raise ValueError("must contain {app} (one secret per app, e.g. database-url-{app})")
+    problem = name_problem("Microsoft.KeyVault/vaults/secrets", value.replace("{app}", "app"))
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+class ConnectionSecrets(Strict):
+    """Names of the secrets step 3 and db.create write into the env vault, named once here."""
+
+    postgres_host: SecretName = "postgres-host"
+    postgres_admin_login: SecretName = "postgres-admin-login"
+    redis_host: SecretName = "redis-host"
+    redis_key: SecretName = "redis-access-key"
+    # One PostgreSQL URL per app, built by db.create from the app's own role and password.
+    database_url: Annotated[str, AfterValidator(_per_app)] = "database-url-{app}"
+
+    def database_url_for(self, app: str) -> str:
+        return self.database_url.replace("{app}", app)
+
+
+class HealthConfig(Strict):
+    """How step 5 verifies apps: `http` GETs /healthz and /readyz; `revision` reads revision state only."""
+
+    mode: Literal["http", "revision"] = "http"
+    timeout_seconds: Annotated[int, Field(ge=10, le=3600)] = 600
+    liveness_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9/_.-]*$")] = "/healthz"
+    readiness_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9/_.-]*$")] = "/readyz"
+
+
 class AppConfig(Strict):
     name: ContainerAppName
     port: Annotated[int, Field(ge=1, le=65535)]
@@ -523,6 +555,10 @@ class EnvConfig(Strict):
     app_configuration: AppConfigurationConfig
     container_apps_environment: ContainerAppsEnvironmentConfig
     apps: list[AppConfig]
+    # The image tag step 5 deploys (`--tag` overrides it for one run).
+    image_tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")] = "latest"
+    health: HealthConfig = HealthConfig()
+    connection_secrets: ConnectionSecrets = ConnectionSecrets()
     databases: list[DatabaseConfig]
     # Where each application's ordered SQL migrations are checked out (the apps own them).
     migrations_root: str = "migrations"

@@ -185,6 +185,35 @@ class ArmProvider:
                 resource_id, api_version=api_version, polling=lro_polling(self.target)
             ).result()
 
+    def action(self, resource_id: str, name: str, api_version: str, body: Mapping[str, Any] | None = None) -> Any:
+        """POST {id}/{name} (listKeys, ...): a synchronous action's JSON answer."""
+        return self._send("POST", f"{resource_id}/{name}", api_version, body=body)
+
+    def list_at(self, path: str, api_version: str, filter_expr: str | None = None) -> list[dict[str, Any]]:
+        """GET a collection (one page is enough for what we list: a principal's assignments at a scope)."""
+        params = {"$filter": filter_expr} if filter_expr else {}
+        answer = self._send("GET", path, api_version, params=params) or {}
+        return list(answer.get("value") or [])
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        api_version: str,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Any:
+        from azure.core.rest import HttpRequest
+        from azure.mgmt.core.exceptions import ARMErrorFormat
+
+        url = self.target.arm_endpoint.rstrip("/") + path
+        request = HttpRequest(method, url, params={"api-version": api_version, **(params or {})}, json=body)
+        with translated_errors(self.target.arm_endpoint):
+            response = self.resources.send_request(request)
+            if response.status_code >= 400:
+                raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+            return response.json() if response.text() else None
+
     def read_deleted_vault(self, name: str, location: str) -> dict[str, Any] | None:
         """A soft-deleted vault holding this name, or None (azure-facts.md 4)."""
         with translated_errors(self.target.arm_endpoint):

@@ -43,6 +43,7 @@ class RunOptions:
     yes: bool = False
     all_envs: bool = False  # step1 --all: every environment, prod included
     exit_code: bool = False  # dry runs: exit 3 when changes are pending
+    tag: str | None = None  # steps that deploy images: --tag overrides the env's image_tag
 
     @property
     def needs_confirmation(self) -> bool:

@@ -33,6 +33,7 @@ class ResourceSpec:
     step: str
     depends_on: tuple[str, ...] = ()
     write_only: tuple[str, ...] = ()  # dotted paths sent on create/update, never compared
+    create_only: tuple[str, ...] = ()  # dotted paths sent on create only; a difference forces a new resource
 
     @property
     def name(self) -> str:

@@ -1,43 +1,154 @@
-"""Read actual state (all reads in parallel) and compare it with the specs -> Plan."""
+"""Read actual state (all reads in parallel), resolve references, compare with the specs -> Plan."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from deploykit.azure.arm import ArmProvider
+from deploykit.azure.plugins import plugin_for
 from deploykit.azure.recovery import find_recoverable
 from deploykit.engine.compare import diff_resource
 from deploykit.engine.model import Action, Change, Plan, ResourceSpec
+from deploykit.engine.references import (
+    ACTION,
+    SENSITIVE,
+    UNKNOWN,
+    Unresolved,
+    contains_unknown,
+    dig,
+    is_sensitive_path,
+    refs_in,
+    resolve,
+)
+from deploykit.report import redact_value
 
 READ_WORKERS = 16
 FAILED_STATES = {"failed", "canceled"}
 TERMINAL_STATES = {"succeeded", *FAILED_STATES}
+_UNREAD = object()
 
 
-def compute_plan(specs: Sequence[ResourceSpec], provider: ArmProvider, workers: int = READ_WORKERS) -> Plan:
-    """One read per resource, all at once: a no-op run costs about one round of latency."""
+class StateCache:
+    """What Azure holds for each address in this run: read once, updated by each apply.
+
+    References resolve from here; `specs` covers the run's entries and the earlier steps'
+    entries they may refer to (read only when referred to).
+    """
+
+    def __init__(self, provider: ArmProvider, specs: Mapping[str, ResourceSpec]) -> None:
+        self.provider = provider
+        self.specs = dict(specs)
+        self._actual: dict[str, Any] = {}
+        self._actions: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    def read_all(self, addresses: Iterable[str], workers: int = READ_WORKERS) -> None:
+        todo = [a for a in dict.fromkeys(addresses) if a in self.specs]
+        if not todo:
+            return
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as pool:
+            for address, actual in zip(todo, pool.map(self._read, todo), strict=True):
+                self.set(address, actual)
+
+    def _read(self, address: str) -> dict[str, Any] | None:
+        spec = self.specs[address]
+        return self.provider.read(spec.id, spec.api_version)
+
+    def get(self, address: str) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._actual.get(address, _UNREAD)
+        if found is _UNREAD:
+            found = self._read(address)
+            self.set(address, found)
+        return found  # type: ignore[return-value]
+
+    def set(self, address: str, actual: dict[str, Any] | None) -> None:
+        with self._lock:
+            self._actual[address] = actual
+            self._actions = {k: v for k, v in self._actions.items() if k[0] != address}
+
+    def forget(self, address: str) -> None:
+        with self._lock:
+            self._actual.pop(address, None)
+
+    def lookup(self, address: str, path: str) -> Any:
+        """A reference's value now; Unresolved when the entry does not exist (yet)."""
+        actual = self.get(address)
+        if actual is None:
+            raise Unresolved(f"{address} does not exist")
+        action = ACTION.match(path)
+        if action:
+            name, rest = action.group(1), action.group(2)
+            key = (address, name)
+            with self._lock:
+                result = self._actions.get(key, _UNREAD)
+            if result is _UNREAD:
+                spec = self.specs[address]
+                result = self.provider.action(spec.id, name, spec.api_version)
+                with self._lock:
+                    self._actions[key] = result
+            value = dig(result, rest) if rest else result
+        else:
+            plugin = plugin_for(self.specs[address].type)
+            value = plugin.read_value(self.specs[address], path, self) if plugin.read_value else dig(actual, path)
+        if is_sensitive_path(path) and isinstance(value, str):
+            redact_value(value)
+        return value
+
+    def resolved(self, spec: ResourceSpec, strict: bool = False, skip: Iterable[str] = ()) -> dict[str, Any]:
+        return resolve(spec.body, self.lookup, frozenset(skip), strict)
+
+
+def compute_plan(
+    specs: Sequence[ResourceSpec],
+    provider: ArmProvider,
+    workers: int = READ_WORKERS,
+    context: Mapping[str, ResourceSpec] | None = None,
+    cache: StateCache | None = None,
+) -> Plan:
+    """One read per resource (and per entry referred to), all at once: a no-op costs one round."""
+    cache = cache or StateCache(provider, {**(context or {}), **{s.address: s for s in specs}})
+    referred = {address for spec in specs for address, _ in refs_in(spec.body)}
+    cache.read_all([*(s.address for s in specs), *sorted(referred)], workers)
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(specs) or 1))) as pool:
-        changes = tuple(pool.map(lambda spec: plan_resource(spec, provider), specs))
+        changes = tuple(pool.map(lambda spec: plan_resource(spec, provider, cache), specs))
     return Plan(changes=changes)
 
 
 def offline_plan(specs: Sequence[ResourceSpec], why: str) -> Plan:
     """A plan made without reading Azure (dry run, no credentials): everything is assumed absent."""
     return Plan(
-        changes=tuple(Change(s.address, s.type, s.id, Action.CREATE, f"state not read ({why}); assumed absent") for s in specs),
+        changes=tuple(
+            Change(s.address, s.type, s.id, Action.CREATE, f"state not read ({why}); assumed absent", create_diff(s.body))
+            for s in specs
+        ),
         state_read=False,
     )
 
 
-def plan_resource(spec: ResourceSpec, provider: ArmProvider) -> Change:
-    actual = provider.read(spec.id, spec.api_version)
+def plan_resource(spec: ResourceSpec, provider: ArmProvider, cache: StateCache | None = None) -> Change:
+    cache = cache or StateCache(provider, {spec.address: spec})
+    plugin = plugin_for(spec.type)
+    if plugin.plan is not None:
+        return plugin.plan(spec, cache)
+    return generic_plan(spec, cache)
+
+
+def generic_plan(spec: ResourceSpec, cache: StateCache) -> Change:
+    """Read, resolve references, compare: create, recover, wait, update or unchanged."""
+    provider = cache.provider
+    actual = cache.get(spec.address)
+    # Write-only fields (a password from the vault) are resolved when applied, never while planning.
+    body = cache.resolved(spec, skip=spec.write_only)
     if actual is None:
         recover_reason = find_recoverable(spec, provider)
         if recover_reason:
-            return Change(spec.address, spec.type, spec.id, Action.RECOVER, recover_reason)
-        return Change(spec.address, spec.type, spec.id, Action.CREATE, "does not exist")
-    diff = diff_resource(spec.type, spec.body, actual, spec.write_only)
+            return Change(spec.address, spec.type, spec.id, Action.RECOVER, recover_reason, create_diff(body, spec.write_only))
+        return Change(spec.address, spec.type, spec.id, Action.CREATE, "does not exist", create_diff(body, spec.write_only))
+    diff = diff_resource(spec.type, body, actual, spec.write_only)
     state = provisioning_state(actual)
     if not state_is_terminal(state):
         return Change(
@@ -47,11 +158,55 @@ def plan_resource(spec: ResourceSpec, provider: ArmProvider) -> Change:
     if state in FAILED_STATES:
         return Change(spec.address, spec.type, spec.id, Action.UPDATE, f"provisioning state is {state}; re-applying", diff)
     if diff:
-        fields = ", ".join(diff)
-        return Change(spec.address, spec.type, spec.id, Action.UPDATE, f"differs in {fields}", diff)
+        return Change(spec.address, spec.type, spec.id, Action.UPDATE, _differs(spec, diff), _flag_create_only(spec, diff))
     return Change(
         spec.address, spec.type, spec.id, Action.UNCHANGED, f"matches: {_count_leaves(spec.body)} declared fields equal"
     )
+
+
+def create_only_differences(spec: ResourceSpec, diff: Mapping[str, Any]) -> list[str]:
+    return [path for path in diff if any(path == c or path.startswith(c + ".") for c in spec.create_only)]
+
+
+def forces_new(spec: ResourceSpec) -> str:
+    """'forces a new server': the resource noun from the type's last segment."""
+    noun = spec.type.rsplit("/", 1)[-1]
+    noun = noun.removeprefix("flexible")
+    noun = noun[0].lower() + noun[1:]
+    return f"forces a new {noun.removesuffix('s')}"
+
+
+def _differs(spec: ResourceSpec, diff: Mapping[str, Any]) -> str:
+    fixed = create_only_differences(spec, diff)
+    reason = f"differs in {', '.join(diff)}"
+    if any(contains_unknown(d.get("new")) for d in diff.values()):
+        reason += " (some values known after apply)"
+    if fixed:
+        reason += f"; {', '.join(fixed)} is create-only: {forces_new(spec)} (never done automatically)"
+    return reason
+
+
+def _flag_create_only(spec: ResourceSpec, diff: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    fixed = set(create_only_differences(spec, diff))
+    return {(f"{path} ({forces_new(spec)})" if path in fixed else path): values for path, values in diff.items()}
+
+
+def create_diff(body: Mapping[str, Any], hidden: Iterable[str] = (), prefix: str = "") -> dict[str, dict[str, Any]]:
+    """A create's diff: every declared leaf, old None (the full body that will be sent).
+
+    Write-only fields (passwords) show as "(sensitive)": their value is resolved only when applied.
+    """
+    hidden = tuple(hidden)
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in body.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if path in hidden and isinstance(value, str) and "${" in value:
+            out[path] = {"old": None, "new": SENSITIVE}
+        elif isinstance(value, Mapping) and value:
+            out.update(create_diff(value, hidden, path))
+        else:
+            out[path] = {"old": None, "new": value}
+    return out
 
 
 def _count_leaves(value: object) -> int:
@@ -70,3 +225,6 @@ def provisioning_state(actual: dict | None) -> str:
 def state_is_terminal(state: str) -> bool:
     """Succeeded, Failed, Canceled, or no state at all (resource groups, locks): nothing in flight."""
     return not state or state.lower() in TERMINAL_STATES
+
+
+__all__ = ["SENSITIVE", "UNKNOWN", "StateCache", "compute_plan", "offline_plan", "plan_resource"]

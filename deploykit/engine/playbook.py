@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from deploykit.azure.api_versions import api_version
 from deploykit.config import describe_validation_error, parse_yaml, read_text_file
 from deploykit.engine.model import ResourceSpec
+from deploykit.engine.references import JINJA_FILTERS, JINJA_GLOBALS, assignment_guid, assignment_parts, refs_in
 from deploykit.errors import UserError
 from deploykit.naming import name_problem, region_problem, tags_problem
 from deploykit.paths import display
@@ -33,6 +34,7 @@ class Entry(BaseModel):
     parent: str | None = None  # address of the parent (child types) or scope (extension types)
     depends_on: list[str] = []
     write_only: list[str] = []
+    create_only: list[str] = []  # settable only when created: a difference forces a new resource
     location: str | None = None
     kind: str | None = None
     sku: dict[str, Any] | None = None
@@ -47,8 +49,14 @@ class Playbook(BaseModel):
     resources: list[Entry]
 
 
-def render_playbook(path: Path, context: Mapping[str, Any], subscription_id: str, step: str) -> list[ResourceSpec]:
-    """Render one playbook for `context` and turn its entries into specs with full ARM ids."""
+def render_playbook(
+    path: Path, context: Mapping[str, Any], subscription_id: str, step: str, known: Mapping[str, ResourceSpec] | None = None
+) -> list[ResourceSpec]:
+    """Render one playbook for `context` and turn its entries into specs with full ARM ids.
+
+    `known` holds the specs of playbooks rendered before this one: parents, role-assignment
+    scopes and references may name them.
+    """
     shown = display(path)
     source = read_text_file(path, shown, missing="playbook not found")
     try:
@@ -58,8 +66,10 @@ def render_playbook(path: Path, context: Mapping[str, Any], subscription_id: str
             keep_trailing_newline=True,
             autoescape=False,  # noqa: S701
         )
+        environment.globals.update(JINJA_GLOBALS)
+        environment.filters.update(JINJA_FILTERS)
         template = environment.from_string(source)
-        text = template.render(**context)
+        text = template.render(**context, subscription_id=subscription_id)
     except jinja2.UndefinedError as exc:
         raise UserError(f"{shown}: template refers to an undefined value ({exc.message})") from None
     except jinja2.TemplateError as exc:
@@ -72,25 +82,33 @@ def render_playbook(path: Path, context: Mapping[str, Any], subscription_id: str
         book = Playbook.model_validate(raw or {"resources": []})
     except ValidationError as exc:
         raise UserError(f"{shown}: {describe_validation_error(exc, Playbook)}") from None
-    return build_specs(book.resources, subscription_id, step, shown)
+    return build_specs(book.resources, subscription_id, step, shown, known or {})
 
 
-def build_specs(entries: Iterable[Entry], subscription_id: str, step: str, source: str) -> list[ResourceSpec]:
+def build_specs(
+    entries: Iterable[Entry], subscription_id: str, step: str, source: str, known: Mapping[str, ResourceSpec] | None = None
+) -> list[ResourceSpec]:
     specs: dict[str, ResourceSpec] = {}
+    earlier = dict(known or {})
     for entry in entries:
         where = f"{source}: {entry.address}"
-        if entry.address in specs:
+        if entry.address in specs or entry.address in earlier:
             raise UserError(f"{where}: address used twice")
+        entry = _named(entry, {**earlier, **specs}, where)
         problem = name_problem(entry.type, entry.name)
         if problem:
             raise UserError(f"{where}.name: {problem}")
         _check_body(entry, where)
-        parent = specs.get(entry.parent) if entry.parent else None
+        parent = (specs.get(entry.parent) or earlier.get(entry.parent)) if entry.parent else None
         if entry.parent and parent is None:
-            raise UserError(f"{where}.parent: {entry.parent!r} is not an earlier entry of this playbook")
+            raise UserError(f"{where}.parent: {entry.parent!r} is not an earlier entry of this or an earlier step")
         resource_id = _resource_id(entry, subscription_id, parent, where)
         body = {key: getattr(entry, key) for key in BODY_KEYS if getattr(entry, key) is not None}
-        depends = [*entry.depends_on, *([entry.parent] if entry.parent else [])]
+        referenced = sorted({address for address, _ in refs_in(body)})
+        for address in referenced:
+            if address not in specs and address not in earlier:
+                raise UserError(f"{where}: ref({address!r}, ...) names no earlier entry of this or an earlier step")
+        depends = [*entry.depends_on, *([entry.parent] if entry.parent else []), *referenced]
         specs[entry.address] = ResourceSpec(
             address=entry.address,
             type=entry.type,
@@ -100,8 +118,21 @@ def build_specs(entries: Iterable[Entry], subscription_id: str, step: str, sourc
             step=step,
             depends_on=tuple(dict.fromkeys(depends)),
             write_only=tuple(entry.write_only),
+            create_only=tuple(entry.create_only),
         )
     return list(specs.values())
+
+
+def _named(entry: Entry, known: Mapping[str, ResourceSpec], where: str) -> Entry:
+    """Resolve an assignment_name(...) token: uuid5 of the scope's and principal's ids and the role."""
+    parts = assignment_parts(entry.name)
+    if parts is None:
+        return entry
+    scope, principal, role = parts
+    for address in (scope, principal):
+        if address not in known:
+            raise UserError(f"{where}.name: assignment_name names {address!r}, which is no earlier entry")
+    return entry.model_copy(update={"name": assignment_guid(known[scope].id, known[principal].id, role)})
 
 
 def _check_body(entry: Entry, where: str) -> None:

@@ -15,6 +15,7 @@ from deploykit.azure.target import OpenTarget, validate_target
 from deploykit.config import Platform, available_envs, load_platform
 from deploykit.engine.flow import RunContext, RunOptions, Work, run
 from deploykit.engine.model import Action, Change, Plan, ResourceSpec
+from deploykit.engine.plan import StateCache, compute_plan
 from deploykit.engine.playbook import render_playbook
 from deploykit.engine.steps import STEPS
 from deploykit.errors import ApplyError, AzureOperationError, ResourceLockedError, UserError
@@ -35,19 +36,46 @@ def load_for(options: RunOptions, extra_envs: tuple[str, ...] = ()) -> Platform:
     return load_platform(config_dir(), [options.env] if options.env in envs else [])
 
 
-def render_steps(platform: Platform, step_names: Sequence[str], env: str | None, subscription_id: str) -> list[ResourceSpec]:
-    """Render each step's playbook for its scope; all steps together form one dependency graph."""
-    specs: dict[str, ResourceSpec] = {}
+def render_steps(
+    platform: Platform,
+    step_names: Sequence[str],
+    env: str | None,
+    subscription_id: str,
+    context: dict[str, ResourceSpec] | None = None,
+    values: Mapping[str, Any] | None = None,
+) -> list[ResourceSpec]:
+    """Render each step's playbook for its scope; all steps together form one dependency graph.
+
+    Steps that come before the requested ones in the registry and belong to the environment
+    are rendered too, into `context` when given: references and role-assignment scopes may
+    name their entries (they are read when referred to, never planned).
+    """
     for name in step_names:
-        step = STEPS.get(name)
-        if step is None:
+        if name not in STEPS:
             raise UserError(f"config/{env}.yaml: steps: {name!r} is not a step; allowed: {', '.join(STEPS)}")
+    requested = set(step_names)
+    order = list(STEPS)
+    last = max((order.index(n) for n in requested), default=-1)
+    env_steps = set(platform.envs[env].steps) if env and env in platform.envs else set()
+    earlier = [n for n in order[:last] if n not in requested and (n in env_steps or STEPS[n].scope != "env")]
+    rendered: dict[str, ResourceSpec] = {}
+    specs: dict[str, ResourceSpec] = {}
+    for name in sorted(requested | set(earlier), key=order.index):
+        step = STEPS[name]
         envs = platform.envs if step.scope == "all" else ({env: platform.envs[env]} if env and step.scope == "env" else {})
-        context = {"shared": platform.shared, "envs": envs, "env": platform.envs.get(env) if env else None}
-        for spec in render_playbook(step.playbook, context, subscription_id, name):
-            if spec.address in specs:
-                raise UserError(f"{display(step.playbook)}: {spec.address}: address already used by {specs[spec.address].step}")
-            specs[spec.address] = spec
+        if step.scope == "env" and not envs:
+            continue
+        ctx = {"shared": platform.shared, "envs": envs, "env": platform.envs.get(env) if env else None, **(values or {})}
+        for spec in render_playbook(step.playbook, ctx, subscription_id, name, rendered):
+            if spec.address in rendered:
+                raise UserError(
+                    f"{display(step.playbook)}: {spec.address}: address already used by {rendered[spec.address].step}"
+                )
+            rendered[spec.address] = spec
+            if name in requested:
+                specs[spec.address] = spec
+    if context is not None:
+        context.update({a: s for a, s in rendered.items() if a not in specs})
     _refuse_cycles(specs)
     return list(specs.values())
 
@@ -70,7 +98,7 @@ def converge(options: RunOptions, step_names: Sequence[str] | None = None) -> in
     return run(options, functools.partial(plan_steps, step_names=step_names))
 
 
-def plan_steps(ctx: RunContext, step_names: Sequence[str] | None) -> Work:
+def plan_steps(ctx: RunContext, step_names: Sequence[str] | None, values: Mapping[str, Any] | None = None) -> Work:
     options = ctx.options
     validate_target(options.target)
     scopes = {STEPS[s].scope for s in step_names or () if s in STEPS}
@@ -80,29 +108,82 @@ def plan_steps(ctx: RunContext, step_names: Sequence[str] | None) -> Work:
         step_names = list(ctx.platform.envs[options.env].steps) if options.env else []
     opened = _open(ctx)
     subscription = opened.provider.target.subscription_id if opened else PLACEHOLDER_SUBSCRIPTION
-    specs = render_steps(ctx.platform, step_names, options.env, subscription)
-    by_address = {s.address: s for s in specs}
-    plan = _plan(specs, opened, ctx)
+    context: dict[str, ResourceSpec] = {}
+    specs = render_steps(ctx.platform, step_names, options.env, subscription, context, template_values(ctx, values))
     where = options.target + (f", env {options.env}" if options.env else ", every environment" if options.all_envs else "")
     title = f"Plan for {options.task} ({', '.join(step_names)}) on {where}"
     if opened is None:
-        return Work(title, plan)
-    provider = opened.provider
+        return Work(title, _plan(specs, None, ctx, None))
+    cache = StateCache(opened.provider, {**context, **{s.address: s for s in specs}})
+    plan = _plan(specs, opened, ctx, cache)
+    _require_earlier_steps(plan, specs, context, cache, options.dry_run)
+    return converge_work(title, specs, plan, cache, context)
+
+
+def template_values(ctx: RunContext, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What playbooks see besides config: role definition ids by name, the image tag of this run."""
+    from deploykit.config import parse_yaml, read_text_file
+    from deploykit.paths import playbook_dir
+
+    roles_file = playbook_dir() / "roles.yaml"
+    roles = parse_yaml(read_text_file(roles_file, display(roles_file)), display(roles_file)) or {}
+    env = ctx.platform.envs.get(ctx.options.env or "") if ctx.platform else None
+    tag = ctx.options.tag or (env.image_tag if env else "latest")
+    return {"roles": roles, "tag": tag, **(extra or {})}
+
+
+def converge_work(
+    title: str, specs: Sequence[ResourceSpec], plan: Plan, cache: StateCache, context: Mapping[str, ResourceSpec]
+) -> Work:
+    """Appliers for the plan's pending changes over the specs' graph, and a verify that re-plans."""
+    by_address = {s.address: s for s in specs}
     pending = [c.address for c in plan.pending]
 
     def verify() -> Plan:
-        from deploykit.engine.plan import compute_plan
-
-        return compute_plan([by_address[a] for a in pending], provider)
+        fresh = StateCache(cache.provider, {**context, **by_address})
+        return compute_plan([by_address[a] for a in pending], cache.provider, context=context, cache=fresh)
 
     return Work(
         title,
         plan,
-        appliers={c.address: functools.partial(apply_resource, c, by_address[c.address], provider) for c in plan.pending},
-        depends_on={a: s.depends_on for a, s in by_address.items()},
+        appliers={c.address: functools.partial(apply_resource, c, by_address[c.address], cache) for c in plan.pending},
+        depends_on=dependencies(specs),
         workers=APPLY_WORKERS,
         verify=verify,
     )
+
+
+def dependencies(specs: Sequence[ResourceSpec]) -> dict[str, tuple[str, ...]]:
+    """Each spec's depends_on, plus one-at-a-time chains where the type asks for it (ServerBusy)."""
+    from deploykit.azure.plugins import plugin_for
+
+    graph = {s.address: tuple(s.depends_on) for s in specs}
+    previous: dict[str, str] = {}
+    for spec in specs:
+        if plugin_for(spec.type).serial_per_parent:
+            parent = spec.id.lower().rsplit("/", 2)[0]
+            if parent in previous:
+                graph[spec.address] = (*graph[spec.address], previous[parent])
+            previous[parent] = spec.address
+    return graph
+
+
+def _require_earlier_steps(
+    plan: Plan, specs: Sequence[ResourceSpec], context: Mapping[str, ResourceSpec], cache: StateCache, dry_run: bool
+) -> None:
+    """A reference to an earlier step's entry that does not exist: run that step first."""
+    from deploykit.engine.references import refs_in
+    from deploykit.engine.steps import run_first
+
+    if dry_run or not plan.pending:
+        return
+    for spec in specs:
+        for address, _ in sorted(refs_in(spec.body)):
+            if address in context and cache.get(address) is None:
+                other = context[address]
+                raise UserError(
+                    f"{spec.address} needs {address} ({other.name}, {other.step}), which does not exist; {run_first(other.step)}"
+                )
 
 
 def _open(ctx: RunContext) -> OpenTarget | None:
@@ -115,13 +196,13 @@ def _open(ctx: RunContext) -> OpenTarget | None:
         raise
 
 
-def _plan(specs: list[ResourceSpec], opened: OpenTarget | None, ctx: RunContext) -> Plan:
+def _plan(specs: list[ResourceSpec], opened: OpenTarget | None, ctx: RunContext, cache: StateCache | None) -> Plan:
     from deploykit.engine.plan import compute_plan, offline_plan
 
     if opened is None:
         return offline_plan(specs, "no Azure subscription or credentials")
     try:
-        return compute_plan(specs, opened.provider)
+        return compute_plan(specs, opened.provider, cache=cache)
     except AzureOperationError as exc:
         if exc.code == "AuthenticationFailed" and ctx.options.dry_run:
             ctx.reporter.warn(f"planning without reading Azure: {exc.message}")
@@ -131,29 +212,66 @@ def _plan(specs: list[ResourceSpec], opened: OpenTarget | None, ctx: RunContext)
         raise ApplyError(f"could not read current state: {exc}") from None
 
 
-def apply_resource(change: Change, spec: ResourceSpec, provider: Any) -> Mapping[str, Any] | None:
+def apply_resource(change: Change, spec: ResourceSpec, cache: StateCache) -> Mapping[str, Any] | None:
     """Make one resource match its spec; errors keep Azure's code, with a hint where we have one."""
-    from deploykit.azure.recovery import recover
-    from deploykit.engine.plan import plan_resource
+    from deploykit.azure.plugins import plugin_for
 
+    plugin = plugin_for(spec.type)
     try:
-        if change.action is Action.WAIT:
-            state = wait_for_operation(spec, provider)
-            if plan_resource(spec, provider).action is Action.UNCHANGED:
-                return {"waited_for": state}
-        if change.action is Action.RECOVER:
-            recover(spec, provider)
-        if change.action is Action.DELETE:
-            provider.delete(spec.id, spec.api_version)
-        else:
-            provider.put(spec, spec.body)
+        if plugin.apply is not None:
+            return plugin.apply(change, spec, cache)
+        return generic_apply(change, spec, cache)
     except ResourceLockedError as exc:
         raise ResourceLockedError(exc.code, f"blocked by a management lock (never lifted automatically): {exc.message}") from None
     except AzureOperationError as exc:
         if exc.code == "ResourceGroupNotFound":
             raise AzureOperationError(exc.code, exc.message + " (run step1 first: the resource group is missing)") from None
         raise
+
+
+def generic_apply(change: Change, spec: ResourceSpec, cache: StateCache) -> Mapping[str, Any] | None:
+    """PUT (after recovering or waiting where planned) the body with references resolved now."""
+    from deploykit.azure.recovery import recover
+    from deploykit.engine.plan import create_only_differences, forces_new, plan_resource
+    from deploykit.engine.references import Unresolved
+
+    provider = cache.provider
+    if change.action is Action.WAIT:
+        state = wait_for_operation(spec, provider)
+        cache.forget(spec.address)
+        if plan_resource(spec, provider, cache).action is Action.UNCHANGED:
+            return {"waited_for": state}
+    if change.action is Action.RECOVER:
+        recover(spec, provider)
+    if change.action is Action.DELETE:
+        provider.delete(spec.id, spec.api_version)
+        cache.set(spec.address, None)
+        return None
+    fixed = create_only_differences(spec, {p.split(" (", 1)[0]: v for p, v in change.diff.items()})
+    if fixed:
+        raise ApplyError(
+            f"{spec.address}: {', '.join(fixed)} is create-only and differs: {forces_new(spec)}; "
+            "this tool never replaces it (see the step's runbook: Rollback)"
+        )
+    try:
+        body = cache.resolved(spec, strict=True)
+    except Unresolved as exc:
+        raise ApplyError(f"{spec.address}: a referenced value is still unknown ({exc})") from None
+    if change.action is Action.UPDATE:
+        body = _without(body, spec.create_only)  # create-only fields are never re-sent
+    cache.set(spec.address, provider.put(spec, body))
     return None
+
+
+def _without(body: Mapping[str, Any], paths: Sequence[str]) -> dict[str, Any]:
+    out = dict(body)
+    for path in paths:
+        head, _, rest = path.partition(".")
+        if head in out and rest and isinstance(out[head], Mapping):
+            out[head] = _without(out[head], [rest])
+        elif not rest:
+            out.pop(head, None)
+    return out
 
 
 def wait_for_operation(spec: ResourceSpec, provider: Any) -> str:
@@ -179,6 +297,7 @@ def apply_plan(plan: Plan, specs: Mapping[str, ResourceSpec], provider: Any, wor
 
     from deploykit.engine.apply import execute
 
-    appliers = {c.address: functools.partial(apply_resource, c, specs[c.address], provider) for c in plan.pending}
-    depends_on = {a: s.depends_on for a, s in specs.items()}
+    cache = StateCache(provider, specs)
+    appliers = {c.address: functools.partial(apply_resource, c, specs[c.address], cache) for c in plan.pending}
+    depends_on = dependencies(list(specs.values()))
     return execute(plan.pending, appliers, depends_on, workers, lambda outcome: None, threading.Event()).outcomes

@@ -14,6 +14,7 @@ class Step:
     name: str
     title: str
     scope: Literal["all", "shared", "env"]  # all: shared + environments; shared: no --env; env: one env
+    uses_tag: bool = False  # deploys images: takes --tag (default: the env's image_tag)
 
     @property
     def playbook(self) -> Path:
@@ -26,6 +27,9 @@ STEPS: dict[str, Step] = {
         Step("step1", "resource groups, tags and locks", "all"),
         Step("step2a", "shared Key Vault", "shared"),
         Step("step2b", "shared container registry", "shared"),
+        Step("step3", "env data: vault, PostgreSQL, Redis, connection secrets", "env"),
+        Step("step4", "app infrastructure: identity, App Configuration, Container Apps environment, roles", "env"),
+        Step("step5", "the apps, then their health verified", "env", uses_tag=True),
     )
 }
 

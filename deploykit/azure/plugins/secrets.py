@@ -1,0 +1,129 @@
+"""Key Vault secrets as playbook entries: compared through the data plane, written only on change.
+
+A secret's value is never returned by ARM (azure-facts.md 3.4), so the plan reads it from the
+vault and compares it in constant time; the plan shows only "(sensitive)". A value of
+`generated_password()` is generated once, when the secret is absent, and never regenerated
+while the vault holds it (the PostgreSQL admin password: stored before the server exists).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import string
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from deploykit.azure.arm import read_secret
+from deploykit.azure.plugins import TypePlugin
+from deploykit.engine.model import Action, Change, ResourceSpec
+from deploykit.engine.references import GENERATE, SENSITIVE, UNKNOWN, Unresolved, resolve
+from deploykit.errors import ApplyError
+from deploykit.report import redact_value
+
+if TYPE_CHECKING:
+    from deploykit.engine.plan import StateCache
+
+PASSWORD_LENGTH = 32
+_CLASSES = (string.ascii_lowercase, string.ascii_uppercase, string.digits, "-_.~")
+
+
+def generate_password() -> str:
+    """32 characters from all four classes Azure's password rules count (3 of 4 are required)."""
+    alphabet = "".join(_CLASSES)
+    while True:
+        value = "".join(secrets.choice(alphabet) for _ in range(PASSWORD_LENGTH))
+        if all(any(c in group for c in value) for group in _CLASSES):
+            return value
+
+
+def _vault_address(spec: ResourceSpec, cache: StateCache) -> str:
+    vault_id = spec.id.lower().rsplit("/secrets/", 1)[0]
+    for address, other in cache.specs.items():
+        if other.id.lower() == vault_id:
+            return address
+    raise ApplyError(f"{spec.address}: its vault is not an entry of the playbooks (parent: the vault's address)")
+
+
+def _client(spec: ResourceSpec, cache: StateCache) -> Any | None:
+    vault = cache.get(_vault_address(spec, cache))
+    if vault is None:
+        return None
+    return cache.provider.secret_client(vault["properties"]["vaultUri"])
+
+
+def _value_spec(spec: ResourceSpec) -> Any:
+    return (spec.body.get("properties") or {}).get("value")
+
+
+def _content_type(spec: ResourceSpec) -> str | None:
+    return (spec.body.get("properties") or {}).get("contentType")
+
+
+def plan(spec: ResourceSpec, cache: StateCache) -> Change:
+    def change(action: Action, reason: str, shown: bool = True) -> Change:
+        diff = {"value": {"old": None if action is Action.CREATE else SENSITIVE, "new": SENSITIVE}} if shown else {}
+        return Change(spec.address, spec.type, spec.id, action, reason, diff)
+
+    raw = _value_spec(spec)
+    client = _client(spec, cache)
+    if client is None:
+        what = "generated when applied" if raw == GENERATE else "value known after apply"
+        return change(Action.CREATE, f"the vault is created in this run; {what}")
+    current = read_secret(client, spec.name)
+    if current is not None:
+        redact_value(current)
+    if raw == GENERATE:
+        if current is not None:
+            return change(Action.UNCHANGED, "generated once and stored; never regenerated while the vault holds it", False)
+        return change(Action.CREATE, "does not exist; generated when applied (never shown)")
+    desired = resolve(raw, cache.lookup)
+    if desired is UNKNOWN:
+        action = Action.CREATE if current is None else Action.UPDATE
+        return change(action, "value known after apply (from a resource created in this run)")
+    redact_value(str(desired))
+    if current is None:
+        return change(Action.CREATE, "does not exist")
+    if hmac.compare_digest(current.encode(), str(desired).encode()):
+        return change(Action.UNCHANGED, "value matches (compared, not shown)", False)
+    return change(Action.UPDATE, "value differs (not shown)")
+
+
+def apply(change: Change, spec: ResourceSpec, cache: StateCache) -> Mapping[str, Any]:
+    client = _client(spec, cache)
+    if client is None:
+        raise ApplyError(f"{spec.address}: the vault does not exist")
+    raw = _value_spec(spec)
+    if raw == GENERATE:
+        if read_secret(client, spec.name) is not None:
+            return {"value": "kept: already generated and stored"}
+        value = generate_password()
+    else:
+        try:
+            value = str(resolve(raw, cache.lookup, strict=True))
+        except Unresolved as exc:
+            raise ApplyError(f"{spec.address}: its value is still unknown ({exc})") from None
+    redact_value(value)
+    from deploykit.azure.arm import translated_errors
+
+    with translated_errors(spec.name):
+        client.set_secret(spec.name, value, content_type=_content_type(spec))
+    cache.forget(spec.address)
+    return {"value": "(not recorded)"}
+
+
+def read_value(spec: ResourceSpec, path: str, cache: StateCache) -> Any:
+    """ref("secret.x", "value"): the secret's value from the vault (sensitive)."""
+    if path != "value":
+        from deploykit.engine.references import dig
+
+        return dig(cache.get(spec.address), path)
+    client = _client(spec, cache)
+    value = read_secret(client, spec.name) if client is not None else None
+    if value is None:
+        raise Unresolved(f"{spec.address} has no value yet")
+    redact_value(value)
+    return value
+
+
+PLUGIN = TypePlugin(plan=plan, apply=apply, read_value=read_value)
