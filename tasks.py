@@ -139,7 +139,9 @@ def deploy(c, env=None, tag=None, target="sandbox", dry_run=False, json=False, y
 
     Runbook: runbooks/deploy.md. The steps are listed in config/<env>.yaml.
     """
-    return _converge(_options("deploy", _require_env(env), target, dry_run, json, yes, tag=_tag(tag)), None)
+    from deploykit.deploy import deploy as run_deploy
+
+    return run_deploy(_options("deploy", _require_env(env), target, dry_run, json, yes, tag=_tag(tag)))
 
 
 @_task("plan", _help("env", "target", "json", "exit-code"))
@@ -148,7 +150,9 @@ def plan_(c, env=None, target="sandbox", json=False, exit_code=False):
 
     Runbook: runbooks/plan.md. --exit-code: 3 when changes are pending.
     """
-    return _converge(_options("plan", _require_env(env), target, True, json, False, exit_code=exit_code), None)
+    from deploykit.deploy import deploy as run_deploy
+
+    return run_deploy(_options("plan", _require_env(env), target, True, json, False, exit_code=exit_code))
 
 
 # ---- secrets ---------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ extensions. Plain PostgreSQL through psycopg; every identifier quoted with psyco
 from __future__ import annotations
 
 import functools
+import hmac
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
@@ -20,16 +22,16 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from deploykit.azure.api_versions import api_version
 from deploykit.azure.arm import read_secret, translated_errors
 from deploykit.config import DatabaseConfig, EnvConfig, Platform
-from deploykit.engine.compare import diff_resource
 from deploykit.engine.flow import RunContext, RunOptions, Work, run
-from deploykit.engine.model import Action, Change, Plan, ResourceSpec
+from deploykit.engine.model import Action, Change, Plan
 from deploykit.engine.runner import load_for
 from deploykit.engine.steps import run_first
 from deploykit.errors import ApplyError, UserError
-from deploykit.paths import sandbox_dir, under_root
+from deploykit.paths import under_root
 from deploykit.report import Reporter, redact_value
 
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+ALLOW_LIST_TYPE = "Microsoft.DBforPostgreSQL/flexibleServers/configurations"
 
 
 @dataclass(frozen=True)
@@ -138,25 +140,56 @@ def resolve_admin(ctx: DbContext) -> str:
         if os.environ.get("PGPASSWORD"):
             redact_value(os.environ["PGPASSWORD"])
         return ""  # libpq reads PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSSLMODE itself
-    if ctx.req.target == "azure":
-        pg = ctx.env_cfg.postgres
-        vault = ctx.vault()
-        if vault is None:
-            raise UserError(f"vault {ctx.env_cfg.key_vault.name} does not exist yet; {run_first('step3')}")
-        with translated_errors(pg.admin_password_secret):
-            password = vault.get_secret(pg.admin_password_secret).value
-        redact_value(password)
-        return make_conninfo(
-            host=f"{pg.name}.postgres.database.azure.com",
-            user=pg.admin_login,
-            password=password,
-            dbname="postgres",
-            sslmode="require",
-            connect_timeout=15,
-        )
-    from deploykit.sandbox.postgres import start_embedded
+    return server_conninfo(ctx)
 
-    return start_embedded((sandbox_dir() / "postgres").resolve())
+
+def server_endpoint(ctx: DbContext) -> tuple[str, int] | None:
+    """The server's host and port from its ARM resource (None when it does not exist).
+
+    Azure's FQDN takes port 5432; the sandbox's servers are on loopback and their FQDN carries
+    the port (`127.0.0.1:54012`), so the same code reaches both.
+    """
+    pg = ctx.env_cfg.postgres
+    provider = ctx.provider()
+    server_id = provider.resource_id(
+        ctx.env_cfg.resource_groups["data"].name, f"Microsoft.DBforPostgreSQL/flexibleServers/{pg.name}"
+    )
+    actual = provider.read(server_id, api_version("Microsoft.DBforPostgreSQL/flexibleServers"))
+    fqdn = ((actual or {}).get("properties") or {}).get("fullyQualifiedDomainName")
+    if not fqdn:
+        return None
+    host, _, port = str(fqdn).rpartition(":") if ":" in str(fqdn) else (str(fqdn), "", "5432")
+    return host, int(port)
+
+
+def server_id(ctx: DbContext) -> str:
+    group = ctx.env_cfg.resource_groups["data"].name
+    return ctx.provider().resource_id(group, f"Microsoft.DBforPostgreSQL/flexibleServers/{ctx.env_cfg.postgres.name}")
+
+
+def server_conninfo(ctx: DbContext) -> str:
+    """The admin connection as on Azure: the server's FQDN, the admin login, the password from the env vault."""
+    pg = ctx.env_cfg.postgres
+    endpoint = server_endpoint(ctx)
+    if endpoint is None:
+        raise UserError(f"server {pg.name} does not exist yet; {run_first('step3')} (nothing was changed)")
+    vault = ctx.vault()
+    if vault is None:
+        raise UserError(f"vault {ctx.env_cfg.key_vault.name} does not exist yet; {run_first('step3')}")
+    password = read_secret(vault, pg.admin_password_secret)
+    if password is None:
+        raise UserError(f"{pg.admin_password_secret} is not in {ctx.env_cfg.key_vault.name}; {run_first('step3')}")
+    redact_value(password)
+    host, port = endpoint
+    return make_conninfo(
+        host=host,
+        port=str(port),
+        user=pg.admin_login,
+        password=password,
+        dbname="postgres",
+        sslmode="require",
+        connect_timeout=15,
+    )
 
 
 def connect(conninfo: str, dbname: str | None = None, autocommit: bool = True):
@@ -292,7 +325,11 @@ def create(req: DbRequest) -> int:
 
 
 def _plan_create(run_ctx: RunContext) -> Work:
-    ctx = db_context(run_ctx)
+    return create_work(db_context(run_ctx))
+
+
+def create_work(ctx: DbContext) -> Work:
+    """Roles, databases, grants and extensions, then one database URL secret per app."""
     req = ctx.req
     databases_for(ctx.env_cfg, req.db)  # an unknown --db is a user error before anything else
     vault = ctx.vault()
@@ -303,28 +340,30 @@ def _plan_create(run_ctx: RunContext) -> Work:
         )
     conninfo = ctx.admin_conninfo()
     plan, facts = plan_create(ctx, conninfo)
-    ext_change, ext_applier = extensions_change(ctx, facts["dbs"])
-    changes = ([ext_change] if ext_change else []) + list(plan.changes)
+    require_allowed_extensions(ctx, facts["dbs"])
+    urls = database_urls(ctx, vault, conninfo, facts["apps"])
+    changes = list(plan.changes) + [change for change, _ in urls.values()]
     connection: list[Any] = []
 
     def admin() -> Any:
         if not connection:
-            connection.append(run_ctx.stack.enter_context(connect(conninfo)))
+            connection.append(ctx.run.stack.enter_context(connect(conninfo)))
         return connection[0]
 
     appliers: dict[str, Any] = {}
     for change in plan.pending:
         appliers[change.address] = sql_errors(functools.partial(_apply_change, admin, conninfo, vault, change, facts))
-    if ext_change is not None and ext_applier is not None:
-        appliers[ext_change.address] = ext_applier
-    # Sequential, in plan order: roles, then databases (after the extensions are allowed).
+    for change, apply in urls.values():
+        if change.action is not Action.UNCHANGED:
+            appliers[change.address] = apply
+    # Sequential, in plan order: roles, then databases, then the URLs built from the roles' passwords.
     order = [c.address for c in changes if c.address in appliers]
     depends_on = {a: tuple(order[:i]) for i, a in enumerate(order)}
 
     def verify() -> Plan:
         again, _ = plan_create(ctx, conninfo)
-        ext_again, _ = extensions_change(ctx, facts["dbs"])
-        return Plan(((ext_again,) if ext_again else ()) + again.changes)
+        fresh = database_urls(ctx, vault, conninfo, facts["apps"])
+        return Plan(again.changes + tuple(change for change, _ in fresh.values()))
 
     return Work(
         f"Plan for db.create on {req.env} ({req.target})",
@@ -333,8 +372,88 @@ def _plan_create(run_ctx: RunContext) -> Work:
         depends_on,
         workers=1,
         verify=verify,
-        no_changes="No changes: every database, role and grant is in place.",
+        no_changes="No changes: every database, role, grant and database URL is in place.",
     )
+
+
+def app_database(env_cfg: EnvConfig, app: str) -> DatabaseConfig | None:
+    """The database an app's URL points at: the first it owns, else the first shared with it."""
+    owned = [d for d in env_cfg.databases if d.owner == app]
+    shared = [d for d in env_cfg.databases if app in d.shared_with]
+    return (owned or shared or [None])[0]
+
+
+def database_urls(ctx: DbContext, vault: Any, conninfo: str, apps: list[str]) -> dict[str, tuple[Change, Any]]:
+    """One `database-url-<app>` secret per app: its own role, its own password, the server's FQDN."""
+    endpoint = server_endpoint(ctx) if ctx.req.target == "azure" or not ctx.req.admin_dsn else None
+    if endpoint is None:  # --admin-dsn or PGHOST: the apps reach the server the operator named
+        params = conninfo_to_dict(conninfo) if conninfo else {}
+        endpoint = (str(params.get("host") or os.environ.get("PGHOST") or "localhost"), int(params.get("port") or 5432))
+    names = ctx.env_cfg.connection_secrets
+    vault_id = ctx.provider().vault_id(ctx.platform, ctx.req.env or "")
+    out: dict[str, tuple[Change, Any]] = {}
+    for app in apps:
+        db = app_database(ctx.env_cfg, app)
+        if db is None:
+            continue
+        name = names.database_url_for(app)
+        address = f"secret.{name}"
+        kind = "Microsoft.KeyVault/vaults/secrets"
+
+        def url(app: str = app, db: DatabaseConfig = db) -> str | None:
+            password = read_secret(vault, role_secret(app))
+            if password is None:
+                return None
+            redact_value(password)
+            host, port = endpoint
+            value = f"postgresql://{role_name(app)}:{quote(password, safe='')}@{host}:{port}/{db.name}?sslmode=require"
+            redact_value(value)
+            return value
+
+        desired = url()
+        current = read_secret(vault, name)
+        if current is not None:
+            redact_value(current)
+        shown = {"value": {"old": None if current is None else "(sensitive)", "new": "(sensitive)"}}
+        if desired is None:
+            change = Change(
+                address,
+                kind,
+                f"{vault_id}/secrets/{name}",
+                Action.CREATE if current is None else Action.UPDATE,
+                f"{db.name} as {role_name(app)}: known after the role is created",
+                shown,
+            )
+        elif current is None:
+            change = Change(address, kind, f"{vault_id}/secrets/{name}", Action.CREATE, f"{db.name} as {role_name(app)}", shown)
+        elif hmac.compare_digest(current.encode(), desired.encode()):
+            change = Change(
+                address,
+                kind,
+                f"{vault_id}/secrets/{name}",
+                Action.UNCHANGED,
+                f"{db.name} as {role_name(app)}: value matches (compared, not shown)",
+            )
+        else:
+            change = Change(
+                address,
+                kind,
+                f"{vault_id}/secrets/{name}",
+                Action.UPDATE,
+                f"{db.name} as {role_name(app)}: value differs (not shown)",
+                shown,
+            )
+
+        def apply(name: str = name, url: Any = url) -> dict[str, Any]:
+            value = url()
+            if value is None:
+                raise ApplyError(f"{name}: the role's password is not in the vault")
+            with translated_errors(name):
+                vault.set_secret(name, value, content_type="text/plain")
+            return {"value": "(not recorded)"}
+
+        out[address] = (change, apply)
+    return out
 
 
 def _apply_change(admin: Callable[[], Any], conninfo: str, vault: Any, change: Change, facts: dict[str, Any]) -> None:
@@ -404,49 +523,23 @@ def _apply_database(conn: Any, conninfo: str, db: DatabaseConfig, change: Change
                 )
 
 
-def extensions_change(ctx: DbContext, dbs: list[DatabaseConfig]) -> tuple[Change | None, Any]:
-    """On Azure, extensions must be allowed in the server parameter azure.extensions first.
-
-    Planned like any change (through the one diff); None when the sandbox has no server resource.
-    """
+def require_allowed_extensions(ctx: DbContext, dbs: list[DatabaseConfig]) -> None:
+    """On Azure an extension must be allow-listed (server parameter azure.extensions, step 3) first."""
     wanted = sorted({e.upper() for d in dbs for e in d.extensions})
     if not wanted:
-        return None, None
-    pg = ctx.env_cfg.postgres
-    provider = ctx.provider()
-    server_id = provider.resource_id(
-        ctx.env_cfg.resource_groups["data"].name, f"Microsoft.DBforPostgreSQL/flexibleServers/{pg.name}"
-    )
-    if provider.read(server_id, api_version("Microsoft.DBforPostgreSQL/flexibleServers")) is None:
-        if ctx.req.target == "azure":
-            raise UserError(f"server {pg.name} does not exist yet; {run_first('step3')} (nothing was changed)")
-        return None, None
-    spec = ResourceSpec(
-        "pg.azure-extensions",
-        "Microsoft.DBforPostgreSQL/flexibleServers/configurations",
-        api_version("Microsoft.DBforPostgreSQL/flexibleServers/configurations"),
-        f"{server_id}/configurations/azure.extensions",
-        {},
-        "db.create",
-    )
-    current = provider.read(spec.id, spec.api_version) or {}
-    have = [v.strip().upper() for v in str(current.get("properties", {}).get("value", "")).split(",") if v.strip()]
-    merged = have + [e for e in wanted if e not in have]
-    desired = {"properties": {"value": ",".join(merged)}}
-    diff = diff_resource(spec.type, desired, current, ())
-    if not diff:
-        return Change(spec.address, spec.type, spec.id, Action.UNCHANGED, f"allows {', '.join(wanted)}"), None
-
-    def apply() -> dict[str, Any]:
-        # Re-read: a value added since planning (the prompt can wait a while) must not be lost.
-        fresh = provider.read(spec.id, spec.api_version) or {}
-        now = [v.strip().upper() for v in str(fresh.get("properties", {}).get("value", "")).split(",") if v.strip()]
-        value = ",".join(now + [e for e in wanted if e not in now])
-        with translated_errors(spec.id):
-            provider.put(spec, {"properties": {"value": value, "source": "user-override"}})
-        return {"value": value}
-
-    return Change(spec.address, spec.type, spec.id, Action.UPDATE, "extensions not yet allowed", diff), apply
+        return
+    current = ctx.provider().read(f"{server_id(ctx)}/configurations/azure.extensions", api_version(ALLOW_LIST_TYPE))
+    if current is None:
+        if server_endpoint(ctx) is None:
+            return  # no Azure server: the operator's own PostgreSQL (--admin-dsn, PGHOST) has no allow-list
+        current = {}
+    have = {v.strip().upper() for v in str((current.get("properties") or {}).get("value", "")).split(",") if v.strip()}
+    missing = [e for e in wanted if e not in have]
+    if missing:
+        raise UserError(
+            f"extensions {', '.join(missing)} are not allowed on {ctx.env_cfg.postgres.name} (server parameter "
+            f"azure.extensions); {run_first('step3')} (nothing was changed)"
+        )
 
 
 def migrations_dir(ctx: DbContext, db: DatabaseConfig) -> Path:

@@ -146,7 +146,12 @@ def migrate(req: DbRequest) -> int:
 
 
 def _plan_migrate(run_ctx: RunContext) -> Work:
-    ctx = db_context(run_ctx)
+    return migrate_work(db_context(run_ctx))
+
+
+def migrate_work(ctx: DbContext) -> Work:
+    """Each database's pending migrations, one change per database (run in parallel, each in order)."""
+    run_ctx = ctx.run
     req = ctx.req
     work = collect(ctx)
     conninfo = ctx.admin_conninfo()

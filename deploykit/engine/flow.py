@@ -61,6 +61,10 @@ class Work:
     depends_on: Mapping[str, Iterable[str]] = field(default_factory=dict)
     workers: int = 1
     verify: Callable[[], Plan] | None = None  # a fresh plan after apply; what was applied must be unchanged
+    # Checks of the result that ARM state alone cannot show (apps answering their health
+    # endpoints): run after apply, and also when nothing changed (never in a dry run); each
+    # returns the problems found, one line each.
+    checks: Callable[[], list[str]] | None = None
     no_changes: str = "No changes. Everything matches the desired state."
 
 
@@ -109,8 +113,11 @@ def run(options: RunOptions, planner: Planner) -> int:
         if options.dry_run or not plan.pending:
             if not plan.pending:
                 reporter.info(work.no_changes)
+            problems = [] if options.dry_run else _run_checks(ctx, work)
             _flush_notes(ctx)
-            _close(ctx, plan, [], None)
+            _close(ctx, plan, [], None, problems)
+            if problems:
+                return 1
             return EXIT_PENDING if options.exit_code and plan.pending else 0
         confirm(options, plan, reporter)
         execution = _apply(ctx, work, plan)
@@ -123,8 +130,9 @@ def run(options: RunOptions, planner: Planner) -> int:
                 reporter.warn(f"could not re-read after applying ({exc}); run the plan again to check")
             for change in leftover:
                 reporter.warn(f"{change.address} did not converge: {change.reason}")
-        _flush_notes(ctx)
         failed = [o for o in execution.outcomes if not o.ok]
+        problems = _run_checks(ctx, work) if not failed and not leftover and not execution.interrupted else []
+        _flush_notes(ctx)
         reporter.info(recap_line(execution.outcomes, len(leftover), time.monotonic() - started))
         if execution.interrupted:
             never = [c.address for c in execution.not_started]
@@ -133,10 +141,24 @@ def run(options: RunOptions, planner: Planner) -> int:
                 + (f"not started: {', '.join(never)}. " if never else "")
                 + "Run the same command again to converge."
             )
-        _close(ctx, plan, execution.outcomes, execution)
+        _close(ctx, plan, execution.outcomes, execution, problems)
         if execution.interrupted:
             return EXIT_INTERRUPTED
-        return 1 if failed or leftover else 0
+        return 1 if failed or leftover or problems else 0
+
+
+def _run_checks(ctx: RunContext, work: Work) -> list[str]:
+    """The work's result checks; each problem is warned about, audited and put in --json."""
+    if work.checks is None:
+        return []
+    problems = work.checks()
+    for problem in problems:
+        ctx.reporter.warn(problem)
+    options = ctx.options
+    audit(
+        options.task, options.env, options.target, [{"check": "failed", "problem": p} for p in problems] or [{"check": "passed"}]
+    )
+    return problems
 
 
 def confirm(options: RunOptions, plan: Plan, reporter: Reporter) -> None:
@@ -251,6 +273,50 @@ def _interrupts(signals: list[int], stop: threading.Event):
             signal.signal(sig, old)
 
 
+def apply_deferred(ctx: RunContext, make_work: Callable[[], Work]) -> dict[str, Any]:
+    """The applier of a change that can only be planned once earlier changes exist (db.create
+    inside deploy, before the server is there): plan it now, apply it, audit each change.
+    """
+    from deploykit.errors import ApplyError
+
+    work = make_work()
+    pending = work.plan.pending
+    options = ctx.options
+
+    def on_done(outcome: Outcome) -> None:
+        audit(options.task, options.env, options.target, [_audit_record(outcome)])
+        ctx.reporter.progress(outcome.change, outcome.ok, outcome.seconds, None if outcome.ok else _error_text(outcome))
+
+    execution = execute(pending, work.appliers, work.depends_on, work.workers, on_done, threading.Event())
+    failed = [o for o in execution.outcomes if not o.ok]
+    if failed:
+        raise ApplyError(f"{len(failed)} of {len(pending)} failed; first: {failed[0].change.address}: {_error_text(failed[0])}")
+    return {"applied": [c.address for c in pending] or "nothing: already in place"}
+
+
+def merge(title: str, works: list[Work], extra_depends: Mapping[str, Iterable[str]] | None = None) -> Work:
+    """Several planners' work as one plan and one graph (deploy: steps, databases, migrations)."""
+    depends: dict[str, tuple[str, ...]] = {}
+    appliers: dict[str, Applier] = {}
+    for work in works:
+        appliers.update(work.appliers)
+        depends.update({a: tuple(d) for a, d in work.depends_on.items()})
+    for address, more in (extra_depends or {}).items():
+        depends[address] = (*depends.get(address, ()), *more)
+    verifies = [w.verify for w in works if w.verify is not None]
+    checks = [w.checks for w in works if w.checks is not None]
+    plan = Plan(tuple(c for w in works for c in w.plan.changes), state_read=all(w.plan.state_read for w in works))
+    return Work(
+        title,
+        plan,
+        appliers,
+        depends,
+        workers=max((w.workers for w in works), default=1),
+        verify=(lambda: Plan(tuple(c for v in verifies for c in v().changes))) if verifies else None,
+        checks=(lambda: [p for check in checks for p in check()]) if checks else None,
+    )
+
+
 def _change_fields(change: Change) -> dict[str, Any]:
     return {
         "address": change.address,
@@ -293,7 +359,9 @@ def _request_counts(opened: OpenTarget) -> dict[str, int] | None:
     return sandbox_control(opened.sandbox_url, ca, "GET", f"/journal?since={opened.journal_start}")["counts"]
 
 
-def _close(ctx: RunContext, plan: Plan, outcomes: list[Outcome], execution: Execution | None) -> None:
+def _close(
+    ctx: RunContext, plan: Plan, outcomes: list[Outcome], execution: Execution | None, problems: list[str] | None = None
+) -> None:
     """Sandbox request counts, then the --json document (one object, also on failure)."""
     try:
         counts = _request_counts(ctx.opened) if ctx.opened is not None else None
@@ -319,4 +387,6 @@ def _close(ctx: RunContext, plan: Plan, outcomes: list[Outcome], execution: Exec
     extra: dict[str, Any] = {"state_read": plan.state_read}
     if execution is not None:
         extra["interrupted"] = execution.interrupted
+    if problems is not None:
+        extra["checks"] = {"passed": not problems, "problems": problems}
     ctx.reporter.emit_json(plan, changes, failed, extra=extra)

@@ -1,0 +1,97 @@
+"""`deploy`: every step of an environment, its databases and migrations, one plan, one graph.
+
+The steps plan as usual. db.create and db.migrate join the same graph after step 3 (they need
+the server, its admin password and the extension allow-list) and before the apps (which read
+the database URLs db.create writes). When the server already exists their own changes are
+planned and shown; on a fresh environment each is one deferred change, planned and applied
+once the server exists. The apps' health is checked last, by the steps' own checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from deploykit.engine.flow import RunContext, RunOptions, Work, apply_deferred, merge, run
+from deploykit.engine.model import Action, Change, Plan
+from deploykit.engine.runner import plan_steps
+
+APP_TYPE = "microsoft.app/containerapps"
+
+
+def deploy(options: RunOptions) -> int:
+    return run(options, plan_deploy)
+
+
+def plan_deploy(ctx: RunContext) -> Work:
+    steps = plan_steps(ctx, None)
+    options = ctx.options
+    env = ctx.platform.envs[options.env or ""] if ctx.platform else None
+    if env is None or not steps.plan.state_read or "step3" not in env.steps:
+        return steps
+    from deploykit.db.database import DbContext, DbRequest
+
+    request = DbRequest(options.task, options.env, options.target, options.dry_run, options.as_json, options.yes)
+    db = DbContext(request, ctx, ctx.platform, env)  # type: ignore[arg-type]
+    by_address = steps.plan.by_address()
+    e = env.env
+    inputs = [
+        a for a in (f"pg.{e}", f"secret.{e}.{env.postgres.admin_password_secret}", f"pg.{e}.azure-extensions") if a in by_address
+    ]
+    server_ready = all(by_address[a].action is Action.UNCHANGED for a in inputs)
+    create = _create_work(db, server_ready)
+    migrate = _migrate_work(db, server_ready and not create.plan.pending)
+    db_addresses = [c.address for c in (*create.plan.changes, *migrate.plan.changes)]
+    extra: dict[str, tuple[str, ...]] = {c.address: tuple(inputs) for c in create.plan.changes}
+    for change in migrate.plan.changes:
+        extra[change.address] = (*inputs, *(c.address for c in create.plan.changes))
+    for change in steps.plan.changes:
+        if change.type.lower() == APP_TYPE:
+            extra[change.address] = tuple(db_addresses)
+    title = steps.title.replace("Plan for deploy (", "Plan for deploy (db.create, db.migrate, ", 1)
+    work = merge(title, [steps, create, migrate], extra)
+    work.no_changes = "No changes: every step, database and migration matches the desired state."
+    return work
+
+
+def _create_work(db: Any, server_ready: bool) -> Work:
+    from deploykit.db.database import create_work
+
+    if server_ready:
+        return create_work(db)
+    return _deferred(
+        db.run,
+        "db.create",
+        "postgresql/databases",
+        db.env_cfg.postgres.name,
+        f"{len(db.env_cfg.databases)} databases, their owners' roles and database URLs: planned once the server exists",
+        lambda: create_work(db),
+    )
+
+
+def _migrate_work(db: Any, databases_ready: bool) -> Work:
+    from deploykit.db.database import migrations_dir
+    from deploykit.db.migration_runs import migrate_work
+
+    with_folders = [d.name for d in db.env_cfg.databases if migrations_dir(db, d).exists()]
+    if not with_folders:
+        db.run.note(f"db.migrate: no migrations folders under {db.env_cfg.migrations_root}/; nothing to migrate")
+        return Work("db.migrate", Plan(()))
+    if databases_ready:
+        return migrate_work(db)
+    return _deferred(
+        db.run,
+        "db.migrate",
+        "postgresql/migrations",
+        ", ".join(with_folders),
+        f"migrations of {', '.join(with_folders)}: planned once the databases exist",
+        lambda: migrate_work(db),
+    )
+
+
+def _deferred(ctx: RunContext, address: str, kind: str, target: str, reason: str, make: Any) -> Work:
+    change = Change(address, kind, target, Action.CREATE, reason)
+    return Work(address, Plan((change,)), {address: lambda: apply_deferred(ctx, make)})
+
+
+__all__: Sequence[str] = ["deploy", "plan_deploy"]
