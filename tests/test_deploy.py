@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 from deploykit.engine.model import Action
-from tests.conftest import run_invoke
+from tests.conftest import REPO, run_invoke
 from tests.helpers import plan_for, run, specs_for
 
 BETA_STEPS = ["step1", "step2a", "step2b"]
+ALL_BETA_STEPS = __import__("yaml").safe_load((REPO / "config" / "beta.yaml").read_text(encoding="utf-8"))["steps"]
 
 
 def test_deploy_twice_second_run_makes_zero_writes(sandbox) -> None:
@@ -22,13 +23,15 @@ def test_deploy_twice_second_run_makes_zero_writes(sandbox) -> None:
 
 
 def test_cli_deploy_then_noop_reports_zero_create_zero_update(sandbox) -> None:
-    first = run_invoke("deploy", "--env", "beta", "--json", env=sandbox.env())
+    # The shared layer only; the whole of beta, twice, is tests/test_beta_end_to_end.py.
+    count = len(specs_for(["step1"]))
+    first = run_invoke("step1", "--env", "beta", "--json", env=sandbox.env())
     assert first.returncode == 0, first.stderr
-    assert json.loads(first.stdout)["summary"]["create"] == 5
-    second = run_invoke("deploy", "--env", "beta", "--json", env=sandbox.env())
+    assert json.loads(first.stdout)["summary"]["create"] == count
+    second = run_invoke("step1", "--env", "beta", "--json", env=sandbox.env())
     assert second.returncode == 0, second.stderr
     doc = json.loads(second.stdout)
-    assert doc["summary"] == {"create": 0, "update": 0, "delete": 0, "wait": 0, "unchanged": 5, "failed": 0}
+    assert doc["summary"] == {"create": 0, "update": 0, "delete": 0, "wait": 0, "unchanged": count, "failed": 0}
     assert "0 writes" in second.stderr
 
 
@@ -41,8 +44,10 @@ def test_dry_run_json_prints_plan_and_changes_nothing(sandbox) -> None:
     assert set(doc) == {"task", "env", "target", "dry_run", "summary", "changes", "state_read"}
     assert doc["state_read"] is True
     assert doc["task"] == "deploy" and doc["env"] == "beta" and doc["target"] == "sandbox" and doc["dry_run"] is True
-    assert doc["summary"]["create"] == 5
-    assert {c["address"] for c in doc["changes"]} == {s.address for s in specs_for(BETA_STEPS)}
+    # Every step's resources, and db.create deferred until the server exists (no migration folders here).
+    expected = {s.address for s in specs_for(ALL_BETA_STEPS)} | {"db.create"}
+    assert doc["summary"]["create"] == len(expected)
+    assert {c["address"] for c in doc["changes"]} == expected
     assert all({"address", "type", "action", "diff"} <= set(c) for c in doc["changes"])
     assert sandbox.resource_ids() == before
     assert sandbox.requests_since(mark)["writes"] == 0
@@ -59,7 +64,7 @@ def test_dry_run_against_azure_without_credentials_still_plans(tmp_path) -> None
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["target"] == "azure" and doc["dry_run"] is True
-    assert doc["summary"]["create"] == 5
+    assert doc["summary"]["create"] == len(specs_for(ALL_BETA_STEPS))
     assert "planning without reading Azure" in result.stderr
 
 

@@ -113,7 +113,7 @@ def run(options: RunOptions, planner: Planner) -> int:
         if options.dry_run or not plan.pending:
             if not plan.pending:
                 reporter.info(work.no_changes)
-            problems = [] if options.dry_run else _run_checks(ctx, work)
+            problems = None if options.dry_run else _run_checks(ctx, work)
             _flush_notes(ctx)
             _close(ctx, plan, [], None, problems)
             if problems:

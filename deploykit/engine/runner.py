@@ -60,12 +60,13 @@ def render_steps(
     earlier = [n for n in order[:last] if n not in requested and (n in env_steps or STEPS[n].scope != "env")]
     rendered: dict[str, ResourceSpec] = {}
     specs: dict[str, ResourceSpec] = {}
+    values = {**_base_values(platform, env), **(values or {})}
     for name in sorted(requested | set(earlier), key=order.index):
         step = STEPS[name]
         envs = platform.envs if step.scope == "all" else ({env: platform.envs[env]} if env and step.scope == "env" else {})
         if step.scope == "env" and not envs:
             continue
-        ctx = {"shared": platform.shared, "envs": envs, "env": platform.envs.get(env) if env else None, **(values or {})}
+        ctx = {"shared": platform.shared, "envs": envs, "env": platform.envs.get(env) if env else None, **values}
         for spec in render_playbook(step.playbook, ctx, subscription_id, name, rendered):
             if spec.address in rendered:
                 raise UserError(
@@ -117,23 +118,32 @@ def plan_steps(ctx: RunContext, step_names: Sequence[str] | None, values: Mappin
     cache = StateCache(opened.provider, {**context, **{s.address: s for s in specs}})
     plan = _plan(specs, opened, ctx, cache)
     _require_earlier_steps(plan, specs, context, cache, options.dry_run)
-    return converge_work(title, specs, plan, cache, context)
+    return converge_work(title, specs, plan, cache, context, ctx)
 
 
 def template_values(ctx: RunContext, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """What playbooks see besides config: role definition ids by name, the image tag of this run."""
+    """This run's values for the templates: --tag overrides the env's image_tag."""
+    return {**({"tag": ctx.options.tag} if ctx.options.tag else {}), **(extra or {})}
+
+
+def _base_values(platform: Platform, env: str | None) -> dict[str, Any]:
+    """What playbooks see besides config: role definition ids by name, the image tag."""
     from deploykit.config import parse_yaml, read_text_file
     from deploykit.paths import playbook_dir
 
     roles_file = playbook_dir() / "roles.yaml"
     roles = parse_yaml(read_text_file(roles_file, display(roles_file)), display(roles_file)) or {}
-    env = ctx.platform.envs.get(ctx.options.env or "") if ctx.platform else None
-    tag = ctx.options.tag or (env.image_tag if env else "latest")
-    return {"roles": roles, "tag": tag, **(extra or {})}
+    env_cfg = platform.envs.get(env or "")
+    return {"roles": roles, "tag": env_cfg.image_tag if env_cfg else "latest"}
 
 
 def converge_work(
-    title: str, specs: Sequence[ResourceSpec], plan: Plan, cache: StateCache, context: Mapping[str, ResourceSpec]
+    title: str,
+    specs: Sequence[ResourceSpec],
+    plan: Plan,
+    cache: StateCache,
+    context: Mapping[str, ResourceSpec],
+    ctx: RunContext | None = None,
 ) -> Work:
     """Appliers for the plan's pending changes over the specs' graph, and a verify that re-plans."""
     by_address = {s.address: s for s in specs}
@@ -150,7 +160,26 @@ def converge_work(
         depends_on=dependencies(specs),
         workers=APPLY_WORKERS,
         verify=verify,
+        checks=_type_checks(specs, cache, ctx),
     )
+
+
+def _type_checks(specs: Sequence[ResourceSpec], cache: StateCache, ctx: RunContext | None) -> Any:
+    """The plug-ins' result checks (apps' health) over every spec of their type in this run."""
+    from deploykit.azure.plugins import plugin_for
+
+    by_type: dict[str, list[ResourceSpec]] = {}
+    for spec in specs:
+        if plugin_for(spec.type).check is not None:
+            by_type.setdefault(spec.type, []).append(spec)
+    if not by_type:
+        return None
+
+    def run_checks() -> list[str]:
+        fresh = StateCache(cache.provider, cache.specs)
+        return [p for kind, group in by_type.items() for p in plugin_for(kind).check(group, fresh, ctx)]  # type: ignore[misc]
+
+    return run_checks
 
 
 def dependencies(specs: Sequence[ResourceSpec]) -> dict[str, tuple[str, ...]]:

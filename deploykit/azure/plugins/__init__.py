@@ -25,6 +25,9 @@ class TypePlugin:
     apply: Callable[[Change, ResourceSpec, StateCache], Mapping[str, Any] | None] | None = None
     read_value: Callable[[ResourceSpec, str, StateCache], Any] | None = None
     serial_per_parent: bool = False
+    # After apply (and on a no-op run): problems with this type's resources that ARM state does
+    # not show (an app whose new revision never became healthy). Gets every spec of the type.
+    check: Callable[[list[ResourceSpec], StateCache, Any], list[str]] | None = None
 
 
 GENERIC = TypePlugin()
@@ -32,12 +35,13 @@ GENERIC = TypePlugin()
 
 @cache
 def _table() -> dict[str, TypePlugin]:
-    from deploykit.azure.plugins import role_assignments, secrets
+    from deploykit.azure.plugins import container_apps, role_assignments, secrets
 
     return {
         "microsoft.keyvault/vaults/secrets": secrets.PLUGIN,
         "microsoft.authorization/roleassignments": role_assignments.PLUGIN,
         "microsoft.dbforpostgresql/flexibleservers/configurations": TypePlugin(serial_per_parent=True),
+        "microsoft.app/containerapps": container_apps.PLUGIN,
     }
 
 

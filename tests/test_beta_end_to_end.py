@@ -1,0 +1,135 @@
+"""Beta, end to end, through the CLI against one sandbox: five healthy apps, then day-two faults.
+
+The tests in this module run in order and share one sandbox (one PostgreSQL cluster): the first
+deploys beta from nothing, the later ones change one thing and deploy again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploykit.azure.target import SANDBOX_SUBSCRIPTION
+from deploykit.sandbox.server import SandboxServer
+from tests.conftest import REPO, Sandbox, run_invoke
+
+APPS = [a["name"] for a in __import__("yaml").safe_load((REPO / "config" / "beta.yaml").read_text())["apps"]]
+APPS_GROUP = f"/subscriptions/{SANDBOX_SUBSCRIPTION}/resourceGroups/rg-trading-beta-apps"
+DATA_GROUP = f"/subscriptions/{SANDBOX_SUBSCRIPTION}/resourceGroups/rg-trading-beta-data"
+VAULT = f"{DATA_GROUP}/providers/Microsoft.KeyVault/vaults/kv-trading-beta"
+OUTPUTS: list[str] = []  # every stdout and stderr of this module's runs, for the secret canary
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    root = tmp_path_factory.mktemp("beta-e2e")
+    server = SandboxServer(root / "sandbox", run_id="e2e")
+    box = Sandbox(server)
+    env = {**box.env(), "DEPLOYKIT_AUDIT_DIR": str(root / "audit")}
+    try:
+        yield {"sandbox": box, "env": env, "root": root}
+    finally:
+        server.stop()
+
+
+def deploy(world: dict, *extra: str) -> tuple[int, dict, str]:
+    result = run_invoke("deploy", "--env", "beta", "--yes", "--json", *extra, env=world["env"])
+    OUTPUTS.extend([result.stdout, result.stderr])
+    return result.returncode, json.loads(result.stdout), result.stderr
+
+
+def get(url: str, ca: str) -> tuple[int, str]:
+    context = ssl.create_default_context(cafile=ca)
+    try:
+        with urllib.request.urlopen(url, context=context, timeout=10) as answer:  # noqa: S310 - loopback sandbox
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def app_url(world: dict, app: str, path: str) -> tuple[int, str]:
+    box = world["sandbox"]
+    actual = box.provider.read(f"{APPS_GROUP}/providers/Microsoft.App/containerApps/{app}-beta", "2026-07-01")
+    return get(f"https://{actual['properties']['configuration']['ingress']['fqdn']}{path}", box.ca)
+
+
+def test_fresh_deploy_ends_with_every_app_healthy(world: dict) -> None:
+    status, doc, stderr = deploy(world)
+    assert status == 0, stderr
+    assert doc["checks"] == {"passed": True, "problems": []}
+    assert doc["summary"]["failed"] == 0 and doc["summary"]["create"] > 0
+    for app in APPS:
+        assert app_url(world, app, "/readyz")[0] == 200, app
+        assert app_url(world, app, "/healthz")[0] == 200, app
+
+
+def test_second_run_changes_nothing_and_still_verifies_health(world: dict) -> None:
+    box = world["sandbox"]
+    mark = box.journal_mark()
+    status, doc, stderr = deploy(world)
+    assert status == 0, stderr
+    summary = doc["summary"]
+    assert (summary["create"], summary["update"], summary["delete"], summary["failed"]) == (0, 0, 0, 0), doc["changes"]
+    assert box.requests_since(mark)["writes"] == 0
+    assert doc["checks"]["passed"] is True
+
+
+def test_a_removed_role_assignment_is_named_then_restored(world: dict) -> None:
+    box = world["sandbox"]
+    vault = VAULT
+    found = box.provider.list_at(f"{vault}/providers/Microsoft.Authorization/roleAssignments", "2022-04-01")
+    mine = [a for a in found if a["properties"]["roleDefinitionId"].endswith("4633458b-17de-408a-b874-0445c86b69e6")]
+    assert mine, found
+    box.provider.delete(mine[0]["id"], "2022-04-01")
+    status, body = app_url(world, APPS[0], "/readyz")
+    assert status == 503 and "Key Vault" in body, body
+    check = run_invoke("step5", "--env", "beta", "--yes", env=world["env"])
+    OUTPUTS.extend([check.stdout, check.stderr])
+    assert check.returncode == 1
+    assert "Key Vault" in check.stderr and APPS[0] in check.stderr, check.stderr
+    status, doc, stderr = deploy(world)
+    assert status == 0, stderr
+    restored = [c for c in doc["changes"] if c["type"] == "Microsoft.Authorization/roleAssignments" and c["action"] == "create"]
+    assert len(restored) == 1, doc["changes"]
+    assert app_url(world, APPS[0], "/readyz")[0] == 200
+
+
+def test_a_failing_image_tag_leaves_the_previous_revision_serving(world: dict) -> None:
+    box = world["sandbox"]
+    app = APPS[0]
+    before = box.provider.read(f"{APPS_GROUP}/providers/Microsoft.App/containerApps/{app}-beta", "2026-07-01")
+    serving = before["properties"]["latestReadyRevisionName"]
+    box.control("PUT", "/images/failing", {"image": f"acrtradingshared.azurecr.io/trading/{app}:broken"})
+    status, doc, stderr = deploy(world, "--tag", "broken")
+    assert status == 1
+    after = box.provider.read(f"{APPS_GROUP}/providers/Microsoft.App/containerApps/{app}-beta", "2026-07-01")
+    new_revision = after["properties"]["latestRevisionName"]
+    assert new_revision != serving
+    assert app in stderr and new_revision in stderr, stderr
+    assert after["properties"]["latestReadyRevisionName"] == serving
+    assert app_url(world, app, "/healthz")[0] == 200  # the previous revision still answers
+    status, doc, stderr = deploy(world)
+    assert status == 0, stderr
+    assert doc["checks"]["passed"] is True
+
+
+def test_no_generated_secret_reaches_any_output(world: dict) -> None:
+    """The canary: every value in the env vault, searched for in every output the runs produced."""
+    box = world["sandbox"]
+    vault = VAULT
+    client = box.provider.secret_client(box.provider.read(vault, "2026-05-15")["properties"]["vaultUri"])
+    values = [client.get_secret(p.name).value for p in client.list_properties_of_secrets()]
+    secrets = [v for v in values if v and len(v) >= 8 and v not in {"sigmatiqadmin"} and not v.startswith("127.0.0.1")]
+    assert len(secrets) >= 1 + 1 + len(APPS) * 2, "admin password, cache key, and per app a role password and a URL"
+    files = [p for p in Path(world["root"]).rglob("*") if p.is_file() and p.name != "state.json" and "postgres" not in p.parts]
+    texts = OUTPUTS + [p.read_text(errors="replace") for p in files]
+    for secret in secrets:
+        for text in texts:
+            assert secret not in text
+    assert os.path.exists(world["root"] / "audit" / "audit.jsonl")
