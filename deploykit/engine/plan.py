@@ -76,6 +76,12 @@ class StateCache:
 
     def lookup(self, address: str, path: str) -> Any:
         """A reference's value now; Unresolved when the entry does not exist (yet)."""
+        plugin = plugin_for(self.specs[address].type)
+        if plugin.read_value is not None:  # e.g. a secret's value: read where it lives (the vault)
+            value = plugin.read_value(self.specs[address], path, self)
+            if is_sensitive_path(path) and isinstance(value, str):
+                redact_value(value)
+            return value
         actual = self.get(address)
         if actual is None:
             raise Unresolved(f"{address} does not exist")
@@ -92,8 +98,7 @@ class StateCache:
                     self._actions[key] = result
             value = dig(result, rest) if rest else result
         else:
-            plugin = plugin_for(self.specs[address].type)
-            value = plugin.read_value(self.specs[address], path, self) if plugin.read_value else dig(actual, path)
+            value = dig(actual, path)
         if is_sensitive_path(path) and isinstance(value, str):
             redact_value(value)
         return value

@@ -53,6 +53,12 @@ def render_steps(
     for name in step_names:
         if name not in STEPS:
             raise UserError(f"config/{env}.yaml: steps: {name!r} is not a step; allowed: {', '.join(STEPS)}")
+        listed = platform.envs[env].steps if env and env in platform.envs else None
+        if STEPS[name].scope == "env" and listed is not None and name not in listed:
+            raise UserError(
+                f"{name} is not a step of {env}: config/{env}.yaml steps lists {', '.join(listed)}; "
+                "nothing was changed"
+            )
     requested = set(step_names)
     order = list(STEPS)
     last = max((order.index(n) for n in requested), default=-1)
@@ -277,7 +283,7 @@ def generic_apply(change: Change, spec: ResourceSpec, cache: StateCache) -> Mapp
         cache.set(spec.address, None)
         return None
     fixed = create_only_differences(spec, {p.split(" (", 1)[0]: v for p, v in change.diff.items()})
-    if fixed:
+    if fixed and change.action is Action.UPDATE:
         raise ApplyError(
             f"{spec.address}: {', '.join(fixed)} is create-only and differs: {forces_new(spec)}; "
             "this tool never replaces it (see the step's runbook: Rollback)"
