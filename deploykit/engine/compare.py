@@ -59,8 +59,12 @@ def _walk(want: Any, have: Any, shown: str, schema: str, rules: TypeRules, skip:
             return
         case_keys = schema == "tags"  # a provider may re-case tag keys (PG VNetServer -> VnetServer)
         lookup = {k.lower(): v for k, v in have.items()} if case_keys else have
+        by_id = {k.lower(): v for k, v in have.items() if _ID_PREFIX.match(str(k))}
         for key, value in want.items():
             found = lookup.get(key.lower() if case_keys else key, _MISSING)
+            if found is _MISSING and _ID_PREFIX.match(key):
+                # ARM ids as keys (userAssignedIdentities) come back re-cased: /resourcegroups/ (azure-facts.md 2.3)
+                found = by_id.get(key.lower(), _MISSING)
             child_schema = f"{schema}.{key}" if schema else key
             child_shown = f"{shown}.{key}" if shown else key
             if found is _MISSING:

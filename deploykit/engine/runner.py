@@ -56,8 +56,7 @@ def render_steps(
         listed = platform.envs[env].steps if env and env in platform.envs else None
         if STEPS[name].scope == "env" and listed is not None and name not in listed:
             raise UserError(
-                f"{name} is not a step of {env}: config/{env}.yaml steps lists {', '.join(listed)}; "
-                "nothing was changed"
+                f"{name} is not a step of {env}: config/{env}.yaml steps lists {', '.join(listed)}; nothing was changed"
             )
     requested = set(step_names)
     order = list(STEPS)
