@@ -38,6 +38,12 @@ CREATE_EXAMPLES = [
         "configStoreCreationParameters",
         (),
     ),
+    (
+        "app-configuration/ConfigurationStoresCreateKeyValue.json",
+        "Microsoft.AppConfiguration/configurationStores/keyValues",
+        "keyValueParameters",
+        (),
+    ),
     ("role-assignment/RoleAssignments_CreateForResource.json", "Microsoft.Authorization/roleAssignments", "parameters", ()),
     ("role-assignment/RoleAssignments_CreateForResourceGroup.json", "Microsoft.Authorization/roleAssignments", "parameters", ()),
     ("network-security-group/NetworkSecurityGroupCreate.json", "Microsoft.Network/networkSecurityGroups", "parameters", ()),
@@ -116,6 +122,33 @@ EXAMPLE_GAPS = [
         (),
         {"properties.ipVersionType"},
     ),
+    (
+        # A hand-written example: the responses drop half of the request's configuration, show
+        # another image tag and traffic split, and name the environment managedEnvironmentId only.
+        "container-app/ContainerApps_CreateOrUpdate.json",
+        "Microsoft.App/containerApps",
+        "containerAppEnvelope",
+        (),
+        {
+            "properties.configuration.dapr.enableApiLogging",
+            "properties.configuration.dapr.httpMaxRequestSize",
+            "properties.configuration.dapr.logLevel",
+            "properties.configuration.ingress.additionalPortMappings",
+            "properties.configuration.ingress.clientCertificateMode",
+            "properties.configuration.ingress.corsPolicy",
+            "properties.configuration.ingress.customDomains",
+            "properties.configuration.ingress.ipSecurityRestrictions",
+            "properties.configuration.ingress.stickySessions",
+            "properties.configuration.ingress.traffic",
+            "properties.configuration.maxInactiveRevisions",
+            "properties.configuration.service",
+            "properties.environmentId",
+            "properties.template.containers[testcontainerApp0].image",
+            "properties.template.scale.rules[httpscalingrule].custom",
+            "properties.template.serviceBinds",
+            "properties.workloadProfileName",
+        },
+    ),
 ]
 
 
@@ -162,6 +195,68 @@ def test_postgres_firewall_rule_matches_get() -> None:
     request = load_example("postgresql-firewall-rule/FirewallRulesCreateOrUpdate.json")["parameters"]["parameters"]
     get = load_example("postgresql-firewall-rule/FirewallRulesGet.json")["responses"]["200"]["body"]
     assert diff_resource("Microsoft.DBforPostgreSQL/flexibleServers/firewallRules", request, get) == {}
+
+
+def test_redis_get_matches_the_body_a_playbook_sends() -> None:
+    """RedisCacheGet.json against a request in the forms a playbook writes: short location, any enum casing, major version."""
+    get = load_example("redis/RedisCacheGet.json")["responses"]["200"]["body"]
+    props = get["properties"]
+    desired = {
+        "location": "eastus",
+        "properties": {
+            "sku": {"name": props["sku"]["name"].lower(), "family": props["sku"]["family"].lower(), "capacity": 3},
+            "redisVersion": props["redisVersion"].split(".")[0],
+            "enableNonSslPort": props["enableNonSslPort"],
+            "publicNetworkAccess": props["publicNetworkAccess"].upper(),
+        },
+    }
+    assert diff_resource("Microsoft.Cache/redis", desired, get) == {}
+
+
+def test_postgres_server_get_matches_the_body_a_playbook_sends() -> None:
+    """ServersGet.json against step 3's request shape: write-only fields skipped, enums in any casing."""
+    get = load_example("postgresql-flexible-server/ServersGet.json")["responses"]["200"]["body"]
+    props = get["properties"]
+    desired = {
+        "location": get["location"],
+        "sku": {"name": get["sku"]["name"], "tier": get["sku"]["tier"].lower()},
+        "properties": {
+            "createMode": "Create",
+            "version": props["version"],
+            "administratorLogin": props["administratorLogin"],
+            "administratorLoginPassword": "not returned",
+            "storage": {"storageSizeGB": props["storage"]["storageSizeGB"], "autoGrow": props["storage"]["autoGrow"].lower()},
+            "backup": {"backupRetentionDays": 7, "geoRedundantBackup": props["backup"]["geoRedundantBackup"].lower()},
+            "highAvailability": {"mode": props["highAvailability"]["mode"].lower()},
+            "network": {"publicNetworkAccess": props["network"]["publicNetworkAccess"].lower()},
+        },
+    }
+    write_only = ("properties.administratorLoginPassword", "properties.createMode")
+    assert diff_resource("Microsoft.DBforPostgreSQL/flexibleServers", desired, get, write_only) == {}
+
+
+def test_managed_environment_get_matches_its_workload_profiles() -> None:
+    """ManagedEnvironments_Get.json: display-name location, workload profile types in any casing."""
+    get = load_example("container-apps-environment/ManagedEnvironments_Get.json")["responses"]["200"]["body"]
+    profiles = [{**p, "workloadProfileType": p["workloadProfileType"].lower()} for p in get["properties"]["workloadProfiles"]]
+    desired = {"location": "northcentralus", "properties": {"workloadProfiles": profiles, "zoneRedundant": True}}
+    assert diff_resource("Microsoft.App/managedEnvironments", desired, get) == {}
+
+
+def test_container_app_identity_keys_compare_case_insensitively() -> None:
+    """ContainerApps_Get.json keys userAssignedIdentities with /resourcegroups/; a playbook writes /resourceGroups/."""
+    get = load_example("container-app/ContainerApps_Get.json")["responses"]["200"]["body"]
+    [key] = get["identity"]["userAssignedIdentities"]
+    assert "/resourcegroups/" in key
+    desired = {
+        "location": "eastus",
+        "identity": {
+            "type": "SystemAssigned, UserAssigned",
+            "userAssignedIdentities": {key.replace("/resourcegroups/", "/resourceGroups/"): {}},
+        },
+        "properties": {"configuration": {"ingress": {"transport": "Auto", "external": True}}},
+    }
+    assert diff_resource("Microsoft.App/containerApps", desired, get) == {}
 
 
 def test_a_real_difference_is_still_found() -> None:

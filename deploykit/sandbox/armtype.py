@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -30,8 +31,18 @@ PresentHook = Callable[["dict[str, Any]", "Callable[[str], str] | None"], None]
 # POST {id}/{action}: sees the store's data, the stored record and the request body (or None);
 # returns the response body. Runs inside the store's write transaction.
 ActionHook = Callable[[State, "dict[str, Any]", "dict[str, Any] | None"], Any]
+# After a PUT stored the body, for a type backed by a real service (a PostgreSQL cluster per
+# flexible server, pgcluster.py): sees the sandbox's state folder, the id, the stored body (which
+# it may complete, e.g. with PRIVATE data) and the request with its write-only fields (passwords).
+BackingHook = Callable[[Path, ParsedId, "dict[str, Any]", "dict[str, Any]", bool], None]
+# A child Azure always has, though nobody created it (every server parameter of a PostgreSQL
+# server): the body a GET answers for this name, or None when the name is unknown.
+ImpliedHook = Callable[[str], "dict[str, Any] | None"]
 
 PROVISIONING_STATE = "properties.provisioningState"
+# Sandbox-private data kept in a stored body (generated keys, a creation time, a cluster folder):
+# never accepted from a request, kept across PUTs, never shown in an answer.
+PRIVATE = "_sandbox"
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,9 @@ class ArmType:
     computed: PresentHook | None = None
     # POST {resource id}/{action} (listKeys, ...): lower-cased action name -> hook (below)
     actions: Mapping[str, ActionHook] = field(default_factory=lambda: MappingProxyType({}))
+    after_put: BackingHook | None = None
+    implied: ImpliedHook | None = None
+    created_status: int = 201  # a PUT that creates answers this; 200 where the provider does (keyValues)
 
     @property
     def key(self) -> str:

@@ -2,8 +2,9 @@
 
 The store and the HTTP front are generic: they look a type up with `spec_for` and follow its
 `ArmType`. Where behaviour is more than data (Key Vault soft delete and recover, a resource
-group's fixed location), the entry names a small hook defined here. Types not in the table are
-emulated generically: synchronous PUT, a provisioningState, the type as the path spells it.
+group's fixed location), the entry names a small hook defined here, or the entries come from a
+module per service (rbac.py, cache.py, appconfig.py, pgtypes.py, apps.py). Types not in the table
+are emulated generically: synchronous PUT, a provisioningState, the type as the path spells it.
 
 Shapes follow the real examples copied to tests/data/arm-examples (file named beside each entry;
 sources in its INDEX.md) and the project's verified Azure facts (section named).
@@ -12,16 +13,19 @@ sources in its INDEX.md) and the project's verified Azure facts (section named).
 from __future__ import annotations
 
 import copy
+import ipaddress
+import secrets
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from deploykit.sandbox import apps
-from deploykit.sandbox.armtype import PROVISIONING_STATE, ArmType, State, now_iso
+from deploykit.sandbox import appconfig, apps, cache, pgtypes, rbac
+from deploykit.sandbox.armtype import PRIVATE, PROVISIONING_STATE, ArmType, State, now_iso
+from deploykit.sandbox.bodies import deep_merge, stored_body
 from deploykit.sandbox.ids import ArmError, ParsedId
 
-__all__ = ["PROVISIONING_STATE", "ArmType", "State", "now_iso", "present", "spec_for", "stored_body"]
+__all__ = ["PROVISIONING_STATE", "ArmType", "State", "deep_merge", "now_iso", "present", "spec_for", "stored_body"]
 
 
 # ---- hooks -------------------------------------------------------------------------------------
@@ -104,6 +108,20 @@ def _registry_computed(out: dict[str, Any], vault_url: Callable[[str], str] | No
         out["sku"]["tier"] = out["sku"].get("name")
 
 
+# Words for a managed environment's default domain: Azure's look like "<word>-<8 hex>.<region>...".
+_DOMAIN_WORDS = ("happy", "calm", "brave", "gentle", "lively", "proud", "quiet", "witty", "bold", "mellow")
+
+
+def _environment_created(body: dict[str, Any]) -> None:
+    """ManagedEnvironments_Get.json: the service picks a default domain and a static IP once."""
+    region = str(body.get("location", "centralus")).lower().replace(" ", "")
+    word = secrets.choice(_DOMAIN_WORDS) + secrets.choice(("river", "hill", "field", "stone", "sea", "wood"))
+    props = body.setdefault("properties", {})
+    props["defaultDomain"] = f"{word}-{secrets.token_hex(4)}.{region}.azurecontainerapps.io"
+    props["staticIp"] = str(ipaddress.IPv4Address(0x14000000 + secrets.randbelow(0x00FFFFFF)))  # in 20.0.0.0/8
+    props["customDomainConfiguration"] = {"customDomainVerificationId": secrets.token_hex(32).upper()}
+
+
 def _frozen(data: dict[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(data)
 
@@ -114,8 +132,7 @@ TYPES: tuple[ArmType, ...] = (
     ArmType("Microsoft.Resources/resourceGroups", before_put=_group_before_put),
     # management-lock/*: synchronous, no provisioningState; azure-facts.md 3.2
     ArmType("Microsoft.Authorization/locks", provisioning_state=False, lock=True),
-    # role-assignment/*: synchronous, no provisioningState
-    ArmType("Microsoft.Authorization/roleAssignments", provisioning_state=False),
+    *rbac.TYPES,  # identities and role assignments: sandbox/rbac.py
     # key-vault/createVault.json, getVault.json; azure-facts.md 3.3 and 4
     ArmType(
         "Microsoft.KeyVault/vaults",
@@ -184,24 +201,34 @@ TYPES: tuple[ArmType, ...] = (
         on_create=_registry_created,
         computed=_registry_computed,
     ),
-    # postgresql-flexible-server/*; azure-facts.md 3.6-3.8
+    *pgtypes.TYPES,  # PostgreSQL flexible servers, backed by real clusters: sandbox/pgtypes.py
+    *cache.TYPES,  # Azure Cache for Redis and its firewall rules: sandbox/cache.py
+    *appconfig.TYPES,  # App Configuration stores and key-values: sandbox/appconfig.py
+    # container-apps-environment/ManagedEnvironments_Get.json; azure-facts.md 3.13
     ArmType(
-        "Microsoft.DBforPostgreSQL/flexibleServers",
+        "Microsoft.App/managedEnvironments",
         long_running=True,
-        write_only=("properties.administratorLoginPassword", "properties.createMode"),
+        display_location=True,
+        defaults=_frozen(
+            {
+                "properties": {
+                    "zoneRedundant": False,
+                    "peerAuthentication": {"mtls": {"enabled": False}},
+                    "peerTrafficConfiguration": {"encryption": {"enabled": False}},
+                    "kedaConfiguration": {"version": "2.8.1"},
+                    "daprConfiguration": {"version": "1.9"},
+                }
+            }
+        ),
+        read_only=(
+            "properties.defaultDomain",
+            "properties.staticIp",
+            "properties.customDomainConfiguration.customDomainVerificationId",
+            "properties.kedaConfiguration",
+            "properties.daprConfiguration",
+        ),
+        on_create=_environment_created,
     ),
-    ArmType("Microsoft.DBforPostgreSQL/flexibleServers/databases", long_running=True),
-    ArmType("Microsoft.DBforPostgreSQL/flexibleServers/firewallRules", long_running=True),
-    ArmType("Microsoft.DBforPostgreSQL/flexibleServers/configurations"),
-    # redis/RedisCacheCreate.json answers type "Microsoft.Cache/Redis"; azure-facts.md 3.9-3.10
-    ArmType("Microsoft.Cache/Redis", long_running=True, display_location=True),
-    ArmType("Microsoft.Cache/Redis/firewallRules", display_location=True),
-    # managed-identity/*
-    ArmType("Microsoft.ManagedIdentity/userAssignedIdentities"),
-    # app-configuration/*
-    ArmType("Microsoft.AppConfiguration/configurationStores", long_running=True),
-    # container-apps-environment/*, container-app/*: display-name locations
-    ArmType("Microsoft.App/managedEnvironments", long_running=True, display_location=True),
     *apps.TYPES,  # container apps and their revisions: sandbox/apps.py
     # virtual-network/*: a PUT without subnets keeps them (azure-facts.md 3.16)
     ArmType("Microsoft.Network/virtualNetworks", long_running=True, kept_when_omitted=("properties.subnets",)),
@@ -240,87 +267,7 @@ def spec_for(type_name: str) -> ArmType:
     return _BY_KEY.get(type_name.lower()) or ArmType(type_name)
 
 
-# ---- bodies ------------------------------------------------------------------------------------
-def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = {key: copy.deepcopy(value) for key, value in base.items()}
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-_ABSENT = object()
-
-
-def _get_path(body: Any, dotted: str) -> Any:
-    node = body
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _ABSENT
-        node = node[part]
-    return node
-
-
-def _set_path(body: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = body
-    for part in parents:
-        if not isinstance(node.get(part), dict):
-            node[part] = {}
-        node = node[part]
-    node[leaf] = value
-
-
-def _pop_path(body: dict[str, Any], dotted: str) -> None:
-    *parents, leaf = dotted.split(".")
-    node: Any = body
-    for part in parents:
-        node = node.get(part) if isinstance(node, dict) else None
-    if isinstance(node, dict):
-        node.pop(leaf, None)
-
-
-def _recase(body: dict[str, Any], dotted: str, how: str) -> None:
-    *parents, leaf = dotted.split(".")
-    node: Any = body
-    for part in parents:
-        node = node.get(part) if isinstance(node, dict) else None
-    if isinstance(node, dict) and isinstance(node.get(leaf), str):
-        node[leaf] = getattr(node[leaf], how)()
-
-
-def stored_body(spec: ArmType, previous: dict[str, Any] | None, request: dict[str, Any]) -> dict[str, Any]:
-    """What the provider keeps from a PUT, which replaces the resource (ARM PUT semantics).
-
-    The request over the type's defaults: a property the PUT omits returns to its default, not
-    to its previous value. Only read-only fields the service computed survive from before
-    (provisioningState, creationDate, ...), and child collections the type keeps when omitted.
-    Read-only fields in the request are ignored, write-only ones dropped, enums re-cased.
-    """
-    body = {key: copy.deepcopy(value) for key, value in request.items() if key not in {"id", "name", "type"}}
-    for path in spec.read_only_paths():
-        _pop_path(body, path)
-    body = deep_merge(spec.defaults, body)
-    if previous is not None:
-        for path in spec.read_only_paths():
-            value = _get_path(previous, path)
-            if value is not _ABSENT:
-                _set_path(body, path, copy.deepcopy(value))
-        for path in spec.kept_when_omitted:
-            value = _get_path(previous, path)
-            if value is not _ABSENT and _get_path(request, path) is _ABSENT:
-                _set_path(body, path, copy.deepcopy(value))
-    elif spec.on_create is not None:
-        spec.on_create(body)
-    for path in spec.write_only:
-        _pop_path(body, path)
-    for path, how in spec.recase.items():
-        _recase(body, path, how)
-    return body
-
-
+# ---- answers -------------------------------------------------------------------------------------
 def present(record: dict[str, Any], vault_url: Callable[[str], str] | None = None) -> dict[str, Any]:
     """The GET shape: id, name, the canonical type, the location form, computed read-only fields."""
     spec = spec_for(record["type"])
@@ -333,4 +280,5 @@ def present(record: dict[str, Any], vault_url: Callable[[str], str] | None = Non
         out["location"] = DISPLAY_NAMES.get(location.lower().replace(" ", ""), location)
     if spec.computed is not None:
         spec.computed(out, vault_url)
+    out.pop(PRIVATE, None)
     return out

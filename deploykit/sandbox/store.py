@@ -15,16 +15,18 @@ import fcntl
 import json
 import os
 import secrets as pysecrets
+import shutil
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
 from deploykit.errors import UserError
 from deploykit.paths import display
-from deploykit.sandbox import providers
+from deploykit.sandbox import pgcluster, pgtypes, providers, rbac
 from deploykit.sandbox.ids import ArmError, ParsedId, parse_id
 
 __all__ = ["ArmError", "ParsedId", "SandboxState", "parse_id", "remove_state"]
@@ -76,10 +78,12 @@ def _flocked(lock_path: Path) -> Iterator[None]:
 def remove_state(directory: Path) -> int | None:
     """Delete the state and journal under the state lock, never trusting their content.
 
+    The real services behind resources (PostgreSQL clusters) are stopped and deleted too.
     Returns how many resources the state held: 0 when there was none, None when it was unreadable.
     """
     if not directory.is_dir():
         return 0
+    pgcluster.remove_all(directory)
     path = directory / "state.json"
     with ExitStack() as stack:
         with suppress(OSError):  # a lock file we cannot open must not stop a reset
@@ -118,6 +122,7 @@ class SandboxState:
         self._held_id: tuple[Any, ...] | None = None  # None: unknown, reload before use
         self._depth = 0  # nesting of write transactions in the thread that holds self._lock
         self._dirty = False
+        self._scratch: Path | None = None  # an in-memory state's folder for real services
         if path is not None:
             with self._lock:
                 self._refresh()
@@ -210,26 +215,62 @@ class SandboxState:
                     self._dirty = False
 
     def close(self) -> None:
-        """Let go of the state file this process holds open (the data stays usable; it reloads)."""
+        """Let go of the state file this process holds open (the data stays usable; it reloads).
+
+        The TLS fronts this process opened for PostgreSQL servers close; the clusters keep
+        running for the next process (an in-memory state's are deleted: nothing can find them).
+        """
         with self._lock:
             if self._path is not None:
                 self._hold(None, None)
+            home = self._path.parent if self._path is not None else self._scratch
+            if home is not None:
+                pgcluster.close_fronts(home)
+            if self._scratch is not None:
+                pgcluster.remove_all(self._scratch)
+                shutil.rmtree(self._scratch, ignore_errors=True)
+                self._scratch = None
+
+    def stop_services(self) -> None:
+        """Stop the real services behind resources (PostgreSQL clusters), keeping their data.
+
+        For a test suite's teardown: the clusters otherwise outlive the sandbox, as they should
+        between CLI runs. A later GET or PUT starts them again.
+        """
+        pgcluster.stop_all(self.home())
+
+    def home(self) -> Path:
+        """The sandbox's state folder, where real services keep their data (a scratch one in memory)."""
+        if self._path is not None:
+            return self._path.parent
+        with self._lock:
+            if self._scratch is None:
+                self._scratch = Path(tempfile.mkdtemp(prefix="deploykit-sandbox-"))
+            return self._scratch
 
     def _changed(self) -> None:
         self._dirty = True
 
     def reset(self) -> None:
+        """Empty the state; the real services behind resources are stopped and deleted."""
         with self._writing():
             self._data = _empty()
+            pgcluster.remove_all(self.home())
             self._changed()
 
     # ---- resources ---------------------------------------------------------------------
     def get_resource(self, rid: str) -> dict[str, Any]:
+        """The stored record; for a child Azure always has (a server parameter), its implied one."""
         parsed = parse_id(rid)
         with self._reading():
             record = self._data["resources"].get(parsed.key)
             if record is None:
-                self._raise_not_found(parsed)
+                spec = providers.spec_for(parsed.type)
+                container = (parsed.container or "").lower()
+                implied = spec.implied(parsed.name) if spec.implied and container in self._data["resources"] else None
+                if implied is None:
+                    self._raise_not_found(parsed)
+                return {"id": parsed.id, "type": spec.name, "body": implied}
             return copy.deepcopy(record)
 
     def put_resource(
@@ -239,10 +280,12 @@ class SandboxState:
         lro_seconds: float = 0.0,
         failure: dict[str, str] | None = None,
     ) -> tuple[bool, dict[str, Any], str | None]:
-        """Create or replace, in one transaction; returns (created, stored record, operation id).
+        """Create or replace, in one transaction; returns (answer 201?, stored record, operation id).
 
         A long-running type gets an operation and stays Creating/Updating until it settles;
-        any other type is Succeeded at once (if it has a provisioningState at all).
+        any other type is Succeeded at once (if it has a provisioningState at all). A type
+        backed by a real service (a PostgreSQL server) has it started and configured before the
+        answer. The first value is False for a creation the provider answers with 200 (keyValues).
         """
         parsed = parse_id(rid)
         spec = providers.spec_for(parsed.type)
@@ -259,6 +302,8 @@ class SandboxState:
                 self._check_global_name(parsed, spec, existing)
                 body = providers.stored_body(spec, existing["body"] if existing else None, request)
             created = existing is None
+            if spec.after_put is not None:
+                spec.after_put(self.home(), parsed, body, request, created)
             record = {"id": existing["id"] if existing else parsed.id, "type": spec.name, "body": body}
             resources[parsed.key] = record
             op_id = None
@@ -268,7 +313,7 @@ class SandboxState:
             else:
                 self._set_provisioning_state(record, "Succeeded")
             self._changed()
-            return created, copy.deepcopy(record), op_id
+            return created and spec.created_status == 201, copy.deepcopy(record), op_id
 
     def run_action(self, rid: str, action: str, request: dict[str, Any] | None) -> Any:
         """POST {id}/{action} (listKeys, ...): the type's action hook, in one write transaction."""
@@ -336,6 +381,33 @@ class SandboxState:
     def list_resources(self) -> list[dict[str, Any]]:
         with self._reading():
             return [copy.deepcopy(r) for r in self._data["resources"].values()]
+
+    # ---- questions other parts of the sandbox ask ----------------------------------------
+    def list_role_assignments(self, scope: str, principal_id: str | None = None, at_scope: bool = False) -> list[dict[str, Any]]:
+        """GET {scope}/providers/Microsoft.Authorization/roleAssignments: the items of "value", as GET shapes them.
+
+        Role Assignments - List For Scope: with `$filter=principalId eq '<id>'` (principal_id)
+        the principal's assignments at, above or below the scope; with `atScope()` (at_scope)
+        those at the scope or above it; both may be given. `rbac.parse_filter` turns a raw
+        $filter into these two arguments.
+        """
+        with self._reading():
+            found = rbac.list_assignments(self._data, scope, principal_id, at_scope)
+            return [providers.present(r) for r in found]
+
+    def principal_has_role(self, principal_id: str, scope_id: str, role_guids: Iterable[str]) -> bool:
+        """Whether the principal holds one of these roles (definition GUIDs) at the scope or above it."""
+        with self._reading():
+            return rbac.has_role(self._data, principal_id, scope_id, role_guids)
+
+    def postgres_endpoint(self, server_id: str) -> tuple[str, int]:
+        """(host, port) of a flexible server's real PostgreSQL, started if needed (TLS; admin login and password)."""
+        record = self.get_resource(server_id)
+        found = pgtypes.endpoint(record["body"])
+        if found is None:
+            raise ArmError(404, "ResourceNotFound", f"The server '{server_id}' has no PostgreSQL behind it.")
+        host, _, port = found.rpartition(":")
+        return host, int(port)
 
     # ---- checks ------------------------------------------------------------------------
     def _raise_not_found(self, parsed: ParsedId) -> None:

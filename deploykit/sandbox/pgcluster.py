@@ -1,0 +1,507 @@
+"""A real PostgreSQL cluster behind each sandbox flexible server, reachable as Azure's would be.
+
+Every endpoint of the sandbox that must accept real connections is loopback and carries its
+port: a server's `fullyQualifiedDomainName` is `127.0.0.1:<port>` (as a vault's `vaultUri` is
+`https://127.0.0.1:<port>/`). Clients connect with TLS (`sslmode=require`; the certificate is the
+sandbox's own, valid for 127.0.0.1) and a SCRAM password, as on Azure.
+
+- `<state dir>/postgres-servers/<server>/` holds the cluster: `data/` (PGDATA, the embedded
+  binaries of the `pgserver` package), `superuser` (the sandbox's own superuser password, 0600),
+  `port` (the endpoint's last port), `lock` (an flock: two processes never start or stop one
+  cluster at once). Beside, not under, `<state dir>/postgres/`: that is `postgres.start_embedded`'s
+  own PGDATA, and a cluster folder inside it would stop its initdb.
+- The embedded binaries are built without OpenSSL, so the cluster itself listens on a Unix
+  socket only (under /tmp: socket paths are short) and the endpoint is a TLS front in the sandbox
+  process: it answers PostgreSQL's SSLRequest, does the handshake with the sandbox's certificate,
+  then relays the bytes. A client that does not ask for TLS is refused as Azure refuses it
+  (require_secure_transport). The cluster's pg_hba asks every connection for a SCRAM password.
+- The admin login is created as Azure creates it: LOGIN CREATEDB CREATEROLE, member of
+  `azure_pg_admin`, not a superuser. Its password travels as a SCRAM verifier computed here, so
+  the clear text is in no statement and no log; it is never stored.
+- The cluster outlives the sandbox process (CLI runs reuse it: no initdb; a start only if its
+  postmaster died). The TLS front lives as long as the sandbox process that opened it, and
+  takes the same port again when it is free (a second process on the same state gets another).
+  Deleting the server, `SandboxState.reset` and `remove_state` stop and delete clusters.
+
+When the sandbox runs as root, PostgreSQL runs as the `pgserver` user (its package's convention).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import os
+import pwd
+import secrets
+import shutil
+import ssl
+import stat
+import struct
+import subprocess
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from deploykit.sandbox.ids import ArmError
+from deploykit.sandbox.tls import ensure_certificate
+
+ROOT_NAME = "postgres-servers"
+ADMIN_GROUP = "azure_pg_admin"  # Azure's admin role is a member of this, never a superuser
+AZURE_DATABASES = ("azure_maintenance", "azure_sys")  # a new Azure server has these (azure-facts.md 3.7)
+PG_USER = "pgserver"  # who runs PostgreSQL when the sandbox is root (pgserver's own choice)
+SOCKET_PORT = 5432  # names the socket file only (.s.PGSQL.5432): the cluster has no TCP listener
+
+# Server parameters the sandbox applies to the real cluster (the rest are only ARM data).
+PARAMETERS_FILE = "azure.conf"
+
+# azure.extensions as Azure enforces it for its (non-superuser) admin: CREATE or DROP EXTENSION of
+# a name not in the list fails with Azure's error (azure-databases-docs, "errors when managing
+# extensions"); a listed extension PostgreSQL does not trust (vector) is created by this
+# superuser-owned trigger first, so the admin's CREATE EXTENSION IF NOT EXISTS then succeeds (a
+# plain CREATE EXTENSION then says it exists). Only the creating function runs as the superuser,
+# with a fixed search_path. Installed in template1, so every new database has it.
+EXTENSION_GATE = r"""
+CREATE SCHEMA IF NOT EXISTS azure_sandbox;
+REVOKE ALL ON SCHEMA azure_sandbox FROM PUBLIC;
+GRANT USAGE ON SCHEMA azure_sandbox TO PUBLIC;
+CREATE OR REPLACE FUNCTION azure_sandbox.allowed(ext text) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT ext = 'plpgsql' OR ext = ANY (string_to_array(lower(replace(
+    COALESCE(current_setting('azure.extensions', true), ''), ' ', '')), ','))
+$$;
+CREATE OR REPLACE FUNCTION azure_sandbox.create_untrusted(ext text, target text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  is_trusted boolean;
+BEGIN
+  IF target IS NULL OR NOT azure_sandbox.allowed(ext) OR NOT has_schema_privilege(session_user, target, 'CREATE') THEN
+    RETURN;
+  END IF;
+  SELECT v.trusted INTO is_trusted FROM pg_available_extension_versions v
+    JOIN pg_available_extensions a ON a.name = v.name AND a.default_version = v.version WHERE v.name = ext;
+  IF is_trusted IS DISTINCT FROM false THEN RETURN; END IF;
+  PERFORM set_config('azure_sandbox.inner', 'on', true);
+  EXECUTE format('CREATE EXTENSION IF NOT EXISTS %I SCHEMA %I', ext, target);
+  PERFORM set_config('azure_sandbox.inner', 'off', true);
+END
+$$;
+REVOKE ALL ON FUNCTION azure_sandbox.create_untrusted(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION azure_sandbox.create_untrusted(text, text) TO PUBLIC;
+CREATE OR REPLACE FUNCTION azure_sandbox.extension_gate() RETURNS event_trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+  found text[];
+  ext text;
+BEGIN
+  IF current_setting('azure_sandbox.inner', true) = 'on' THEN RETURN; END IF;
+  found := regexp_match(current_query(),
+    '(create|drop)\s+extension\s+(if\s+(not\s+)?exists\s+)?("([^"]+)"|([a-z0-9_-]+))', 'i');
+  IF found IS NULL THEN RETURN; END IF;
+  ext := lower(COALESCE(found[5], found[6]));
+  IF NOT azure_sandbox.allowed(ext) THEN
+    RAISE EXCEPTION 'extension "%" is not allow-listed for "azure_pg_admin" users in Azure Database for PostgreSQL', ext
+      USING HINT = 'to see the full allow list of extensions, please run: "show azure.extensions;"';
+  END IF;
+  IF lower(found[1]) = 'create' THEN
+    PERFORM azure_sandbox.create_untrusted(ext, current_schema());
+  END IF;
+END
+$$;
+DROP EVENT TRIGGER IF EXISTS azure_extension_gate;
+CREATE EVENT TRIGGER azure_extension_gate ON ddl_command_start WHEN TAG IN ('CREATE EXTENSION', 'DROP EXTENSION')
+  EXECUTE FUNCTION azure_sandbox.extension_gate();
+"""
+
+HBA = """# Written by the deploykit sandbox: a SCRAM password for everyone; TLS is the sandbox's front.
+local all all scram-sha-256
+"""
+
+
+def _conf(socket_dir: Path) -> str:
+    return (
+        "# Written by the deploykit sandbox: no TCP listener; the TLS front relays to the socket.\n"
+        f"listen_addresses = ''\nport = {SOCKET_PORT}\nunix_socket_directories = '{socket_dir}'\n"
+        "unix_socket_permissions = 0700\npassword_encryption = 'scram-sha-256'\n"
+        "shared_buffers = 16MB\nmax_connections = 50\n"
+    )
+
+
+def clusters_root(state_dir: Path) -> Path:
+    return state_dir / ROOT_NAME
+
+
+def _commands() -> Any:
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        from pgserver import _commands
+
+    return _commands
+
+
+def _run_as() -> str | None:
+    """The system user PostgreSQL runs as: pgserver's when we are root (postgres refuses root)."""
+    if os.geteuid() != 0:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgserver.utils import ensure_user_exists
+
+    ensure_user_exists(PG_USER)
+    return PG_USER
+
+
+def _give(path: Path, user: str | None) -> None:
+    if user is not None:
+        shutil.chown(path, user, user)
+
+
+def _write(path: Path, text: str, user: str | None) -> None:
+    """A file only its owner reads: the sandbox's, or the PostgreSQL user's when given."""
+    path.write_text(text)
+    path.chmod(0o600)
+    _give(path, user)
+
+
+def _own_folder(path: Path, user: str | None) -> None:
+    """A 0700 folder of ours (or the PostgreSQL user's) in a shared place: never a symlink or another's."""
+    with suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    st = path.lstat()
+    owners = {os.geteuid()} | ({pwd.getpwnam(user).pw_uid} if user else set())
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in owners:
+        raise ArmError(500, "InternalServerError", f"{path} is not the sandbox's own folder; remove it")
+    _give(path, user)
+
+
+def _traversable(path: Path) -> None:
+    """Let the PostgreSQL user reach `path` (o+x on each parent; nothing becomes readable)."""
+    for parent in [path, *path.parents]:
+        with suppress(OSError):
+            mode = parent.stat().st_mode
+            if not mode & 0o001:
+                parent.chmod(mode | 0o001)
+
+
+@cache
+def binary_version() -> tuple[str, str]:
+    """(major, minor) of the embedded PostgreSQL, e.g. ("16", "2")."""
+    out = _commands().postgres(["--version"])  # "postgres (PostgreSQL) 16.2"
+    major, _, minor = out.split()[-1].partition(".")
+    return major, minor.split(".")[0] or "0"
+
+
+class Cluster:
+    """One server's cluster under `home`; every method is safe across threads and processes."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home.absolute()  # the postmaster's command line names it: found again by it
+        self.data = self.home / "data"
+        # Socket paths must stay under ~100 bytes: a short folder per cluster, checked in _start.
+        digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:16]
+        self.socket_dir = Path("/tmp") / f"deploykit-pg-{digest}"  # noqa: S108 - owner and type checked before use
+
+    @classmethod
+    def for_server(cls, state_dir: Path, name: str) -> Cluster:
+        return cls(clusters_root(state_dir) / name.lower())
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.home / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def exists(self) -> bool:
+        return (self.data / "PG_VERSION").exists()
+
+    def _running(self) -> bool:
+        """A live, ready postmaster of this cluster (not a stale postmaster.pid, not a reused pid)."""
+        try:
+            lines = (self.data / "postmaster.pid").read_text().splitlines()
+            pid, status = int(lines[0]), lines[7].strip()
+            os.kill(pid, 0)
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            return False
+        return status == "ready" and str(self.data).encode() in cmdline
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def ensure(self) -> None:
+        """The cluster initialised (once) and its postmaster running."""
+        with self._locked():
+            user = _run_as()
+            if not self.exists():
+                self._init(user)
+            if not self._running():
+                self._start(user)
+
+    def _init(self, user: str | None) -> None:
+        if self.data.exists():
+            shutil.rmtree(self.data)  # a half-made cluster from an interrupted init
+        _traversable(self.home.parent)
+        self.home.chmod(0o711)
+        self.data.mkdir(mode=0o700)
+        _give(self.data, user)
+        password = secrets.token_urlsafe(24)
+        _write(self.home / "superuser", password, None)
+        pwfile = self.home / "initdb.pw"  # read by initdb as the cluster's user, removed at once
+        _write(pwfile, password + "\n", user)
+        try:
+            self._pg("initdb", ["-U", "postgres", f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8",
+                                "--locale=C.UTF-8", "--no-sync"], user)  # fmt: skip
+        finally:
+            pwfile.unlink(missing_ok=True)
+        conf = self.data / "postgresql.conf"
+        includes = f"\ninclude_if_exists = 'sandbox.conf'\ninclude_if_exists = '{PARAMETERS_FILE}'\n"
+        _write(conf, conf.read_text() + includes, user)
+        _write(self.data / "pg_hba.conf", HBA, user)
+
+    def _start(self, user: str | None) -> None:
+        _own_folder(self.socket_dir, user)  # /tmp may have been emptied since the last start
+        _write(self.data / "sandbox.conf", _conf(self.socket_dir), user)  # the folder may have moved
+        self._pg("pg_ctl", ["-w", "-t", "30", "-s", "-l", str(self.data / "log"), "start"], user)
+
+    def stop(self) -> None:
+        with self._locked():
+            if self._running():
+                with suppress(ArmError):
+                    self._pg("pg_ctl", ["-w", "-s", "-m", "fast", "stop"], _run_as())
+
+    def destroy(self) -> None:
+        close_front(self.home)
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    def _pg(self, command: str, args: list[str], user: str | None) -> str:
+        try:
+            # As the PostgreSQL user with its own group only: root's group must not decide what it may open.
+            who = {"user": user, "group": user, "extra_groups": []} if user else {}
+            return getattr(_commands(), command)(args, pgdata=self.data, timeout=60, **who)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            log = self.data / "log"
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+            detail = "; ".join(tail) or f"{command} failed: {exc}"
+            raise ArmError(500, "InternalServerError", f"The sandbox PostgreSQL in {self.home} failed: {detail}") from None
+
+    # ---- the endpoint ----------------------------------------------------------------------
+    def endpoint(self, tls_dir: Path) -> int:
+        """The TLS port clients connect to: the cluster started if needed, the front opened in this process."""
+        self.ensure()
+        return open_front(self, tls_dir)
+
+    # ---- the admin login -----------------------------------------------------------------
+    def connect(self, database: str = "postgres") -> Any:
+        """A superuser connection over the socket (the sandbox's own password, never the admin's)."""
+        import psycopg
+
+        password = (self.home / "superuser").read_text()
+        return psycopg.connect(
+            host=str(self.socket_dir), port=SOCKET_PORT, user="postgres", password=password, dbname=database,
+            connect_timeout=10, autocommit=True,
+        )  # fmt: skip
+
+    def set_admin(self, login: str, password: str | None) -> None:
+        """Create the admin login as Azure does, or give it a new password (never a superuser)."""
+        from psycopg import sql
+
+        with self.connect() as conn:
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ADMIN_GROUP,)).fetchone():
+                conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(ADMIN_GROUP)))
+                # Azure's postgres database belongs to azure_pg_admin, so the admin may use its public schema.
+                conn.execute(sql.SQL("ALTER DATABASE postgres OWNER TO {}").format(sql.Identifier(ADMIN_GROUP)))
+            if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'azure_sandbox'").fetchone():
+                for database in ("template1", "postgres"):
+                    with self.connect(database) as inner:
+                        inner.execute(EXTENSION_GATE)
+            for database in AZURE_DATABASES:
+                if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (login,)).fetchone():
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN CREATEDB CREATEROLE IN ROLE {}").format(
+                        sql.Identifier(login), sql.Identifier(ADMIN_GROUP)
+                    )
+                )
+            if password is not None:
+                verifier = conn.pgconn.encrypt_password(password.encode(), login.encode(), b"scram-sha-256")
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(login), sql.Literal(verifier.decode())))
+
+    def set_extensions(self, value: str) -> None:
+        """azure.extensions for the cluster: written beside postgresql.conf, then a reload."""
+        quoted = value.replace("'", "''")
+        _write(self.data / PARAMETERS_FILE, f"azure.extensions = '{quoted}'\n", _run_as())
+        with self.connect() as conn:
+            conn.execute("SELECT pg_reload_conf()")
+        for _ in range(50):  # the postmaster rereads its files a moment later; new sessions then see it
+            with self.connect() as conn:
+                if conn.execute("SELECT current_setting('azure.extensions', true)").fetchone()[0] == value:
+                    return
+            time.sleep(0.02)
+
+
+def remove_all(state_dir: Path) -> None:
+    """Stop and delete every cluster of this state folder (reset, remove_state)."""
+    root = clusters_root(state_dir)
+    if root.is_dir():
+        for home in sorted(root.iterdir()):
+            if home.is_dir():
+                Cluster(home).destroy()
+
+
+def stop_all(state_dir: Path) -> None:
+    """Stop every cluster of this state folder and its TLS fronts, keeping the data."""
+    close_fronts(state_dir)
+    root = clusters_root(state_dir)
+    if root.is_dir():
+        for home in sorted(root.iterdir()):
+            if (home / "data").is_dir():
+                Cluster(home).stop()
+
+
+# ---- the TLS front: PostgreSQL's SSLRequest, then the sandbox's certificate ---------------------
+SSL_REQUEST = 80877103
+GSSENC_REQUEST = 80877104
+PROTOCOL_3 = 196608
+
+
+def _no_tls(startup: bytes) -> bytes:
+    """Azure's answer to a connection without TLS (require_secure_transport=on), naming user and database."""
+    parts = startup.split(b"\0")
+    params = {parts[i].decode(errors="replace"): parts[i + 1].decode(errors="replace") for i in range(0, len(parts) - 1, 2)}
+    user = params.get("user", "")
+    message = (
+        f'no pg_hba.conf entry for host "127.0.0.1", user "{user}", database "{params.get("database", user)}", no encryption'
+    )
+    return _error_response(message)
+
+
+class _Fronts:
+    """One asyncio loop per process (a daemon thread) serving every open front."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.open: dict[Path, tuple[asyncio.AbstractServer, int]] = {}
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            threading.Thread(target=self._loop.run_forever, name="sandbox-pg-tls", daemon=True).start()
+        return self._loop
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop()).result(timeout=30)
+
+
+_FRONTS = _Fronts()
+
+
+def _error_response(message: str) -> bytes:
+    fields = b"SFATAL\0VFATAL\0C28000\0M" + message.encode() + b"\0\0"
+    return b"E" + struct.pack("!i", len(fields) + 4) + fields
+
+
+async def _relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
+        pass
+    finally:
+        with suppress(Exception):
+            writer.close()
+
+
+def _handler(cluster: Cluster, context: ssl.SSLContext) -> Any:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            length, code = struct.unpack("!ii", await reader.readexactly(8))
+            if code == GSSENC_REQUEST:  # libpq may ask for GSS encryption first: no
+                writer.write(b"N")
+                length, code = struct.unpack("!ii", await reader.readexactly(8))
+            if code != SSL_REQUEST:
+                startup = await reader.readexactly(length - 8) if code == PROTOCOL_3 and 8 < length < 10000 else b""
+                writer.write(_no_tls(startup))
+                await writer.drain()
+                writer.close()
+                return
+            writer.write(b"S")
+            await writer.drain()
+            await writer.start_tls(context)
+            up_reader, up_writer = await asyncio.open_unix_connection(str(cluster.socket_dir / f".s.PGSQL.{SOCKET_PORT}"))
+        except (OSError, asyncio.IncompleteReadError, ssl.SSLError, struct.error):
+            with suppress(Exception):
+                writer.close()
+            return
+        await asyncio.gather(_relay(reader, up_writer), _relay(up_reader, writer))
+
+    return handle
+
+
+def open_front(cluster: Cluster, tls_dir: Path) -> int:
+    """This process's TLS front for the cluster (opened once; the last port again when free)."""
+    with _FRONTS._lock:
+        known = _FRONTS.open.get(cluster.home)
+        if known is not None:
+            return known[1]
+        cert, key = ensure_certificate(tls_dir)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(cert, key)
+        port_file = cluster.home / "port"
+        try:
+            preferred = int(port_file.read_text())
+        except (OSError, ValueError):
+            preferred = 0
+        server = None
+        for port in dict.fromkeys((preferred, 0)):
+            try:
+                server = _FRONTS.run(asyncio.start_server(_handler(cluster, context), "127.0.0.1", port))
+                break
+            except OSError:
+                continue
+        if server is None:
+            raise ArmError(500, "InternalServerError", "no free TCP port on 127.0.0.1 for the sandbox PostgreSQL")
+        port = int(server.sockets[0].getsockname()[1])
+        with suppress(OSError):
+            port_file.write_text(str(port))
+        _FRONTS.open[cluster.home] = (server, port)
+        return port
+
+
+def front_port(home: Path) -> int | None:
+    with _FRONTS._lock:
+        known = _FRONTS.open.get(home.absolute())
+        return known[1] if known else None
+
+
+def close_front(home: Path) -> None:
+    with _FRONTS._lock:
+        known = _FRONTS.open.pop(home.absolute(), None)
+    if known is not None:
+        server = known[0]
+
+        async def _close() -> None:
+            server.close()
+
+        _FRONTS.run(_close())
+
+
+def close_fronts(state_dir: Path) -> None:
+    """Close this process's fronts for the clusters of one state folder (its sandbox stops)."""
+    root = clusters_root(state_dir).absolute()
+    with _FRONTS._lock:
+        homes = [home for home in _FRONTS.open if home.parent == root]
+    for home in homes:
+        close_front(home)
