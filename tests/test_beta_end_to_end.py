@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import ssl
+import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +20,9 @@ import pytest
 
 from deploykit.azure.target import SANDBOX_SUBSCRIPTION
 from deploykit.sandbox.server import SandboxServer
+from deploykit.sandbox.store import remove_state
 from tests.conftest import REPO, Sandbox, run_invoke
+from tests.helpers import set_yaml_value
 
 APPS = [a["name"] for a in __import__("yaml").safe_load((REPO / "config" / "beta.yaml").read_text())["apps"]]
 APPS_GROUP = f"/subscriptions/{SANDBOX_SUBSCRIPTION}/resourceGroups/rg-trading-beta-apps"
@@ -27,15 +32,23 @@ OUTPUTS: list[str] = []  # every stdout and stderr of this module's runs, for th
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    root = tmp_path_factory.mktemp("beta-e2e")
+def world() -> Iterator[dict]:
+    # Outside pytest's 0700 temporary root: as root, the sandbox's PostgreSQL runs as another user.
+    root = Path(tempfile.mkdtemp(prefix="deploykit-e2e-"))
+    root.chmod(0o755)
+    project = root / "project"  # the repo's config and playbooks, health timeout shortened for the fault tests
+    for folder in ("config", "playbooks"):
+        shutil.copytree(REPO / folder, project / folder)
+    set_yaml_value(project / "config" / "beta.yaml", ["health", "timeout_seconds"], 20)
     server = SandboxServer(root / "sandbox", run_id="e2e")
     box = Sandbox(server)
-    env = {**box.env(), "DEPLOYKIT_AUDIT_DIR": str(root / "audit")}
+    env = {**box.env(), "DEPLOYKIT_AUDIT_DIR": str(root / "audit"), "DEPLOYKIT_ROOT": str(project)}
     try:
         yield {"sandbox": box, "env": env, "root": root}
     finally:
         server.stop()
+        remove_state(root / "sandbox")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def deploy(world: dict, *extra: str) -> tuple[int, dict, str]:
@@ -87,12 +100,17 @@ def test_a_removed_role_assignment_is_named_then_restored(world: dict) -> None:
     mine = [a for a in found if a["properties"]["roleDefinitionId"].endswith("4633458b-17de-408a-b874-0445c86b69e6")]
     assert mine, found
     box.provider.delete(mine[0]["id"], "2022-04-01")
-    status, body = app_url(world, APPS[0], "/readyz")
+    for _ in range(50):  # readiness is re-evaluated about once a second, as a probe would
+        status, body = app_url(world, APPS[0], "/readyz")
+        if status != 200:
+            break
+        time.sleep(0.2)
     assert status == 503 and "Key Vault" in body, body
     check = run_invoke("step5", "--env", "beta", "--yes", env=world["env"])
     OUTPUTS.extend([check.stdout, check.stderr])
     assert check.returncode == 1
-    assert "Key Vault" in check.stderr and APPS[0] in check.stderr, check.stderr
+    said = check.stdout + check.stderr
+    assert "Key Vault" in said and f"{APPS[0]}-beta" in said, said
     status, doc, stderr = deploy(world)
     assert status == 0, stderr
     restored = [c for c in doc["changes"] if c["type"] == "Microsoft.Authorization/roleAssignments" and c["action"] == "create"]
