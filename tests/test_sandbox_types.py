@@ -497,3 +497,29 @@ def test_concurrent_gets_share_one_cluster(box, pg) -> None:
     for thread in threads:
         thread.join()
     assert len(set(found)) == 1
+
+
+def test_a_cluster_whose_folder_was_deleted_is_stopped(tmp_path) -> None:
+    """A test's temporary folder (or a state folder removed by hand) must not leave PostgreSQL running."""
+    import shutil
+
+    from deploykit.sandbox import pgcluster
+
+    cluster = pgcluster.Cluster.for_server(tmp_path / "state", "psql-orphan")
+    cluster.ensure()
+    pid = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    shutil.rmtree(tmp_path / "state")
+    pgcluster._REAPED.clear()  # once per process: this test asks again
+    pgcluster.reap_orphans()
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a parent that may never reap it (PID 1 in a container)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -35,6 +35,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import ssl
 import stat
 import struct
@@ -237,6 +238,7 @@ class Cluster:
     # ---- lifecycle -----------------------------------------------------------------------
     def ensure(self) -> None:
         """The cluster initialised (once) and its postmaster running."""
+        reap_orphans()
         with self._locked():
             user = _run_as()
             if not self.exists():
@@ -294,8 +296,14 @@ class Cluster:
             raise ArmError(500, "InternalServerError", f"The sandbox PostgreSQL in {self.home} failed: {detail}") from None
 
     # ---- the endpoint ----------------------------------------------------------------------
-    def endpoint(self, tls_dir: Path) -> int:
-        """The TLS port clients connect to: the cluster started if needed, the front opened in this process."""
+    def endpoint(self, tls_dir: Path) -> int | None:
+        """The TLS port clients connect to: the cluster started if needed, the front opened in this process.
+
+        None when the cluster is gone (its folder was removed by hand): a GET never makes a new,
+        empty one; the server's next PUT does, with its admin login.
+        """
+        if not self.exists():
+            return None
         self.ensure()
         return open_front(self, tls_dir)
 
@@ -347,6 +355,34 @@ class Cluster:
                 if conn.execute("SELECT current_setting('azure.extensions', true)").fetchone()[0] == value:
                     return
             time.sleep(0.02)
+
+
+_REAPED = threading.Event()
+
+
+def reap_orphans() -> None:
+    """Stop (once per process) sandbox postmasters whose data folder was deleted under them.
+
+    A test's temporary folder, or a state folder removed by hand, leaves its cluster running with
+    nothing that could reach it again; only postmasters of this package's binaries, with a
+    `postgres-servers/<name>/data` folder that no longer exists, are stopped.
+    """
+    if _REAPED.is_set():
+        return
+    _REAPED.set()
+    binary = str(Path(_commands().POSTGRES_BIN_PATH) / "postgres")
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if len(args) < 3 or args[0] != binary or args[1] != "-D":
+            continue
+        data = Path(args[2])
+        if data.name == "data" and data.parent.parent.name == ROOT_NAME and not data.exists():
+            with suppress(OSError):
+                os.kill(int(proc.name), signal.SIGQUIT)  # immediate shutdown: there is nothing to flush to
+            shutil.rmtree(Cluster(data.parent).socket_dir, ignore_errors=True)
 
 
 def remove_all(state_dir: Path) -> None:

@@ -79,13 +79,13 @@ def _server_after_delete(state: State, record: dict[str, Any]) -> None:
 
 
 def endpoint(record_body: dict[str, Any]) -> str | None:
-    """`127.0.0.1:<port>` of a server's real PostgreSQL (TLS), started if needed; None for a seeded body."""
+    """`127.0.0.1:<port>` of a server's real PostgreSQL (TLS), started if needed; None without one (a seeded body)."""
     home = record_body.get(PRIVATE, {}).get("cluster")
     if not home:
         return None
     path = Path(home)
-    tls_dir = path.parent.parent / "tls"  # <state dir>/postgres-servers/<name> -> <state dir>/tls
-    return f"127.0.0.1:{Cluster(path).endpoint(tls_dir)}"
+    port = Cluster(path).endpoint(path.parent.parent / "tls")  # <state dir>/postgres-servers/<name>, <state dir>/tls
+    return None if port is None else f"127.0.0.1:{port}"
 
 
 def _server_computed(out: dict[str, Any], vault_url: Callable[[str], str] | None) -> None:
