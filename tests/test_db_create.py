@@ -150,20 +150,6 @@ def test_unknown_database_is_a_user_error(pg_admin: str, beta_vault) -> None:
     assert result.stderr.strip().startswith("error: --db: 'sigmatiq_nope' is not a database of beta; allowed: sigmatiq_auth")
 
 
-def test_sandbox_target_starts_an_embedded_postgres(tmp_path, beta_vault) -> None:
-    """No --admin-dsn and no PGHOST: the sandbox's own real PostgreSQL under DEPLOYKIT_SANDBOX_DIR."""
-    env = {k: v for k, v in beta_vault.env().items() if not k.startswith("PG")}
-    env["DEPLOYKIT_SANDBOX_DIR"] = str(tmp_path / "sandbox-home")
-    first = run_invoke("db.create", "--env", "beta", "--db", "sigmatiq_auth", env=env)
-    assert first.returncode == 0, first.stderr
-    second = run_invoke("db.create", "--env", "beta", "--db", "sigmatiq_auth", "--json", env=env)
-    assert second.returncode == 0, second.stderr
-    import json
-
-    assert json.loads(second.stdout)["summary"] == {"create": 0, "update": 0, "delete": 0, "wait": 0, "unchanged": 2, "failed": 0}
-    assert (tmp_path / "sandbox-home" / "postgres" / "PG_VERSION").read_text().strip() == "16"
-
-
 def test_a_password_that_cannot_be_read_is_never_overwritten(pg_admin: str, beta_vault) -> None:
     uri = beta_vault.provider.read(VAULT, "2026-05-15")["properties"]["vaultUri"]
     beta_vault.provider.secret_client(uri).set_secret("pg-role-auth-api-password", "kept-as-is")

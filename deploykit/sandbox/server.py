@@ -1,6 +1,8 @@
-"""The sandbox's HTTPS front: parse, route, format. ARM on one port, each Key Vault on its own.
+"""The sandbox's HTTPS front: parse, route, format. ARM on one port, each Key Vault on its own,
+each container app and each of its revisions on its own (what they run: apps.py).
 
-Control namespace `/_sandbox/` (never journaled): status, reset, journal, faults, mutate, seed.
+Control namespace `/_sandbox/` (never journaled): status, reset, journal, faults, mutate, seed,
+failing images, apps.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import socket
 import ssl
 import sys
@@ -22,12 +25,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from deploykit.errors import DeployKitError
-from deploykit.sandbox import providers
+from deploykit.sandbox import apps, providers
 from deploykit.sandbox.store import ArmError, SandboxState, parse_id
 from deploykit.sandbox.tls import ensure_certificate
 
 CONTROL = "/_sandbox"
 READ_METHODS = frozenset({"GET", "HEAD"})
+# POST actions that only read (they change nothing): counted as reads in the journal summary.
+READ_ACTIONS = frozenset({"listkeys", "listsecrets"})
 MAX_BODY = 64 * 1024 * 1024  # larger bodies are refused (and the connection closed)
 
 
@@ -59,6 +64,8 @@ class Faults:
     # False: long-running answers carry no Retry-After/Retry-After-Ms, as some Azure providers do.
     lro_retry_after: bool = True
     rules: list[FaultRule] = field(default_factory=list)
+    app_start_ms: float = 200.0  # a new container app revision is Provisioning this long
+    app_cold_start_ms: float = 500.0  # the first request to a revision scaled to zero waits this long
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Faults:
@@ -69,6 +76,8 @@ class Faults:
             poll_ms=float(data.get("poll_ms", 100)),
             lro_retry_after=bool(data.get("lro_retry_after", True)),
             rules=rules,
+            app_start_ms=float(data.get("app_start_ms", 200)),
+            app_cold_start_ms=float(data.get("app_cold_start_ms", 500)),
         )
 
 
@@ -119,12 +128,20 @@ class Journal:
             self._entries.clear()
 
 
+def is_read(entry: dict[str, Any]) -> bool:
+    """GET and HEAD, and POSTs to actions that change nothing (listKeys, listSecrets)."""
+    if entry["method"] in READ_METHODS:
+        return True
+    action = str(entry.get("path", "")).rstrip("/").rsplit("/", 1)[-1].lower()
+    return entry["method"] == "POST" and action in READ_ACTIONS
+
+
 def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
     """Request counts: reads, writes, by method."""
     by_method: dict[str, int] = {}
     for e in entries:
         by_method[e["method"]] = by_method.get(e["method"], 0) + 1
-    writes = sum(n for m, n in by_method.items() if m not in READ_METHODS)
+    writes = sum(1 for e in entries if not is_read(e))
     return {"requests": len(entries), "reads": len(entries) - writes, "writes": writes, "by_method": by_method}
 
 
@@ -143,7 +160,8 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class SandboxServer:
-    """The emulator: one ARM listener plus one listener per Key Vault (vault URIs are per host)."""
+    """The emulator: one ARM listener plus one listener per Key Vault (vault URIs are per host),
+    per container app and per revision (their FQDNs), each started when first named."""
 
     def __init__(self, state_dir: Path | None, run_id: str = "run") -> None:
         self.state_dir = state_dir
@@ -156,11 +174,15 @@ class SandboxServer:
         self.faults = Faults()
         self._faults_lock = threading.Lock()
         self._vault_servers: dict[str, ThreadingHTTPServer] = {}
-        self._vault_lock = threading.Lock()
+        self._app_servers: dict[str, ThreadingHTTPServer] = {}
+        self._vault_lock = threading.Lock()  # guards both listener maps and ports.json
+        self.apps = apps.AppRuntime(self.state, self.vault_url, self.app_endpoint, self._app_timings)
         self._arm = self._listen(ArmHandler, None)
         self.url = f"https://127.0.0.1:{self._arm.server_address[1]}"
 
-    def _listen(self, handler: type[BaseHTTPRequestHandler], vault: str | None, port: int = 0) -> ThreadingHTTPServer:
+    def _listen(
+        self, handler: type[BaseHTTPRequestHandler], vault: str | None, port: int = 0, target: str | None = None
+    ) -> ThreadingHTTPServer:
         try:
             httpd = _HTTPServer(("127.0.0.1", port), handler)
         except OSError:  # the remembered port is taken (another sandbox on this folder): any port
@@ -168,6 +190,7 @@ class SandboxServer:
         httpd.socket = self._ssl.wrap_socket(httpd.socket, server_side=True)
         httpd.sandbox = self  # type: ignore[attr-defined]
         httpd.vault = vault  # type: ignore[attr-defined]
+        httpd.target = target  # type: ignore[attr-defined]
         threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
         return httpd
 
@@ -179,6 +202,19 @@ class SandboxServer:
                 httpd = self._vault_servers[name.lower()] = self._listen(VaultHandler, name.lower(), port)
                 self._remember_port(f"vault:{name.lower()}", httpd.server_address[1])
         return f"https://127.0.0.1:{httpd.server_address[1]}/"
+
+    def app_endpoint(self, key: str) -> str:
+        """The FQDN ("127.0.0.1:<port>") of a container app's ingress (`app:<id>`) or a revision's (`revision:<id>`)."""
+        with self._vault_lock:
+            httpd = self._app_servers.get(key)
+            if httpd is None:
+                httpd = self._app_servers[key] = self._listen(AppHandler, None, self._remembered_port(key), key)
+                self._remember_port(key, httpd.server_address[1])
+        return f"127.0.0.1:{httpd.server_address[1]}"
+
+    def _app_timings(self) -> apps.Timings:
+        faults = self.faults
+        return apps.Timings(faults.app_start_ms / 1000, faults.app_cold_start_ms / 1000)
 
     # A data-plane URL ends up in declared values (a container app's Key Vault reference): the
     # same endpoint keeps the same port across sandbox restarts, so a re-run sees no change.
@@ -209,8 +245,15 @@ class SandboxServer:
                 tmp.replace(path)
 
     def stop(self) -> None:
-        for httpd in [self._arm, *self._vault_servers.values()]:
-            httpd.shutdown()
+        """Stop every listener at once (each shutdown waits up to one poll interval)."""
+        with self._vault_lock:
+            listeners = [self._arm, *self._vault_servers.values(), *self._app_servers.values()]
+        stoppers = [threading.Thread(target=httpd.shutdown, daemon=True) for httpd in listeners]
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join()
+        for httpd in listeners:
             httpd.server_close()
         self.state.close()
 
@@ -390,6 +433,14 @@ class ArmHandler(_Handler):
                 return 200
             self._send(200, state.get_deleted_vault(parts[1], location, name))
             return 200
+        if self.command in READ_METHODS and lowered.endswith("/providers/microsoft.authorization/roleassignments"):
+            return self._role_assignments(path[: -len("/providers/Microsoft.Authorization/roleAssignments")], query)
+        if (
+            self.command in READ_METHODS
+            and "/providers/microsoft.app/containerapps/" in lowered
+            and lowered.endswith("/revisions")
+        ):
+            return self._revisions(path[: -len("/revisions")])
         if self.command == "POST" and lowered.endswith("/generatevpnclientpackage"):
             # VirtualNetworkGatewayGenerateVpnClientPackage.json: the result is a URL string (a SAS link).
             gateway = path.rsplit("/", 1)[0]
@@ -452,8 +503,32 @@ class ArmHandler(_Handler):
         self._send(200, body, headers)
         return 200
 
-    def _present(self, record: dict[str, Any]) -> dict[str, Any]:
-        return providers.present(record, self.sandbox.vault_url)
+    def _present(self, record: dict[str, Any], records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        out = providers.present(record, self.sandbox.vault_url)
+        self.sandbox.apps.decorate(out, records)  # container apps and revisions: live fields
+        return out
+
+    def _revisions(self, app_id: str) -> int:
+        """GET {app}/revisions: every revision of the app, oldest first (azure-facts-2.md 3.1)."""
+        self.sandbox.state.get_resource(app_id)  # 404 when the app (or its group) is missing
+        records = self.sandbox.state.list_resources()
+        revisions = apps.revisions_of(app_id, records)
+        self._send(200, {"value": [self._present(r, records) for r in revisions]})
+        return 200
+
+    def _role_assignments(self, scope: str, query: dict[str, list[str]]) -> int:
+        """GET {scope}/providers/Microsoft.Authorization/roleAssignments[?$filter=principalId eq '<id>']."""
+        text = (query.get("$filter") or [""])[0]
+        match = re.search(r"principalId\s+eq\s+'([^']*)'", text, flags=re.IGNORECASE)
+        principal = match.group(1) if match else None
+        state = self.sandbox.state
+        lister = getattr(state, "list_role_assignments", None)  # the store's, where it has one
+        if lister is not None:
+            found = lister(scope, principal)
+        else:
+            found = apps.role_assignments(state.list_resources(), scope, principal)
+        self._send(200, {"value": [self._present(r) if "body" in r else r for r in found]})
+        return 200
 
     def _control(self, path: str, query: dict[str, list[str]]) -> None:
         sandbox = self.sandbox
@@ -464,6 +539,7 @@ class ArmHandler(_Handler):
                 sandbox.state.reset()
                 sandbox.journal.clear()
                 sandbox.faults = Faults()
+                sandbox.apps.reset()
                 self._send(200, {"reset": True})
             elif path == "/journal" and self.command == "GET":
                 entries = sandbox.journal.since(int(query.get("since", ["0"])[0]))
@@ -483,7 +559,17 @@ class ArmHandler(_Handler):
                 sandbox.state.seed(body["id"], body["body"])
                 self._send(200, {"seeded": body["id"]})
             elif path == "/resources" and self.command == "GET":
-                self._send(200, {"value": [self._present(r) for r in sandbox.state.list_resources()]})
+                records = sandbox.state.list_resources()
+                self._send(200, {"value": [self._present(r, records) for r in records]})
+            elif path == "/images/failing" and self.command == "PUT":
+                self._send(200, {"failing": sandbox.apps.fail_image(str(self._body()["image"]))})
+            elif path == "/images/failing" and self.command == "DELETE":
+                image = self._body().get("image")
+                self._send(200, {"failing": sandbox.apps.clear_image(None if image is None else str(image))})
+            elif path == "/images/failing" and self.command == "GET":
+                self._send(200, {"failing": sandbox.apps.failing_images()})
+            elif path == "/apps" and self.command == "GET":
+                self._send(200, {"value": sandbox.apps.snapshot()})
             else:
                 self._send(404, {"error": {"code": "NotFound", "message": f"no control endpoint {path}"}})
         except ArmError as err:
@@ -550,3 +636,28 @@ class VaultHandler(_Handler):
             "tags": entry["tags"],
             "attributes": entry["attributes"],
         }
+
+
+class AppHandler(_Handler):
+    """A container app's ingress FQDN, or one revision's: what the revision runs answers (apps.py).
+
+    This is the workload's traffic, not Azure's API: no bearer token, no faults, not journaled.
+    """
+
+    def _dispatch(self) -> None:
+        try:
+            self._drain()
+        except ArmError as err:
+            with suppress(OSError):
+                self._send(400, {"status": "bad request", "reason": err.message})
+            return
+        try:
+            status, body, headers = self.sandbox.apps.answer(self.server.target, urlsplit(self.path).path)  # type: ignore[attr-defined]
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            self.close_connection = True
+            status, body, headers = 500, {"status": "error", "reason": "the sandbox failed; see its stderr"}, {}
+        with suppress(OSError):
+            self._send(status, body, headers)
+
+    do_GET = do_PUT = do_DELETE = do_POST = do_PATCH = do_HEAD = _dispatch
