@@ -188,12 +188,9 @@ def world(box: Sandbox, database: tuple[str, str]) -> World:
     }
     vault_uri = put(VAULT, "Microsoft.KeyVault/vaults", vault_body)["properties"]["vaultUri"]
     box.provider.secret_client(vault_uri).set_secret(SECRET_NAME, url)
-    identity = put(MI, "Microsoft.ManagedIdentity/userAssignedIdentities", {"location": "centralus"})
-    principal = (identity.get("properties") or {}).get("principalId")
-    if not principal:  # identities without service-made ids: give it the ones Azure would
-        principal = str(uuid.uuid4())
-        body = {"location": "centralus", "properties": {"principalId": principal, "clientId": str(uuid.uuid4()), "tenantId": SUB}}
-        box.control("POST", "/seed", {"id": MI, "body": body})
+    principal = put(MI, "Microsoft.ManagedIdentity/userAssignedIdentities", {"location": "centralus"})["properties"][
+        "principalId"
+    ]
     put(ACR, "Microsoft.ContainerRegistry/registries", {"location": "centralus", "sku": {"name": "Basic"}})
     w = World(box, principal, vault_uri, url, password)
     w.grant(KV_ROLE, KV_SECRETS_USER)

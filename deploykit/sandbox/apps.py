@@ -8,9 +8,11 @@ kept but never shown; `listSecrets` shows them, as Azure's does.
 Runtime side (`AppRuntime`, one per sandbox server): each revision "runs" as a real app would.
 It pulls its image (refused when the tag is marked failing, or when the registry identity has no
 AcrPull on the registry), resolves its Key Vault references through their identity (refused
-without Key Vault Secrets User on the vault), connects to its DATABASE_URL with psycopg, and
-answers /healthz and /readyz over HTTPS on its own port (server.py starts one listener per
-revision and one per app; the app's ingress routes to its latest ready revision). Status is
+without Key Vault Secrets User on an RBAC vault, or a `get` secrets access policy on an
+access-policy vault; role questions go to the store's rbac), connects to its DATABASE_URL with
+psycopg (connect_timeout 5 s, SELECT 1), and answers /healthz and /readyz over HTTPS on its own
+port (server.py starts one listener per revision and one per app; the app's ingress routes to
+its latest ready revision). Status is
 derived from the state whenever asked, readiness cached about a second, so a restored role
 assignment turns a revision Healthy within a second. Secret values never leave this module:
 reasons name variables, vaults and identities, and database errors lose anything password-like.
@@ -156,54 +158,6 @@ def _probe_path(template: dict[str, Any], kind: str, default: str) -> str:
             if str(probe.get("type", "")).lower() == kind and isinstance(path, str) and path.startswith("/"):
                 return path
     return default
-
-
-# ---- role assignments --------------------------------------------------------------------------
-ROLE_ASSIGNMENTS = "/providers/microsoft.authorization/roleassignments/"
-
-
-def assignment_scope(assignment_id: str) -> str:
-    """The scope of a role assignment: its id before /providers/Microsoft.Authorization/roleAssignments/."""
-    lowered = assignment_id.lower()
-    at = lowered.rfind(ROLE_ASSIGNMENTS)
-    return assignment_id[:at] if at >= 0 else assignment_id
-
-
-def _within(scope_id: str, scope: str) -> bool:
-    target, scope = scope_id.lower().rstrip("/"), scope.lower().rstrip("/")
-    return target == scope or target.startswith(scope + "/")
-
-
-def role_assignments(records: Iterable[dict[str, Any]], scope_id: str, principal_id: str | None) -> list[dict[str, Any]]:
-    """Assignments at, above or below a scope (what listing at a scope answers), for one principal or all."""
-    out = []
-    for record in records:
-        if record["type"].lower() != "microsoft.authorization/roleassignments":
-            continue
-        props = _props(record["body"])
-        if principal_id is not None and str(props.get("principalId", "")).lower() != principal_id.lower():
-            continue
-        scope = assignment_scope(record["id"])
-        if _within(scope_id, scope) or _within(scope, scope_id):
-            out.append(record)
-    return out
-
-
-def has_role(records: Iterable[dict[str, Any]], principal_id: str, scope_id: str, role_guids: Iterable[str]) -> bool:
-    """Whether an assignment at the scope or above grants one of the roles to the principal."""
-    wanted = {g.lower() for g in role_guids}
-    for record in records:
-        if record["type"].lower() != "microsoft.authorization/roleassignments":
-            continue
-        props = _props(record["body"])
-        role = str(props.get("roleDefinitionId", "")).rstrip("/").rsplit("/", 1)[-1].lower()
-        if (
-            role in wanted
-            and str(props.get("principalId", "")).lower() == principal_id.lower()
-            and _within(scope_id, assignment_scope(record["id"]))
-        ):
-            return True
-    return False
 
 
 # ---- ARM hooks ---------------------------------------------------------------------------------
@@ -618,7 +572,7 @@ class AppRuntime:
                 return problem
             assert principal is not None
             abac = str(_props(registry["body"]).get("roleAssignmentMode", "")).lower() == "abacrepositorypermissions"
-            if not self._has_role(records, principal, registry["id"], ABAC_PULL_ROLES if abac else PULL_ROLES):
+            if not self._has_role(principal, registry["id"], ABAC_PULL_ROLES if abac else PULL_ROLES):
                 if abac:
                     return (
                         f"unauthorized: the identity {label} has no Container Registry Repository Reader role on "
@@ -649,11 +603,9 @@ class AppRuntime:
             return None, label, f"the identity {label} has no principalId"
         return principal, label, None
 
-    def _has_role(self, records: list[dict[str, Any]], principal: str, scope_id: str, roles: tuple[str, ...]) -> bool:
-        store_check = getattr(self._state, "principal_has_role", None)  # the store's, where it has one
-        if store_check is not None:
-            return bool(store_check(principal, scope_id, roles))
-        return has_role(records, principal, scope_id, roles)
+    def _has_role(self, principal: str, scope_id: str, roles: tuple[str, ...]) -> bool:
+        """An assignment of one of the roles to the principal at the scope or above (the store's rbac)."""
+        return bool(self._state.principal_has_role(principal, scope_id, roles))
 
     # ---- readiness -------------------------------------------------------------------------
     def _readiness(self, app: dict[str, Any], revision: dict[str, Any], records: list[dict[str, Any]]) -> tuple[bool, str | None]:
@@ -752,7 +704,7 @@ class AppRuntime:
         assert principal is not None
         vault_props = _props(vault["body"])
         if vault_props.get("enableRbacAuthorization"):
-            if not self._has_role(records, principal, vault["id"], SECRET_READER_ROLES):
+            if not self._has_role(principal, vault["id"], SECRET_READER_ROLES):
                 return None, f"the identity {label} has no Key Vault Secrets User role on {vault_name}"
         else:
             allowed = any(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import socket
 import ssl
 import sys
@@ -25,7 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from deploykit.errors import DeployKitError
-from deploykit.sandbox import apps, providers
+from deploykit.sandbox import apps, providers, rbac
 from deploykit.sandbox.store import ArmError, SandboxState, parse_id
 from deploykit.sandbox.tls import ensure_certificate
 
@@ -517,17 +516,9 @@ class ArmHandler(_Handler):
         return 200
 
     def _role_assignments(self, scope: str, query: dict[str, list[str]]) -> int:
-        """GET {scope}/providers/Microsoft.Authorization/roleAssignments[?$filter=principalId eq '<id>']."""
-        text = (query.get("$filter") or [""])[0]
-        match = re.search(r"principalId\s+eq\s+'([^']*)'", text, flags=re.IGNORECASE)
-        principal = match.group(1) if match else None
-        state = self.sandbox.state
-        lister = getattr(state, "list_role_assignments", None)  # the store's, where it has one
-        if lister is not None:
-            found = lister(scope, principal)
-        else:
-            found = apps.role_assignments(state.list_resources(), scope, principal)
-        self._send(200, {"value": [self._present(r) if "body" in r else r for r in found]})
+        """GET {scope}/providers/Microsoft.Authorization/roleAssignments[?$filter=principalId eq '<id>' / atScope()]."""
+        principal, at_scope = rbac.parse_filter((query.get("$filter") or [""])[0])
+        self._send(200, {"value": self.sandbox.state.list_role_assignments(scope, principal, at_scope)})
         return 200
 
     def _control(self, path: str, query: dict[str, list[str]]) -> None:
