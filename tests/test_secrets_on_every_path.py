@@ -83,8 +83,9 @@ def test_db_create_role_passwords(beta_vault, pg_admin: str, audit_dir: Path, st
         assert results[0].returncode == code, results[0].stdout + results[0].stderr
         document = json.loads(results[0].stdout)
         failed = [c for c in document["changes"] if c.get("result") == "failed"]
-        # One role's vault write fails; the database owned by it is then not attempted.
-        assert [c["address"] for c in failed] == ([] if code == 0 else ["role.native_api", "db.sigmatiq_core"])
+        # One role's vault write fails; its database and its database URL are then not attempted.
+        expected = ["role.native_api", "db.sigmatiq_core", "secret.database-url-native-api"]
+        assert [c["address"] for c in failed] == ([] if code == 0 else expected)
         beta_vault.control("DELETE", "/faults")
         results.append(run_invoke(*args, env=env))  # converges afterwards either way
         assert results[1].returncode == 0, results[1].stdout + results[1].stderr
