@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import hmac
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 from deploykit.azure.arm import read_secret, translated_errors
 from deploykit.config import VaultConfig
 from deploykit.engine.flow import RunContext, RunOptions, Work, run
-from deploykit.engine.model import Action, Change, Plan
+from deploykit.engine.model import Change, Plan
 from deploykit.engine.runner import load_for
 from deploykit.engine.steps import run_first
 from deploykit.errors import ApplyError, AzureOperationError, UserError
@@ -94,17 +93,11 @@ def _client_for(provider: Any, vault_id: str, vault: VaultConfig, env: str) -> A
 
 
 def _plan_secret(client: Any, vault_id: str, name: str, value: str) -> Change:
-    secret_id = f"{vault_id}/secrets/{name}"
+    from deploykit.azure.plugins.secrets import secret_change
+
     address = f"secret.{name}"
-    kind = "Microsoft.KeyVault/vaults/secrets"
     try:
         current = read_secret(client, name)
     except AzureOperationError as exc:
         raise ApplyError(f"{address}: could not read the current value: {exc}") from None
-    if current is None:
-        return Change(address, kind, secret_id, Action.CREATE, "does not exist")
-    if hmac.compare_digest(current.encode(), value.encode()):
-        return Change(address, kind, secret_id, Action.UNCHANGED, "value matches (compared, not shown)")
-    return Change(
-        address, kind, secret_id, Action.UPDATE, "value differs (not shown)", {"value": {"old": "(hidden)", "new": "(hidden)"}}
-    )
+    return secret_change(address, f"{vault_id}/secrets/{name}", current, value)

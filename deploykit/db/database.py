@@ -5,7 +5,6 @@ extensions. Plain PostgreSQL through psycopg; every identifier quoted with psyco
 from __future__ import annotations
 
 import functools
-import hmac
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from deploykit.azure.api_versions import api_version
 from deploykit.azure.arm import read_secret, translated_errors
+from deploykit.azure.plugins.secrets import secret_change
 from deploykit.config import DatabaseConfig, EnvConfig, Platform
 from deploykit.engine.flow import RunContext, RunOptions, Work, run
 from deploykit.engine.model import Action, Change, Plan
@@ -398,7 +398,6 @@ def database_urls(ctx: DbContext, vault: Any, conninfo: str, apps: list[str]) ->
             continue
         name = names.database_url_for(app)
         address = f"secret.{name}"
-        kind = "Microsoft.KeyVault/vaults/secrets"
 
         def url(app: str = app, db: DatabaseConfig = db) -> str | None:
             password = read_secret(vault, role_secret(app))
@@ -410,39 +409,17 @@ def database_urls(ctx: DbContext, vault: Any, conninfo: str, apps: list[str]) ->
             redact_value(value)
             return value
 
-        desired = url()
         current = read_secret(vault, name)
         if current is not None:
             redact_value(current)
-        shown = {"value": {"old": None if current is None else "(sensitive)", "new": "(sensitive)"}}
-        if desired is None:
-            change = Change(
-                address,
-                kind,
-                f"{vault_id}/secrets/{name}",
-                Action.CREATE if current is None else Action.UPDATE,
-                f"{db.name} as {role_name(app)}: known after the role is created",
-                shown,
-            )
-        elif current is None:
-            change = Change(address, kind, f"{vault_id}/secrets/{name}", Action.CREATE, f"{db.name} as {role_name(app)}", shown)
-        elif hmac.compare_digest(current.encode(), desired.encode()):
-            change = Change(
-                address,
-                kind,
-                f"{vault_id}/secrets/{name}",
-                Action.UNCHANGED,
-                f"{db.name} as {role_name(app)}: value matches (compared, not shown)",
-            )
-        else:
-            change = Change(
-                address,
-                kind,
-                f"{vault_id}/secrets/{name}",
-                Action.UPDATE,
-                f"{db.name} as {role_name(app)}: value differs (not shown)",
-                shown,
-            )
+        change = secret_change(
+            address,
+            f"{vault_id}/secrets/{name}",
+            current,
+            url(),
+            f"{db.name} as {role_name(app)}",
+            "known after the role is created",
+        )
 
         def apply(name: str = name, url: Any = url) -> dict[str, Any]:
             value = url()

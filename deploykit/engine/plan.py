@@ -76,32 +76,31 @@ class StateCache:
 
     def lookup(self, address: str, path: str) -> Any:
         """A reference's value now; Unresolved when the entry does not exist (yet)."""
+        value = self._value(address, path)
+        if is_sensitive_path(path) and isinstance(value, str):
+            redact_value(value)
+        return value
+
+    def _value(self, address: str, path: str) -> Any:
         plugin = plugin_for(self.specs[address].type)
         if plugin.read_value is not None:  # e.g. a secret's value: read where it lives (the vault)
-            value = plugin.read_value(self.specs[address], path, self)
-            if is_sensitive_path(path) and isinstance(value, str):
-                redact_value(value)
-            return value
+            return plugin.read_value(self.specs[address], path, self)
         actual = self.get(address)
         if actual is None:
             raise Unresolved(f"{address} does not exist")
         action = ACTION.match(path)
-        if action:
-            name, rest = action.group(1), action.group(2)
-            key = (address, name)
+        if not action:
+            return dig(actual, path)
+        name, rest = action.group(1), action.group(2)
+        key = (address, name)
+        with self._lock:
+            result = self._actions.get(key, _UNREAD)
+        if result is _UNREAD:
+            spec = self.specs[address]
+            result = self.provider.action(spec.id, name, spec.api_version)
             with self._lock:
-                result = self._actions.get(key, _UNREAD)
-            if result is _UNREAD:
-                spec = self.specs[address]
-                result = self.provider.action(spec.id, name, spec.api_version)
-                with self._lock:
-                    self._actions[key] = result
-            value = dig(result, rest) if rest else result
-        else:
-            value = dig(actual, path)
-        if is_sensitive_path(path) and isinstance(value, str):
-            redact_value(value)
-        return value
+                self._actions[key] = result
+        return dig(result, rest) if rest else result
 
     def resolved(self, spec: ResourceSpec, strict: bool = False, skip: Iterable[str] = ()) -> dict[str, Any]:
         return resolve(spec.body, self.lookup, frozenset(skip), strict)

@@ -156,7 +156,7 @@ def converge_work(
 
     def verify() -> Plan:
         fresh = StateCache(cache.provider, {**context, **by_address})
-        return compute_plan([by_address[a] for a in pending], cache.provider, context=context, cache=fresh)
+        return compute_plan([by_address[a] for a in pending], cache.provider, cache=fresh)
 
     return Work(
         title,

@@ -20,7 +20,6 @@ reasons name variables, vaults and identities, and database errors lose anything
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import random
@@ -38,6 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from deploykit.sandbox.armtype import ArmType, State, now_iso
+from deploykit.sandbox.bodies import deep_merge
 from deploykit.sandbox.ids import ArmError, ParsedId
 
 APP_TYPE = "Microsoft.App/containerApps"
@@ -90,19 +90,9 @@ def _name(resource_id: str) -> str:
     return resource_id.rstrip("/").rsplit("/", 1)[-1]
 
 
-def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(dict(base))
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def _template(body: dict[str, Any]) -> dict[str, Any]:
     """A template as the service keeps it: the request's, over the defaults."""
-    return _merge(TEMPLATE_DEFAULTS, _dict(_props(body).get("template")))
+    return deep_merge(TEMPLATE_DEFAULTS, _dict(_props(body).get("template")))
 
 
 def _lower_groups(resource_id: str) -> str:

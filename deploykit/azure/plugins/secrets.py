@@ -60,6 +60,32 @@ def _content_type(spec: ResourceSpec) -> str | None:
     return (spec.body.get("properties") or {}).get("contentType")
 
 
+SECRET_TYPE = "Microsoft.KeyVault/vaults/secrets"  # noqa: S105 - an ARM type, not a value
+
+
+def secret_change(
+    address: str, secret_id: str, current: str | None, desired: Any, context: str = "", unknown: str = "value known after apply"
+) -> Change:
+    """One secret value planned: compared in constant time, shown only as "(sensitive)".
+
+    `desired` None or UNKNOWN: not known yet (written when applied). Used by every task that
+    writes a secret (playbook entries, secrets.set, db.create's database URLs).
+    """
+    prefix = f"{context}: " if context else ""
+
+    def change(action: Action, reason: str, shown: bool = True) -> Change:
+        diff = {"value": {"old": None if current is None else SENSITIVE, "new": SENSITIVE}} if shown else {}
+        return Change(address, SECRET_TYPE, secret_id, action, prefix + reason, diff)
+
+    if desired is None or desired is UNKNOWN:
+        return change(Action.CREATE if current is None else Action.UPDATE, unknown)
+    if current is None:
+        return change(Action.CREATE, "does not exist")
+    if hmac.compare_digest(current.encode(), str(desired).encode()):
+        return change(Action.UNCHANGED, "value matches (compared, not shown)", False)
+    return change(Action.UPDATE, "value differs (not shown)")
+
+
 def plan(spec: ResourceSpec, cache: StateCache) -> Change:
     def change(action: Action, reason: str, shown: bool = True) -> Change:
         diff = {"value": {"old": None if action is Action.CREATE else SENSITIVE, "new": SENSITIVE}} if shown else {}
@@ -78,15 +104,11 @@ def plan(spec: ResourceSpec, cache: StateCache) -> Change:
             return change(Action.UNCHANGED, "generated once and stored; never regenerated while the vault holds it", False)
         return change(Action.CREATE, "does not exist; generated when applied (never shown)")
     desired = resolve(raw, cache.lookup)
-    if desired is UNKNOWN:
-        action = Action.CREATE if current is None else Action.UPDATE
-        return change(action, "value known after apply (from a resource created in this run)")
-    redact_value(str(desired))
-    if current is None:
-        return change(Action.CREATE, "does not exist")
-    if hmac.compare_digest(current.encode(), str(desired).encode()):
-        return change(Action.UNCHANGED, "value matches (compared, not shown)", False)
-    return change(Action.UPDATE, "value differs (not shown)")
+    if desired is not UNKNOWN:
+        redact_value(str(desired))
+    return secret_change(
+        spec.address, spec.id, current, desired, unknown="value known after apply (from a resource created in this run)"
+    )
 
 
 def apply(change: Change, spec: ResourceSpec, cache: StateCache) -> Mapping[str, Any]:
