@@ -34,6 +34,11 @@ HELP = {
     "db": "one database (default: all of the environment's)",
     "dir": "that database's folder of NNNN_description.sql files (with --db)",
     "tag": "image tag to deploy (default: image_tag in config/<env>.yaml)",
+    "ip": "public IPv4 address or CIDR (default: discovered, two services must agree)",
+    "ttl": "how long the rule stays: 30m, 8h, 1d (default and maximum in config/shared.yaml)",
+    "services": "comma-separated: postgres, redis, vault, registry (default: config/shared.yaml whitelist)",
+    "reason": "why, one line; kept in the audit log",
+    "all-mine": "every rule you own, every address",
 }
 COMMON = ("target", "dry-run", "json", "yes")
 VPN_COMMON = ("env", "certs-dir", *COMMON)
@@ -392,9 +397,58 @@ def db_status(c, env=None, admin_dsn=None, db=None, dir=None, target="sandbox", 
     return _db("migration_runs", "status", "db.status", env, target, True, json, False, admin_dsn=admin_dsn, db=db, dir=dir)
 
 
+# ---- operator IP whitelisting ------------------------------------------------------------------
+def _whitelist(
+    action: str, task_name: str, env: str | None, target: str, dry_run: bool, json: bool, yes: bool, **fields: Any
+) -> int:
+    from deploykit.whitelist import commands
+
+    request = commands.WhitelistRequest(task_name, _require_env(env), target, dry_run, json, yes, **fields)
+    return getattr(commands, action)(request)
+
+
+@_task("add", _help("env", "ip", "ttl", "services", "reason", *COMMON))
+def whitelist_add(
+    c, env=None, ip=None, ttl=None, services=None, reason=None, target="sandbox", dry_run=False, json=False, yes=False
+):
+    """Let your public address in to beta's data services for a limited time.
+
+    Runbook: runbooks/whitelist.add.md.
+    """
+    return _whitelist("add", "whitelist.add", env, target, dry_run, json, yes, ip=ip, ttl=ttl, services=services, reason=reason)
+
+
+@_task("list", _help("env", "target", "json"))
+def whitelist_list(c, env=None, target="sandbox", json=False):
+    """Every operator rule: owner, address, expiry, time left; manual rules apart.
+
+    Runbook: runbooks/whitelist.list.md.
+    """
+    return _whitelist("list_rules", "whitelist.list", env, target, True, json, False)
+
+
+@_task("remove", _help("env", "ip", "services", "all-mine", *COMMON))
+def whitelist_remove(c, env=None, ip=None, services=None, all_mine=False, target="sandbox", dry_run=False, json=False, yes=False):
+    """Close your own rules: one address, or all of them.
+
+    Runbook: runbooks/whitelist.remove.md.
+    """
+    return _whitelist("remove", "whitelist.remove", env, target, dry_run, json, yes, ip=ip, services=services, all_mine=all_mine)
+
+
+@_task("prune", _help("env", *COMMON))
+def whitelist_prune(c, env=None, target="sandbox", dry_run=False, json=False, yes=False):
+    """Remove every expired operator rule (safe to schedule: exit 0 when nothing expired).
+
+    Runbook: runbooks/whitelist.prune.md.
+    """
+    return _whitelist("prune", "whitelist.prune", env, target, dry_run, json, yes)
+
+
 ns = Collection(*STEP_TASKS, deploy, plan_)
 ns.add_collection(Collection("db", db_create, db_migrate, db_status))
 ns.add_collection(Collection("vpn", vpn_root, vpn_client, vpn_revoke, vpn_list, vpn_profile))
 ns.add_collection(Collection("secrets", secrets_set))
+ns.add_collection(Collection("whitelist", whitelist_add, whitelist_list, whitelist_remove, whitelist_prune))
 ns.add_collection(Collection("sandbox", sandbox_reset, sandbox_status))
 ns.add_collection(Collection("runbooks", runbooks_check))

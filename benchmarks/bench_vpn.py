@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.chdir(REPO)
 
+from deploykit import clock  # noqa: E402
 from deploykit.config import load_platform  # noqa: E402
 from deploykit.paths import config_dir  # noqa: E402
 from deploykit.sandbox.server import SandboxServer  # noqa: E402
@@ -34,7 +35,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100)
     args = parser.parse_args()
     cfg = load_platform(config_dir(), ["prod"]).envs["prod"].vpn
-    when = pki.now()
+    when = clock.now()
     root_key, root = pki.issue_root(cfg, when)
     crypto = []
     for index in range(args.count):

@@ -500,6 +500,50 @@ class VpnConfig(Strict):
         return self
 
 
+WhitelistService = Literal["postgres", "redis", "vault", "registry"]
+
+
+def _duration(value: str) -> str:
+    from deploykit.whitelist.rules import parse_ttl
+
+    try:
+        parse_ttl(value)
+    except UserError:
+        raise ValueError(f"{value!r} is not a duration; allowed: a whole number with m, h or d, e.g. 30m, 8h, 1d") from None
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+# A rule that outlives a working day is a permanent rule, and those belong in the playbooks.
+WHITELIST_TTL_CEILING = "24h"
+
+
+class WhitelistConfig(Strict):
+    """Operator whitelisting (whitelist.*): bounded in time and width, owner from the sign-in."""
+
+    default_services: list[WhitelistService] = ["postgres", "redis"]
+    default_ttl: Duration = "8h"
+    max_ttl: Duration = "8h"
+    widest_prefix: Annotated[int, Field(ge=24, le=32)] = 29
+    # "What is my IP" services asked in parallel; two must answer the same address.
+    discovery_urls: Annotated[list[Annotated[str, Field(pattern=r"^https://")]], Field(min_length=2)] = [
+        "https://api.ipify.org",
+        "https://ipv4.icanhazip.com",
+        "https://checkip.amazonaws.com",
+    ]
+    discovery_timeout_seconds: Annotated[float, Field(gt=0, le=10)] = 3.0
+
+    @model_validator(mode="after")
+    def _ttls_bounded(self) -> WhitelistConfig:
+        from deploykit.whitelist.rules import parse_ttl
+
+        if parse_ttl(self.max_ttl) > parse_ttl(WHITELIST_TTL_CEILING):
+            raise FieldProblem(("max_ttl",), f"{self.max_ttl!r} is longer than {WHITELIST_TTL_CEILING}; allowed: up to 24h")
+        if parse_ttl(self.default_ttl) > parse_ttl(self.max_ttl):
+            raise FieldProblem(("default_ttl",), f"{self.default_ttl!r} is longer than max_ttl {self.max_ttl!r}")
+        return self
+
+
 class SharedConfig(Strict):
     product: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]*$")]
     owner: str
@@ -510,6 +554,7 @@ class SharedConfig(Strict):
     key_vault: VaultConfig
     registry: RegistryConfig
     provider_secrets: list[ProviderSecret]
+    whitelist: WhitelistConfig = WhitelistConfig()
 
     @model_validator(mode="after")
     def _tags_and_names(self) -> SharedConfig:

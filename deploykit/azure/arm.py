@@ -167,8 +167,13 @@ class ArmProvider:
             except ResourceNotFoundError:
                 return None
 
-    def put(self, spec: ResourceSpec, body: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Create or update, waiting for the long-running operation to finish."""
+    def put(self, spec: ResourceSpec, body: Mapping[str, Any], if_match: str | None = None) -> dict[str, Any] | None:
+        """Create or update, waiting for the long-running operation to finish.
+
+        `if_match`: the ETag the body was read with; Azure answers 412 PreconditionFailed when
+        someone else wrote the resource since (read-modify-write of a list inside a resource).
+        """
+        headers = {"If-Match": if_match} if if_match else {}
         with translated_errors(self.target.arm_endpoint):
             poller = self.resources.resources.begin_create_or_update_by_id(
                 spec.id,
@@ -176,6 +181,7 @@ class ArmProvider:
                 api_version=spec.api_version,
                 cls=_raw_json,
                 polling=lro_polling(self.target),
+                headers=headers,
             )
             return poller.result()
 
@@ -184,6 +190,24 @@ class ArmProvider:
             self.resources.resources.begin_delete_by_id(
                 resource_id, api_version=api_version, polling=lro_polling(self.target)
             ).result()
+
+    def list_children(self, parent_id: str, child_type: str, api_version: str) -> list[dict[str, Any]]:
+        """GET {parent}/{childType}: every child of one kind (firewall rules of a server), all pages."""
+        items: list[dict[str, Any]] = []
+        path: str | None = f"{parent_id}/{child_type}"
+        params: dict[str, str] = {}
+        while path:
+            answer = self._send("GET", path, api_version, params=params) or {}
+            items.extend(answer.get("value") or [])
+            next_link = answer.get("nextLink")
+            if not next_link:
+                break
+            from urllib.parse import parse_qs, urlsplit
+
+            split = urlsplit(next_link)
+            path = split.path
+            params = {k: v[0] for k, v in parse_qs(split.query).items() if k != "api-version"}
+        return items
 
     def action(self, resource_id: str, name: str, api_version: str, body: Mapping[str, Any] | None = None) -> Any:
         """POST {id}/{name} (listKeys, ...): a synchronous action's JSON answer."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ class TypeRules:
     ignore_spaces: frozenset[str] = frozenset()
     major_version: frozenset[str] = frozenset()
     last_segment: frozenset[str] = frozenset()
+    kept_from_actual: frozenset[str] = frozenset()
 
 
 @cache
@@ -147,3 +149,37 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
+
+
+def keep_undeclared(resource_type: str, body: Mapping[str, Any], actual: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The PUT body plus what others keep in the resource that the playbook does not declare.
+
+    A PUT replaces the whole body, so an update of a vault would drop the operator addresses
+    `whitelist.add` put in its network rules. The type's `kept_from_actual` paths are copied from
+    Azure's current state when the playbook does not declare them; a last segment ending in `*`
+    keeps every key of that mapping starting with the rest (tags.dkwl-*).
+    """
+    out = copy.deepcopy(dict(body))
+    if not actual:
+        return out
+    for path in sorted(rules_for(resource_type).kept_from_actual):
+        *parents, leaf = path.split(".")
+        have: Any = actual
+        want: Any = out
+        for part in parents:
+            have = have.get(part) if isinstance(have, Mapping) else None
+            if not isinstance(want.get(part), dict):
+                if have is None:
+                    break
+                want[part] = {}
+            want = want[part]
+        else:
+            if not isinstance(have, Mapping):
+                continue
+            if leaf.endswith("*"):
+                for key, value in have.items():
+                    if key.lower().startswith(leaf[:-1].lower()) and key not in want:
+                        want[key] = copy.deepcopy(value)
+            elif leaf not in want and leaf in have:
+                want[leaf] = copy.deepcopy(have[leaf])
+    return out

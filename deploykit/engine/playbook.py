@@ -58,6 +58,19 @@ def render_playbook(
     scopes and references may name them.
     """
     shown = display(path)
+    raw = render_template(path, {**context, "subscription_id": subscription_id})
+    if raw is not None and not isinstance(raw, Mapping):
+        raise UserError(f"{shown}: (top level): is not a mapping; allowed: a mapping with a resources list")
+    try:
+        book = Playbook.model_validate(raw or {"resources": []})
+    except ValidationError as exc:
+        raise UserError(f"{shown}: {describe_validation_error(exc, Playbook)}") from None
+    return build_specs(book.resources, subscription_id, step, shown, known or {})
+
+
+def render_template(path: Path, context: Mapping[str, Any]) -> Any:
+    """A Jinja YAML file rendered for `context` and parsed; one-line errors name the file."""
+    shown = display(path)
     source = read_text_file(path, shown, missing="playbook not found")
     try:
         # YAML, not HTML: autoescape would corrupt values; tojson does the quoting.
@@ -68,21 +81,13 @@ def render_playbook(
         )
         environment.globals.update(JINJA_GLOBALS)
         environment.filters.update(JINJA_FILTERS)
-        template = environment.from_string(source)
-        text = template.render(**context, subscription_id=subscription_id)
+        text = environment.from_string(source).render(**context)
     except jinja2.UndefinedError as exc:
         raise UserError(f"{shown}: template refers to an undefined value ({exc.message})") from None
     except jinja2.TemplateError as exc:
         raise UserError(f"{shown}: line {getattr(exc, 'lineno', '?')}: {exc.message}") from None
     # Line numbers of the rendered text: Jinja blocks shift them from the template's.
-    raw = parse_yaml(text, shown, line_word="rendered line")
-    if raw is not None and not isinstance(raw, Mapping):
-        raise UserError(f"{shown}: (top level): is not a mapping; allowed: a mapping with a resources list")
-    try:
-        book = Playbook.model_validate(raw or {"resources": []})
-    except ValidationError as exc:
-        raise UserError(f"{shown}: {describe_validation_error(exc, Playbook)}") from None
-    return build_specs(book.resources, subscription_id, step, shown, known or {})
+    return parse_yaml(text, shown, line_word="rendered line")
 
 
 def build_specs(

@@ -266,6 +266,7 @@ def apply_resource(change: Change, spec: ResourceSpec, cache: StateCache) -> Map
 def generic_apply(change: Change, spec: ResourceSpec, cache: StateCache) -> Mapping[str, Any] | None:
     """PUT (after recovering or waiting where planned) the body with references resolved now."""
     from deploykit.azure.recovery import recover
+    from deploykit.engine.compare import keep_undeclared
     from deploykit.engine.plan import create_only_differences, forces_new, plan_resource
     from deploykit.engine.references import Unresolved
 
@@ -293,6 +294,7 @@ def generic_apply(change: Change, spec: ResourceSpec, cache: StateCache) -> Mapp
         raise ApplyError(f"{spec.address}: a referenced value is still unknown ({exc})") from None
     if change.action is Action.UPDATE:
         body = _without(body, spec.create_only)  # create-only fields are never re-sent
+        body = keep_undeclared(spec.type, body, cache.get(spec.address))
     cache.set(spec.address, provider.put(spec, body))
     return None
 

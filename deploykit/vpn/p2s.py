@@ -21,6 +21,7 @@ import jinja2
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from deploykit import clock
 from deploykit.azure.api_versions import api_version
 from deploykit.azure.arm import ArmProvider, lro_polling, read_secret, translated_errors
 from deploykit.config import EnvConfig, Platform, VpnConfig, available_envs
@@ -219,7 +220,7 @@ def _plan_root(ctx: VpnContext) -> Work:
     req = ctx.req
     index = ctx.store.load_index()
     current = ctx.store.root_cert()
-    when = pki.now()
+    when = clock.now()
     if current is None:
         change = _root_change(ctx, Action.CREATE, "no root CA yet")
     elif req.rotate:
@@ -396,7 +397,7 @@ def _plan_client(ctx: VpnContext) -> Work:
         raise UserError(
             f"{ctx.store.root_dir}/root.pem: no root CA yet; run `invoke vpn.root --env {req.env}` first (nothing was written)"
         )
-    when = pki.now()
+    when = clock.now()
     entries = ctx.store.load_index()["clients"].get(name, [])
     action, reason, reissue = _client_decision(ctx, name, entries, root_cert, when)
     change = Change(f"vpn.client.{name}", "x509/client", str(ctx.store.client_path(name, ".pem")), action, reason)
@@ -494,7 +495,7 @@ def _plan_revoke(ctx: VpnContext) -> Work:
     if not entries:
         known = ", ".join(sorted(index["clients"])) or "(none)"
         raise UserError(f"--name: no certificate named {name!r} in {ctx.store.index_path}; known: {known}")
-    when = pki.now()
+    when = clock.now()
     targets = [e["serial"] for e in entries if not e.get("revoked_at") and dt.datetime.fromisoformat(e["not_after"]) > when]
     address = f"vpn.client.{name}"
     if targets:
@@ -530,7 +531,7 @@ def list_certificates(req: VpnRequest) -> int:
         ctx = vpn_context(RunContext(req, reporter, stack))
         index = ctx.store.load_index()
         active = {r["serial"] for r in index["roots"]}
-        when = pki.now()
+        when = clock.now()
         rows = [
             {
                 "name": name,

@@ -30,18 +30,6 @@ CLIENT_NAME_RULE = "1-64 letters, digits, '.', '_' or '-', starting with a lette
 PRIVATE = 0o600
 
 
-def now() -> dt.datetime:
-    """The current time; DEPLOYKIT_NOW (ISO 8601) rehearses renewals and expiry on a chosen date."""
-    override = os.environ.get("DEPLOYKIT_NOW")
-    if override:
-        try:
-            parsed = dt.datetime.fromisoformat(override)
-        except ValueError:
-            raise UserError(f"DEPLOYKIT_NOW: {override!r} is not an ISO 8601 time") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-    return dt.datetime.now(dt.UTC)
-
-
 def check_client_name(name: str) -> None:
     if not name or not CLIENT_NAME.match(name) or ".." in name:
         raise UserError(f"--name: {name!r} is not allowed; allowed: {CLIENT_NAME_RULE}")

@@ -1,0 +1,416 @@
+"""whitelist.add, .list, .remove, .prune: plans of rule changes through the one flow.
+
+Every input is checked before anything is read or sent (exit 2, nothing changed). Each service
+is one or more changes in the plan; the audit line of each carries owner, address, service and
+expiry of what it opened or closed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from deploykit.clock import now as clock_now
+from deploykit.engine.flow import RunContext, RunOptions, Work, run
+from deploykit.engine.model import Action, Change, Plan
+from deploykit.errors import ApplyError, AzureOperationError, ResourceLockedError, UserError
+from deploykit.report import Reporter
+from deploykit.whitelist.rules import (
+    RENEW_TOLERANCE,
+    Rule,
+    address_text,
+    expiry,
+    parse_network,
+    parse_ttl,
+    show_ttl,
+    time_left,
+)
+from deploykit.whitelist.services import Grant, Service, load_services
+
+SERVICE_NAMES = ("postgres", "redis", "vault", "registry")
+RULE_WORKERS = 4  # child rules are independent resources: a few at once
+
+
+@dataclass(frozen=True)
+class WhitelistRequest(RunOptions):
+    ip: str | None = None
+    ttl: str | None = None
+    services: str | None = None
+    reason: str | None = None
+    all_mine: bool = False
+
+
+@dataclass
+class Session:
+    """One run's config, services, owner and clock."""
+
+    ctx: RunContext
+    services: dict[str, Service]
+    now: dt.datetime
+
+    @property
+    def req(self) -> WhitelistRequest:
+        return self.ctx.options  # type: ignore[return-value]
+
+    @property
+    def settings(self) -> Any:
+        assert self.ctx.platform is not None
+        return self.ctx.platform.shared.whitelist
+
+    def owner(self) -> str:
+        from deploykit.whitelist.owner import signed_in_owner
+
+        provider = self.ctx.provider()
+        return signed_in_owner(self.req.target, provider.target.credential, provider.target.credential_scope)
+
+    def read(self, names: list[str]) -> list[Service]:
+        """Read the services asked for, at once; one that does not exist yet is reported by the caller."""
+        provider = self.ctx.provider()
+        chosen = [self.services[n] for n in names]
+        try:
+            with ThreadPoolExecutor(max_workers=len(chosen) or 1) as pool:
+                list(pool.map(lambda s: s.read(provider), chosen))
+        except AzureOperationError as exc:
+            if exc.code == "AuthenticationFailed":
+                raise UserError(f"--target azure: no usable Azure credentials ({exc.message}); run `az login`") from None
+            raise ApplyError(f"could not read the services: {exc}") from None
+        return chosen
+
+
+def _session(ctx: RunContext) -> Session:
+    """Config, the env check (prod has no public endpoints), the services and the clock."""
+    from deploykit.engine.runner import load_for
+
+    req: WhitelistRequest = ctx.options  # type: ignore[assignment]
+    ctx.platform = platform = load_for(req)
+    env_cfg = platform.envs[req.env or ""]
+    if env_cfg.network_model == "private":
+        raise UserError(
+            f"--env {req.env}: {req.env} has no public data endpoints (network_model: private); operators reach it "
+            f"through the point-to-site VPN (`invoke vpn.client --env {req.env} NAME`, runbooks/vpn.client.md), "
+            "never through a firewall rule; nothing was changed"
+        )
+    subscription = ctx.provider().target.subscription_id
+    return Session(ctx, load_services(platform, req.env or "", subscription), clock_now())
+
+
+def _service_names(text: str | None, default: list[str]) -> list[str]:
+    if text is None:
+        return list(default)
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    unknown = [n for n in names if n not in SERVICE_NAMES]
+    if not names or unknown:
+        raise UserError(f"--services: {', '.join(unknown) or repr(text)} is not a service; allowed: {', '.join(SERVICE_NAMES)}")
+    return list(dict.fromkeys(names))
+
+
+def _require_existing(services: list[Service], env: str | None) -> None:
+    missing = [s for s in services if not s.exists]
+    if missing:
+        what = ", ".join(f"{s.name} ({s.entry.resource.name})" for s in missing)
+        raise UserError(f"{what}: not deployed; run `invoke step3 --env {env}` (and step2b for the registry) first")
+
+
+# ---- one service's changes -------------------------------------------------------------------------
+def _opened(service: Service, grant: Grant, reason: str | None) -> dict[str, Any]:
+    return {
+        "service": service.name,
+        "owner": grant.owner,
+        "address": address_text(grant.network),
+        "expires": grant.expires.isoformat().replace("+00:00", "Z"),
+        **({"reason": reason} if reason else {}),
+    }
+
+
+def _closed(rule: Rule) -> dict[str, Any]:
+    return {
+        "service": rule.service,
+        "owner": rule.owner,
+        "address": address_text(rule.network),
+        "expires": rule.expires.isoformat().replace("+00:00", "Z") if rule.expires else None,
+    }
+
+
+def _locked_hint(exc: ResourceLockedError, closing: list[Rule]) -> ResourceLockedError:
+    names = ", ".join(r.name for r in closing)
+    return ResourceLockedError(
+        exc.code,
+        f"{names} not removed: a management lock forbids deletes in this group (never lifted by this tool; "
+        "see runbooks/whitelist.remove.md); everything else was applied",
+        exc.status,
+    )
+
+
+def rule_changes(
+    session: Session, service: Service, grant: Grant | None, closing: list[Rule]
+) -> list[tuple[Change, Callable[[], dict[str, Any]] | None]]:
+    """A child-rule service: one change per rule opened, renewed or closed."""
+    provider = session.ctx.provider()
+    reason_text = session.req.reason
+    out: list[tuple[Change, Callable[[], dict[str, Any]] | None]] = []
+    replaced: list[Rule] = []
+    if grant is not None:
+        mine = [r for r in service.rules if r.ours and r.owner == grant.owner and r.network == grant.network]
+        manual = [r for r in service.rules if not r.ours and r.network == grant.network]
+        new_name = service.rule_name_for(grant)
+        address = f"{service.name}:{new_name}"
+        keep = [r for r in mine if r.expires and abs(r.expires - grant.expires) <= RENEW_TOLERANCE]
+        if keep:
+            rule = keep[0]
+            left = time_left(rule.expires, session.now) if rule.expires else "?"
+            why = f"open for {rule.owner} until {_when(rule.expires)} ({left} left)"
+            out.append(
+                (
+                    Change(f"{service.name}:{rule.name}", service.rule_type, service.rule_id(rule.name), Action.UNCHANGED, why),
+                    None,
+                )
+            )
+        elif manual and not mine:
+            why = f"already let in by {manual[0].name}, a rule not made by this tool; left alone"
+            out.append((Change(address, service.rule_type, service.rule_id(manual[0].name), Action.UNCHANGED, why), None))
+        else:
+            replaced = mine
+            action = Action.UPDATE if mine else Action.CREATE
+            diff = {"expires": {"old": _when(mine[0].expires) if mine else None, "new": _when(grant.expires)}}
+            if not mine:
+                diff = {
+                    "address": {"old": None, "new": address_text(grant.network)},
+                    "owner": {"old": None, "new": grant.owner},
+                    **diff,
+                }
+            reason = f"renew: {len(mine)} rule(s) replaced" if mine else f"let {address_text(grant.network)} in for {grant.owner}"
+
+            def open_rule(grant: Grant = grant, replaced: list[Rule] = replaced) -> dict[str, Any]:
+                service.put_rule(provider, grant)
+                extra = {"opened": [_opened(service, grant, reason_text)]}
+                try:
+                    for old in replaced:
+                        service.delete_rule(provider, old.name)
+                except ResourceLockedError as exc:
+                    raise _locked_hint(exc, replaced) from None
+                if replaced:
+                    extra["closed"] = [_closed(r) for r in replaced]
+                return extra
+
+            out.append((Change(address, service.rule_type, service.rule_id(new_name), action, reason, diff), open_rule))
+    for rule in closing:
+        if rule in replaced:
+            continue
+        why = (
+            "expired " + time_left(rule.expires, session.now).removeprefix("expired ") if rule.expired(session.now) else "removed"
+        )
+        diff = {"address": {"old": address_text(rule.network), "new": None}}
+
+        def close_rule(rule: Rule = rule) -> dict[str, Any]:
+            try:
+                service.delete_rule(provider, rule.name)
+            except ResourceLockedError as exc:
+                raise _locked_hint(exc, [rule]) from None
+            return {"closed": [_closed(rule)]}
+
+        out.append((Change(f"{service.name}:{rule.name}", service.rule_type, service.rule_id(rule.name), Action.DELETE,
+                           f"{why} ({rule.owner})", diff), close_rule))  # fmt: skip
+    return out
+
+
+def list_change(
+    session: Session, service: Service, grant: Grant | None, closing: list[Rule]
+) -> list[tuple[Change, Callable[[], dict[str, Any]] | None]]:
+    """A list service: one change for the resource, however many addresses it opens or closes."""
+    provider = session.ctx.provider()
+    reason_text = session.req.reason
+    address = f"{service.name}:{service.entry.resource.name}"
+    adds: list[Grant] = []
+    notes: list[str] = []
+    if grant is not None:
+        mine = [r for r in service.rules if r.ours and r.owner == grant.owner and r.network == grant.network]
+        manual = [r for r in service.rules if not r.ours and r.network == grant.network]
+        if any(r.expires and abs(r.expires - grant.expires) <= RENEW_TOLERANCE for r in mine):
+            notes.append(f"open for {grant.owner} until {_when(mine[0].expires)}")
+        elif manual and not mine:
+            notes.append(f"already let in by an entry not made by this tool ({manual[0].name}); left alone")
+        else:
+            adds.append(grant)
+    removals = [r for r in closing if not (adds and r.owner == adds[0].owner and r.network == adds[0].network)]
+    if not adds and not removals:
+        return [
+            (
+                Change(
+                    address, service.resource_type, service.resource_id, Action.UNCHANGED, "; ".join(notes) or "nothing to do"
+                ),
+                None,
+            )
+        ]
+    diff: dict[str, dict[str, Any]] = {}
+    path = service.entry.list.path if service.entry.list else "list"
+    for g in adds:
+        diff[f"{path}[{address_text(g.network)}]"] = {"old": None, "new": f"{g.owner} until {_when(g.expires)}"}
+    for r in removals:
+        diff[f"{path}[{address_text(r.network)}]"] = {"old": f"{r.owner} until {_when(r.expires)}", "new": None}
+    reason = "read-modify-write of the list, guarded by the ETag (other entries kept)"
+
+    def write() -> dict[str, Any]:
+        attempts = service.write_list(provider, adds, removals)
+        extra: dict[str, Any] = {"attempts": attempts}
+        if adds:
+            extra["opened"] = [_opened(service, g, reason_text) for g in adds]
+        if removals:
+            extra["closed"] = [_closed(r) for r in removals]
+        return extra
+
+    return [(Change(address, service.resource_type, service.resource_id, Action.UPDATE, reason, diff), write)]
+
+
+def _when(moment: dt.datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M}Z" if moment else "?"
+
+
+def _work(session: Session, title: str, per_service: list[list[tuple[Change, Any]]], no_changes: str) -> Work:
+    changes = [c for group in per_service for c, _ in group]
+    appliers = {c.address: a for group in per_service for c, a in group if a is not None}
+    return Work(title, Plan(tuple(changes)), appliers, workers=RULE_WORKERS, no_changes=no_changes)
+
+
+def _changes_for(session: Session, service: Service, grant: Grant | None, closing: list[Rule]) -> list[tuple[Change, Any]]:
+    if service.entry.rules is not None:
+        return rule_changes(session, service, grant, closing)
+    return list_change(session, service, grant, closing)
+
+
+# ---- the tasks -------------------------------------------------------------------------------------
+def add(req: WhitelistRequest) -> int:
+    def planner(ctx: RunContext) -> Work:
+        session = _session(ctx)
+        settings = session.settings
+        ttl = parse_ttl(req.ttl if req.ttl is not None else settings.default_ttl)
+        if ttl > parse_ttl(settings.max_ttl):
+            raise UserError(f"--ttl: {req.ttl} is longer than {settings.max_ttl}; allowed: 1m to {settings.max_ttl} "
+                            "(whitelist.max_ttl in config/shared.yaml; permanent rules belong in the playbooks)")  # fmt: skip
+        asked = _service_names(req.services, [])
+        if req.reason is not None and (not str(req.reason).strip() or len(str(req.reason)) > 200 or "\n" in str(req.reason)):
+            raise UserError("--reason: allowed: one line of 1-200 characters")
+        network = _network(session, asked or list(SERVICE_NAMES))
+        names = asked or _default_services(session)
+        services = session.read(names)
+        _require_existing(services, req.env)
+        owner = session.owner()
+        grant = Grant(owner, network, expiry(session.now, ttl))
+        groups = []
+        for service in services:
+            own_expired = [r for r in service.rules if r.ours and r.owner == owner and r.expired(session.now)]
+            groups.append(_changes_for(session, service, grant, own_expired))
+        ctx.note(
+            f"Owner {owner}; {address_text(network)} open until {_when(grant.expires)} ({show_ttl(ttl)}) on {', '.join(names)}."
+        )
+        title = f"whitelist.add: {address_text(network)} for {owner}, {show_ttl(ttl)}"
+        return _work(session, title, groups, "No changes: already open.")
+
+    return run(req, planner)
+
+
+def _network(session: Session, services: list[str]) -> ipaddress.IPv4Network:
+    req, settings = session.req, session.settings
+    text = req.ip
+    if text is None:
+        from deploykit.whitelist.discovery import discover, discovery_urls
+
+        opened = session.ctx.target()
+        verify = opened.provider.target.connection_verify if opened.sandbox_url else True
+        text = discover(discovery_urls(settings.discovery_urls, opened.sandbox_url), settings.discovery_timeout_seconds, verify)
+        session.ctx.reporter.info(f"Your public address: {text} (two services agree).")
+    return parse_network(text, settings.widest_prefix, services)
+
+
+def _default_services(session: Session) -> list[str]:
+    """Config's default services, plus list services whose resource denies by default."""
+    names = list(session.settings.default_services)
+    lists = [n for n, s in session.services.items() if s.entry.list is not None and n not in names]
+    for service in session.read(lists):
+        if service.restricted():
+            names.append(service.name)
+    return names
+
+
+def remove(req: WhitelistRequest) -> int:
+    if bool(req.ip) == bool(req.all_mine):
+        raise UserError("--ip, --all-mine: give one (your address, or every rule you own)")
+
+    def planner(ctx: RunContext) -> Work:
+        session = _session(ctx)
+        names = _service_names(req.services, list(SERVICE_NAMES))
+        network = parse_network(req.ip, session.settings.widest_prefix, names) if req.ip else None
+        services = [s for s in session.read(names) if s.exists]
+        owner = session.owner()
+        groups = []
+        for service in services:
+            closing = [r for r in service.rules if r.ours and r.owner == owner and (network is None or r.network == network)]
+            groups.append(_changes_for(session, service, None, closing))
+        what = address_text(network) if network else "every address"
+        return _work(session, f"whitelist.remove: {what} of {owner}", groups, f"No changes: {owner} has no such rule.")
+
+    return run(req, planner)
+
+
+def prune(req: WhitelistRequest) -> int:
+    def planner(ctx: RunContext) -> Work:
+        session = _session(ctx)
+        services = [s for s in session.read(list(SERVICE_NAMES)) if s.exists]
+        groups = []
+        for service in services:
+            expired = [r for r in service.rules if r.ours and r.expired(session.now)]
+            if expired:
+                groups.append(_changes_for(session, service, None, expired))
+        return _work(
+            session, f"whitelist.prune: expired rules at {_when(session.now)}", groups, "No changes: no rule has expired."
+        )
+
+    return run(req, planner)
+
+
+def list_rules(req: WhitelistRequest) -> int:
+    """Read-only: every service's rules, ours with owner and time left, manual ones apart."""
+    with ExitStack() as stack:
+        reporter = Reporter(req.task, req.env, req.target, True, req.as_json)
+        ctx = RunContext(req, reporter, stack)
+        session = _session(ctx)
+        services = session.read(list(SERVICE_NAMES))
+        ours = [r for s in services for r in s.rules if r.ours]
+        manual = [r for s in services for r in s.rules if not r.ours]
+        missing = [s.name for s in services if not s.exists]
+        if req.as_json:
+            reporter.emit_json(
+                Plan(()),
+                [],
+                extra={
+                    "now": session.now.isoformat().replace("+00:00", "Z"),
+                    "rules": [r.to_json(session.now) for r in ours],
+                    "manual": [r.to_json(session.now) for r in manual],
+                    "not_deployed": missing,
+                },
+            )
+            return 0
+        from rich.table import Table
+
+        table = Table(title=f"Operator rules on {req.env} (now {_when(session.now)})", title_justify="left")
+        for column in ("service", "owner", "address", "expires", "left", "rule"):
+            table.add_column(column, overflow="fold")
+        for rule in sorted(ours, key=lambda r: (r.service, r.owner or "", r.expires or session.now)):
+            assert rule.expires is not None
+            left = time_left(rule.expires, session.now)
+            shown = f"[red]{left}[/]" if rule.expired(session.now) else left
+            table.add_row(rule.service, rule.owner or "", address_text(rule.network), _when(rule.expires), shown, rule.name)
+        reporter.console.print(table)
+        expired = sum(1 for r in ours if r.expired(session.now))
+        reporter.info(
+            f"{len(ours)} rule(s) made by this tool, {expired} expired" + (" (`invoke whitelist.prune`)." if expired else ".")
+        )
+        for rule in manual:
+            reporter.info(f"not made by this tool, left alone: {rule.service} {rule.name} ({address_text(rule.network)})")
+        for name in missing:
+            reporter.info(f"{name}: not deployed")
+        return 0
