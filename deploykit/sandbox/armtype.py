@@ -19,6 +19,8 @@ from deploykit.sandbox.ids import ParsedId
 # store's transaction, so whatever they change is saved with the PUT or DELETE that called them.
 State = dict[str, Any]
 # Before a PUT: raise ArmError to refuse it, or return a body to store instead of the request's.
+# It may also rewrite values in the request the way the service does (a Key Vault IP rule
+# `1.2.3.4` is stored as `1.2.3.4/32`) before the request is stored as usual.
 PutHook = Callable[[State, ParsedId, "dict[str, Any] | None", "dict[str, Any]"], "dict[str, Any] | None"]
 # After a DELETE took the record out of "resources".
 DeleteHook = Callable[[State, "dict[str, Any]"], None]
@@ -70,13 +72,17 @@ class ArmType:
     after_put: BackingHook | None = None
     implied: ImpliedHook | None = None
     created_status: int = 201  # a PUT that creates answers this; 200 where the provider does (keyValues)
+    # Every stored version gets a new opaque top-level `etag` (read-only), answered in the body
+    # and as the ETag header of a GET; a PUT or DELETE with If-Match must name the current one.
+    etag: bool = False
 
     @property
     def key(self) -> str:
         return self.name.lower()
 
     def read_only_paths(self) -> tuple[str, ...]:
-        return ((PROVISIONING_STATE,) if self.provisioning_state else ()) + self.read_only
+        """Paths a PUT body cannot set: the service computes them (an etag a client sends is ignored)."""
+        return ((PROVISIONING_STATE,) if self.provisioning_state else ()) + (("etag",) if self.etag else ()) + self.read_only
 
 
 def now_iso() -> str:

@@ -14,10 +14,11 @@ import re
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import unquote
 
 from deploykit.sandbox.armtype import PRIVATE, ArmType, State
-from deploykit.sandbox.bodies import properties
 from deploykit.sandbox.ids import ArmError, ParsedId
+from deploykit.sandbox.netrules import check_range
 
 # A major version as sent, and what the service reports: "4" -> "4.0.14" (RedisCacheCreate.json),
 # "6" -> "6.0.20" (a Basic C0 cache created with az redis create); "latest" is 6 today.
@@ -31,7 +32,7 @@ C0_CONFIGURATION = {
     "maxmemory-reserved": "2",
 }
 CONFIGURATION = {"maxclients": "1000", "maxmemory-reserved": "50", "maxmemory-delta": "50"}
-RULE_NAME = re.compile(r"^[A-Za-z0-9]+$")  # azure-facts.md 3.10: 1-256 alphanumerics
+RULE_NAME = re.compile(r"[A-Za-z0-9]{1,256}")  # azure-facts.md 3.10: 1-256 alphanumerics (fullmatch)
 
 
 def new_key() -> str:
@@ -92,16 +93,18 @@ def _regenerate_key(state: State, record: dict[str, Any], request: dict[str, Any
 
 
 def _rule_before_put(state: State, parsed: ParsedId, existing: dict[str, Any] | None, request: dict[str, Any]) -> None:
-    """Rule names are alphanumerics only (azure-facts.md 3.10). The error code is not verified."""
-    if not RULE_NAME.match(parsed.name) or len(parsed.name) > 256:
+    """Names are 1-256 alphanumerics (azure-facts.md 3.10); startIP and endIP two IPv4 ends in order.
+
+    The error codes (InvalidResourceName, InvalidRequestBody) are not verified.
+    """
+    name = unquote(parsed.name)
+    if not RULE_NAME.fullmatch(name):
         raise ArmError(
             400,
             "InvalidResourceName",
-            f"The firewall rule name '{parsed.name}' is invalid: it may contain only letters and digits (1-256).",
+            f"The firewall rule name '{name}' is invalid: it may contain only letters and digits (1-256).",
         )
-    props = properties(request)
-    if not props.get("startIP") or not props.get("endIP"):
-        raise ArmError(400, "InvalidRequestBody", "The firewall rule needs properties.startIP and properties.endIP.")
+    check_range(request, "startIP", "endIP", "InvalidRequestBody")
 
 
 def _rule_computed(out: dict[str, Any], vault_url: Callable[[str], str] | None) -> None:

@@ -59,3 +59,19 @@ def parse_id(path: str) -> ParsedId:
     if container.lower() == f"/subscriptions/{seg[1]}".lower():
         container = None
     return ParsedId(rid, seg[1], rg, rtype, rest[-1], container)
+
+
+def split_collection(path: str) -> tuple[str, str] | None:
+    """(parent id, child type segment) when a path names a child collection (`{server}/firewallRules`), else None.
+
+    Only collections under a resource: `.../providers/<ns>/<type>/<name>/<childType>`.
+    """
+    seg = [s for s in path.strip("/").split("/") if s]
+    lowered = [s.lower() for s in seg]
+    if len(seg) < 4 or lowered[0] != "subscriptions" or "providers" not in lowered:
+        return None
+    p = len(lowered) - 1 - lowered[::-1].index("providers")
+    rest = seg[p + 2 :]
+    if len(rest) < 3 or len(rest) % 2 == 0:
+        return None
+    return "/" + "/".join(seg[:-1]), seg[-1]

@@ -18,10 +18,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import unquote
 
 from deploykit.sandbox.armtype import PRIVATE, ArmType, State
 from deploykit.sandbox.bodies import ABSENT, get_path, properties
 from deploykit.sandbox.ids import ArmError, ParsedId
+from deploykit.sandbox.netrules import check_range
 from deploykit.sandbox.pgcluster import Cluster, binary_version
 
 # Premium SSD tiers by size: 128 GB = P10 / 500 IOPS (ServersGet.json), 512 GB = P20 / 2300
@@ -253,20 +255,25 @@ PARAMETER = ArmType(
 
 
 # ---- firewall rules ------------------------------------------------------------------------------
-RULE_NAME = re.compile(r"^[-\w._]+$")  # the spec's pattern (azure-facts.md 3.8)
+# The spec's name pattern (minLength 1; azure-facts.md 3.8). Python's \w is Unicode, as .NET's is.
+RULE_NAME = re.compile(r"[-\w._]+")
+# The error code for a bad name or range: Microsoft.DBforPostgreSQL answered InvalidParameterValue
+# for a rule name with spaces on a single server (terraform-provider-azurerm#6768, 2020); for a
+# flexible server's rules the code is UNVERIFIED. The messages are the sandbox's own.
+RULE_ERROR = "InvalidParameterValue"
 
 
 def _rule_before_put(state: State, parsed: ParsedId, existing: dict[str, Any] | None, request: dict[str, Any]) -> None:
-    """The error code for a bad name is not verified."""
-    if not RULE_NAME.match(parsed.name):
+    """Refuse what the spec refuses: a name off its pattern, a range that is not two IPv4 ends in order."""
+    name = unquote(parsed.name)  # ARM sees the decoded name: %40 is an @
+    if not RULE_NAME.fullmatch(name):
         raise ArmError(
             400,
-            "InvalidResourceName",
-            f"The firewall rule name '{parsed.name}' is invalid: it must match the pattern '^[-\\w\\._]+$'.",
+            RULE_ERROR,
+            f"The firewall rule name '{name}' is invalid: it must match the pattern '^[-\\w\\._]+$' "
+            "(letters, digits, '-', '.', '_').",
         )
-    props = properties(request)
-    if not props.get("startIpAddress") or not props.get("endIpAddress"):
-        raise ArmError(400, "InvalidRequestBody", "The firewall rule needs startIpAddress and endIpAddress.")
+    check_range(request, "startIpAddress", "endIpAddress", RULE_ERROR)
 
 
 FIREWALL_RULE = ArmType(

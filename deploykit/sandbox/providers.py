@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from deploykit.sandbox import appconfig, apps, cache, pgtypes, rbac
+from deploykit.sandbox import appconfig, apps, cache, netrules, pgtypes, rbac
 from deploykit.sandbox.armtype import PRIVATE, PROVISIONING_STATE, ArmType, State, now_iso
 from deploykit.sandbox.bodies import deep_merge, stored_body
 from deploykit.sandbox.ids import ArmError, ParsedId
@@ -45,7 +45,11 @@ def _group_before_put(state: State, parsed: ParsedId, existing: dict[str, Any] |
 def _vault_before_put(
     state: State, parsed: ParsedId, existing: dict[str, Any] | None, request: dict[str, Any]
 ) -> dict[str, Any] | None:
-    """Key Vault soft delete (azure-facts.md 4): a deleted name blocks a plain create; recover restores it."""
+    """Key Vault soft delete (azure-facts.md 4): a deleted name blocks a plain create; recover restores it.
+
+    networkAcls.ipRules are checked first, a lone address stored as its /32 (netrules.py).
+    """
+    netrules.vault_ip_rules(request)
     if existing is not None:
         return None
     properties = request.get("properties") if isinstance(request.get("properties"), dict) else {}
@@ -127,17 +131,23 @@ def _frozen(data: dict[str, Any]) -> Mapping[str, Any]:
 
 
 # ---- the table ---------------------------------------------------------------------------------
+# ETAG_NOTE: the real Key Vault and Container Registry examples (createVault.json, RegistryGet.json)
+# and the SDK models (azure-mgmt-keyvault `Vault`) show no top-level etag. The sandbox gives
+# these two types one, and honours If-Match on PUT and DELETE (412 PreconditionFailed), because
+# the product guards read-modify-write of their IP rule lists with it. Whether real Azure honours
+# If-Match on these types is UNVERIFIED; the client also re-reads after writing.
 TYPES: tuple[ArmType, ...] = (
     # resource-group/CreateResourceGroup.json; azure-facts.md 3.1
     ArmType("Microsoft.Resources/resourceGroups", before_put=_group_before_put),
     # management-lock/*: synchronous, no provisioningState; azure-facts.md 3.2
     ArmType("Microsoft.Authorization/locks", provisioning_state=False, lock=True),
     *rbac.TYPES,  # identities and role assignments: sandbox/rbac.py
-    # key-vault/createVault.json, getVault.json; azure-facts.md 3.3 and 4
+    # key-vault/createVault.json, getVault.json; azure-facts.md 3.3 and 4. ETags: see ETAG_NOTE.
     ArmType(
         "Microsoft.KeyVault/vaults",
         long_running=True,
         global_name=True,
+        etag=True,
         defaults=_frozen(
             {
                 "properties": {
@@ -169,11 +179,12 @@ TYPES: tuple[ArmType, ...] = (
     ),
     # key-vault-secret/createSecret.json: the value is never returned (azure-facts.md 3.4)
     ArmType("Microsoft.KeyVault/vaults/secrets", write_only=("properties.value",)),
-    # container-registry/RegistryCreate.json, RegistryGet.json; azure-facts.md 3.5
+    # container-registry/RegistryCreate.json, RegistryGet.json; azure-facts.md 3.5. ETags: see ETAG_NOTE.
     ArmType(
         "Microsoft.ContainerRegistry/registries",
         long_running=True,
         global_name=True,
+        etag=True,
         defaults=_frozen(
             {
                 "properties": {
@@ -186,6 +197,7 @@ TYPES: tuple[ArmType, ...] = (
                         "azureADAuthenticationAsArmPolicy": {"status": "enabled"},
                     },
                     "encryption": {"status": "disabled"},
+                    "networkRuleSet": {"defaultAction": "Allow", "ipRules": []},  # RegistryGet.json
                     "dataEndpointEnabled": False,
                     "dataEndpointHostNames": [],
                     "privateEndpointConnections": [],
@@ -198,6 +210,7 @@ TYPES: tuple[ArmType, ...] = (
         ),
         read_only=("properties.loginServer", "properties.creationDate", "sku.tier"),
         recase=_frozen({"properties.policies.retentionPolicy.status": "lower"}),
+        before_put=netrules.registry_before_put,  # networkRuleSet: IPv4 rules, Premium only
         on_create=_registry_created,
         computed=_registry_computed,
     ),

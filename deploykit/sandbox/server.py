@@ -2,7 +2,7 @@
 each container app and each of its revisions on its own (what they run: apps.py).
 
 Control namespace `/_sandbox/` (never journaled): status, reset, journal, faults, mutate, seed,
-failing images, apps.
+failing images, apps, and the public address discovery service tests use (`/_sandbox/ip/<n>`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from deploykit.errors import DeployKitError
 from deploykit.sandbox import apps, providers, rbac
+from deploykit.sandbox.ids import split_collection
 from deploykit.sandbox.store import ArmError, SandboxState, parse_id
 from deploykit.sandbox.tls import ensure_certificate
 
@@ -78,6 +79,36 @@ class Faults:
             app_start_ms=float(data.get("app_start_ms", 200)),
             app_cold_start_ms=float(data.get("app_cold_start_ms", 500)),
         )
+
+
+DEFAULT_PUBLIC_ADDRESS = "20.42.73.18"  # what /_sandbox/ip/<n> answers unless told otherwise
+
+
+@dataclass(frozen=True)
+class PublicAddress:
+    """What the sandbox's "what is my IP" service answers (GET /_sandbox/ip/<n>), like ipify or icanhazip.
+
+    The n-th service answers `answers[n-1]`, the last answer repeating for larger n; with a
+    `status`, every one fails with it. Answers are not checked, so a test can make a service lie.
+    """
+
+    answers: tuple[str, ...] = (DEFAULT_PUBLIC_ADDRESS,)
+    status: int | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PublicAddress:
+        """PUT /_sandbox/ip's body: {"answers": [...]} and/or {"status": 4xx|5xx}; a ValueError when malformed."""
+        answers = data.get("answers", [DEFAULT_PUBLIC_ADDRESS])
+        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) and "\n" not in a for a in answers):
+            raise ValueError("'answers' must be a non-empty list of one-line strings")
+        status = data.get("status")
+        if status is not None and (isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599):
+            raise ValueError("'status' must be an HTTP error status (400-599)")
+        return cls(tuple(answers), status)
+
+    def answer(self, n: int) -> str:
+        """The address the n-th service (1-based) reports."""
+        return self.answers[min(n, len(self.answers)) - 1]
 
 
 class Journal:
@@ -171,6 +202,7 @@ class SandboxServer:
         self.state = SandboxState(state_dir / "state.json" if state_dir else None)
         self.journal = Journal(state_dir / "journal.jsonl" if state_dir else None, run_id)
         self.faults = Faults()
+        self.public_address = PublicAddress()
         self._faults_lock = threading.Lock()
         self._vault_servers: dict[str, ThreadingHTTPServer] = {}
         self._app_servers: dict[str, ThreadingHTTPServer] = {}
@@ -279,10 +311,20 @@ class _Handler(BaseHTTPRequestHandler):
         return self.server.sandbox  # type: ignore[attr-defined]
 
     def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
-        payload = b"" if body is None else json.dumps(body).encode()
+        """Answer with a JSON body (none when body is None)."""
+        payload = None if body is None else json.dumps(body).encode()
+        self._send_bytes(status, payload, "application/json; charset=utf-8", headers)
+
+    def _send_text(self, status: int, text: str, headers: dict[str, str] | None = None) -> None:
+        """Answer with a text/plain body (the public address discovery service)."""
+        self._send_bytes(status, text.encode(), "text/plain; charset=utf-8", headers)
+
+    def _send_bytes(self, status: int, payload: bytes | None, content_type: str, headers: dict[str, str] | None) -> None:
+        """Status, headers, then the payload (no Content-Type without one; no body on HEAD)."""
         self.send_response(status)
-        if body is not None:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
+        if payload is not None:
+            self.send_header("Content-Type", content_type)
+        payload = payload or b""
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("x-ms-request-id", str(time.time_ns()))
         for key, value in (headers or {}).items():
@@ -451,14 +493,22 @@ class ArmHandler(_Handler):
             resource, action = path.rstrip("/").rsplit("/", 1)
             self._send(200, state.run_action(resource, action, self._body() if self._raw else None))
             return 200
+        collection = split_collection(path) if self.command in READ_METHODS else None
+        if collection is not None:
+            # List a child type (FirewallRules_ListByServer, ...): {"value": [...]}, one page, as
+            # DatabasesListByServer.json answers (no nextLink).
+            records = state.list_children(*collection)
+            self._send(200, {"value": [self._present(r) for r in records]})
+            return 200
         if self.command in READ_METHODS:
-            record = state.get_resource(path)
-            self._send(200, self._present(record))
+            shown = self._present(state.get_resource(path))
+            etag = shown.get("etag") if providers.spec_for(parse_id(path).type).etag else None
+            self._send(200, shown, {"ETag": etag} if isinstance(etag, str) else None)
             return 200
         if self.command == "PUT":
             return self._put(path, query, rule)
         if self.command == "DELETE":
-            state.delete_resource(path)
+            state.delete_resource(path, self.headers.get("If-Match"))
             self._send(200, None)
             return 200
         raise ArmError(405, "MethodNotAllowed", f"{self.command} is not supported on {path}.")
@@ -467,7 +517,9 @@ class ArmHandler(_Handler):
         """201 created / 200 replaced; long-running types (the providers table) add an operation to poll."""
         faults = self.sandbox.faults
         failure = rule.lro_fail if rule is not None else None
-        created, record, op_id = self.sandbox.state.put_resource(path, self._body(), faults.lro_seconds, failure)
+        created, record, op_id = self.sandbox.state.put_resource(
+            path, self._body(), faults.lro_seconds, failure, self.headers.get("If-Match")
+        )
         status = 201 if created else 200
         headers: dict[str, str] = {}
         if op_id is not None:
@@ -526,10 +578,19 @@ class ArmHandler(_Handler):
         try:
             if path == "/status" and self.command == "GET":
                 self._send(200, {**sandbox.state.counts(), "journal": summarise(sandbox.journal.since(0))})
+            elif path.startswith("/ip/") and self.command in READ_METHODS:
+                self._public_address(path[len("/ip/") :])
+            elif path == "/ip" and self.command == "PUT":
+                sandbox.public_address = PublicAddress.from_json(self._body())
+                self._send(200, {"answers": list(sandbox.public_address.answers), "status": sandbox.public_address.status})
+            elif path == "/ip" and self.command == "DELETE":
+                sandbox.public_address = PublicAddress()
+                self._send(200, {"answers": list(sandbox.public_address.answers), "status": None})
             elif path == "/reset" and self.command == "POST":
                 sandbox.state.reset()
                 sandbox.journal.clear()
                 sandbox.faults = Faults()
+                sandbox.public_address = PublicAddress()
                 sandbox.apps.reset()
                 self._send(200, {"reset": True})
             elif path == "/journal" and self.command == "GET":
@@ -569,6 +630,18 @@ class ArmHandler(_Handler):
             self._error(ArmError(500, "InternalServerError", str(err)))
         except (KeyError, TypeError, ValueError) as err:
             self._send(400, {"error": {"code": "BadControlRequest", "message": str(err)}})
+
+    def _public_address(self, n: str) -> None:
+        """GET /_sandbox/ip/<n>: the n-th "what is my IP" service; no token needed, never journaled."""
+        if not (n.isascii() and n.isdigit()) or int(n) < 1:
+            self._send_text(404, "Not Found\n")
+            return
+        config = self.sandbox.public_address
+        if config.status is not None:
+            reason = self.responses.get(config.status, ("Error",))[0]
+            self._send_text(config.status, f"{reason}\n")
+            return
+        self._send_text(200, config.answer(int(n)) + "\n", {"Cache-Control": "no-store"})
 
 
 class VaultHandler(_Handler):

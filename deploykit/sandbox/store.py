@@ -37,6 +37,27 @@ LOCK_NAME = "state.lock"  # beside the state file; never removed, so every proce
 _MISSING = ("missing",)  # the identity of "no state file": the state is empty
 
 
+def new_etag() -> str:
+    """An opaque, quoted entity tag for one stored version (providers.ETAG_NOTE: not Azure-verified)."""
+    return f'"{pysecrets.token_hex(16)}"'
+
+
+def _if_match_holds(if_match: str, record: dict[str, Any] | None) -> bool:
+    """RFC 9110 If-Match: `*` matches any existing resource; otherwise one of the listed strong tags must be current."""
+    if record is None:
+        return False
+    wanted = [tag.strip() for tag in if_match.split(",") if tag.strip()]
+    current = record["body"].get("etag")
+    return "*" in wanted or (isinstance(current, str) and current in wanted)
+
+
+def _check_if_match(spec: providers.ArmType, if_match: str | None, record: dict[str, Any] | None) -> None:
+    """Refuse a conditional write whose If-Match does not hold (types with etags only; others ignore it)."""
+    if if_match is None or not spec.etag or _if_match_holds(if_match, record):
+        return
+    raise ArmError(412, "PreconditionFailed", "The condition specified using HTTP conditional header(s) is not met.")
+
+
 def _empty() -> dict[str, Any]:
     return {"version": STATE_VERSION, **{section: {} for section in SECTIONS}}
 
@@ -279,8 +300,13 @@ class SandboxState:
         request: dict[str, Any],
         lro_seconds: float = 0.0,
         failure: dict[str, str] | None = None,
+        if_match: str | None = None,
     ) -> tuple[bool, dict[str, Any], str | None]:
         """Create or replace, in one transaction; returns (answer 201?, stored record, operation id).
+
+        For a type with etags, `if_match` (the If-Match header) is checked against the stored
+        version inside this transaction, so of two clients that read the same version only the
+        first write wins (412 PreconditionFailed for the other); the stored body gets a new etag.
 
         A long-running type gets an operation and stays Creating/Updating until it settles;
         any other type is Succeeded at once (if it has a provisioningState at all). A type
@@ -295,6 +321,7 @@ class SandboxState:
             self._check_locks(parsed, "write", readonly_only=True)
             resources = self._data["resources"]
             existing = resources.get(parsed.key)
+            _check_if_match(spec, if_match, existing)
             replacement = spec.before_put(self._data, parsed, existing, request) if spec.before_put else None
             if replacement is not None:
                 body = replacement
@@ -302,6 +329,8 @@ class SandboxState:
                 self._check_global_name(parsed, spec, existing)
                 body = providers.stored_body(spec, existing["body"] if existing else None, request)
             created = existing is None
+            if spec.etag:
+                body["etag"] = new_etag()
             if spec.after_put is not None:
                 spec.after_put(self.home(), parsed, body, request, created)
             record = {"id": existing["id"] if existing else parsed.id, "type": spec.name, "body": body}
@@ -332,10 +361,12 @@ class SandboxState:
             self._changed()
             return copy.deepcopy(response)
 
-    def delete_resource(self, rid: str) -> None:
+    def delete_resource(self, rid: str, if_match: str | None = None) -> None:
+        """Delete a resource and everything below it; If-Match as for put_resource (412 when it does not hold)."""
         parsed = parse_id(rid)
         with self._writing():
             self._settle()
+            _check_if_match(providers.spec_for(parsed.type), if_match, self._data["resources"].get(parsed.key))
             if parsed.key not in self._data["resources"]:
                 self._raise_not_found(parsed)
             self._check_locks(parsed, "delete")
@@ -367,6 +398,8 @@ class SandboxState:
                 for part in parents:
                     node = node.setdefault(part, {})
                 node[leaf] = value
+            if providers.spec_for(record["type"]).etag and "etag" not in changes:
+                record["body"]["etag"] = new_etag()  # a change made elsewhere is a new version
             self._changed()
             return copy.deepcopy(record)
 
@@ -375,8 +408,27 @@ class SandboxState:
         parsed = parse_id(rid)
         with self._writing():
             spec = providers.spec_for(parsed.type)
-            self._data["resources"][parsed.key] = {"id": parsed.id, "type": spec.name, "body": copy.deepcopy(body)}
+            stored = copy.deepcopy(body)
+            if spec.etag:
+                stored.setdefault("etag", new_etag())
+            self._data["resources"][parsed.key] = {"id": parsed.id, "type": spec.name, "body": stored}
             self._changed()
+
+    def list_children(self, parent_id: str, child_type: str) -> list[dict[str, Any]]:
+        """The records directly under a resource of one child type (GET {parent}/{childType}), oldest first.
+
+        404 as for a GET of the parent when it (or its group) does not exist.
+        """
+        parent = parse_id(parent_id)
+        prefix = f"{parent.key}/{child_type.lower()}/"
+        with self._reading():
+            if parent.key not in self._data["resources"]:
+                self._raise_not_found(parent)
+            return [
+                copy.deepcopy(record)
+                for key, record in self._data["resources"].items()
+                if key.startswith(prefix) and "/" not in key[len(prefix) :]
+            ]
 
     def list_resources(self) -> list[dict[str, Any]]:
         with self._reading():
