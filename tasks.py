@@ -35,7 +35,7 @@ HELP = {
     "dir": "that database's folder of NNNN_description.sql files (with --db)",
     "tag": "image tag to deploy (default: image_tag in config/<env>.yaml)",
     "ip": "public IPv4 address or CIDR (default: discovered, two services must agree)",
-    "ttl": "how long the rule stays: 30m, 8h, 1d (default and maximum in config/shared.yaml)",
+    "ttl": "how long the rule stays: 30m, 2h, 8h (default and maximum: whitelist in config/shared.yaml)",
     "services": "comma-separated: postgres, redis, vault, registry (default: config/shared.yaml whitelist)",
     "reason": "why, one line; kept in the audit log",
     "all-mine": "every rule you own, every address",

@@ -75,3 +75,25 @@ def test_addresses_that_are_refused(text: str, words: str) -> None:
 def test_public_addresses_and_small_networks_are_accepted() -> None:
     assert str(parse_network("52.1.2.3", 29, [])) == "52.1.2.3/32"
     assert str(parse_network("52.1.2.0/29", 29, [])) == "52.1.2.0/29"
+
+
+def _jwt(claims: dict) -> str:
+    import base64
+    import json
+
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'RS256'})}.{part(claims)}.signature"
+
+
+def test_the_owner_is_the_tokens_user_or_application() -> None:
+    from deploykit.whitelist.owner import claims_owner, token_claims
+
+    user = token_claims(_jwt({"upn": "Alice.Smith@Contoso-FX.com", "appid": "x", "oid": "y"}))
+    assert claims_owner(user) == "alice.smith@contoso-fx.com"
+    guest = token_claims(_jwt({"unique_name": "live.com#bob@example.com"}))
+    assert claims_owner(guest) == "live.com#bob@example.com"
+    app = token_claims(_jwt({"appid": "1B2C3D4E-0000-0000-0000-000000000000", "oid": "z"}))
+    assert claims_owner(app) == "app-1b2c3d4e-0000-0000-0000-000000000000"
+    assert claims_owner(token_claims("not-a-token")) is None

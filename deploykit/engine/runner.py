@@ -260,13 +260,15 @@ def apply_resource(change: Change, spec: ResourceSpec, cache: StateCache) -> Map
     except AzureOperationError as exc:
         if exc.code == "ResourceGroupNotFound":
             raise AzureOperationError(exc.code, exc.message + " (run step1 first: the resource group is missing)") from None
+        if exc.code == "PreconditionFailed":
+            raise AzureOperationError(exc.code, exc.message + " (someone wrote it while this run applied; run again)") from None
         raise
 
 
 def generic_apply(change: Change, spec: ResourceSpec, cache: StateCache) -> Mapping[str, Any] | None:
     """PUT (after recovering or waiting where planned) the body with references resolved now."""
     from deploykit.azure.recovery import recover
-    from deploykit.engine.compare import keep_undeclared
+    from deploykit.engine.compare import keep_undeclared, rules_for
     from deploykit.engine.plan import create_only_differences, forces_new, plan_resource
     from deploykit.engine.references import Unresolved
 
@@ -294,7 +296,12 @@ def generic_apply(change: Change, spec: ResourceSpec, cache: StateCache) -> Mapp
         raise ApplyError(f"{spec.address}: a referenced value is still unknown ({exc})") from None
     if change.action is Action.UPDATE:
         body = _without(body, spec.create_only)  # create-only fields are never re-sent
-        body = keep_undeclared(spec.type, body, cache.get(spec.address))
+        if rules_for(spec.type).kept_from_actual:
+            # Read again now: another task (whitelist.add) may have written since the plan was read.
+            current = provider.read(spec.id, spec.api_version)
+            body = keep_undeclared(spec.type, body, current)
+            cache.set(spec.address, provider.put(spec, body, if_match=(current or {}).get("etag")))
+            return None
     cache.set(spec.address, provider.put(spec, body))
     return None
 

@@ -135,7 +135,8 @@ def _frozen(data: dict[str, Any]) -> Mapping[str, Any]:
 # and the SDK models (azure-mgmt-keyvault `Vault`) show no top-level etag. The sandbox gives
 # these two types one, and honours If-Match on PUT and DELETE (412 PreconditionFailed), because
 # the product guards read-modify-write of their IP rule lists with it. Whether real Azure honours
-# If-Match on these types is UNVERIFIED; the client also re-reads after writing.
+# If-Match on these types is UNVERIFIED; Faults.etags False plays them without (the client then
+# reads back twice, see whitelist/services.py).
 TYPES: tuple[ArmType, ...] = (
     # resource-group/CreateResourceGroup.json; azure-facts.md 3.1
     ArmType("Microsoft.Resources/resourceGroups", before_put=_group_before_put),

@@ -66,6 +66,10 @@ class Faults:
     rules: list[FaultRule] = field(default_factory=list)
     app_start_ms: float = 200.0  # a new container app revision is Provisioning this long
     app_cold_start_ms: float = 500.0  # the first request to a revision scaled to zero waits this long
+    # False: vaults and registries answer without an etag and ignore If-Match, as their examples
+    # and SDK models suggest real Azure does (providers.ETAG_NOTE); the client must cope either way.
+    etags: bool = True
+    put_delay_ms: float = 0.0  # every PUT waits this long before it is applied (to make writers overlap)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Faults:
@@ -78,6 +82,8 @@ class Faults:
             rules=rules,
             app_start_ms=float(data.get("app_start_ms", 200)),
             app_cold_start_ms=float(data.get("app_cold_start_ms", 500)),
+            etags=bool(data.get("etags", True)),
+            put_delay_ms=float(data.get("put_delay_ms", 0)),
         )
 
 
@@ -502,13 +508,13 @@ class ArmHandler(_Handler):
             return 200
         if self.command in READ_METHODS:
             shown = self._present(state.get_resource(path))
-            etag = shown.get("etag") if providers.spec_for(parse_id(path).type).etag else None
+            etag = shown.get("etag") if providers.spec_for(parse_id(path).type).etag and self.sandbox.faults.etags else None
             self._send(200, shown, {"ETag": etag} if isinstance(etag, str) else None)
             return 200
         if self.command == "PUT":
             return self._put(path, query, rule)
         if self.command == "DELETE":
-            state.delete_resource(path, self.headers.get("If-Match"))
+            state.delete_resource(path, self._if_match())
             self._send(200, None)
             return 200
         raise ArmError(405, "MethodNotAllowed", f"{self.command} is not supported on {path}.")
@@ -517,8 +523,10 @@ class ArmHandler(_Handler):
         """201 created / 200 replaced; long-running types (the providers table) add an operation to poll."""
         faults = self.sandbox.faults
         failure = rule.lro_fail if rule is not None else None
+        if faults.put_delay_ms:
+            time.sleep(faults.put_delay_ms / 1000)
         created, record, op_id = self.sandbox.state.put_resource(
-            path, self._body(), faults.lro_seconds, failure, self.headers.get("If-Match")
+            path, self._body(), faults.lro_seconds, failure, self._if_match()
         )
         status = 201 if created else 200
         headers: dict[str, str] = {}
@@ -557,7 +565,13 @@ class ArmHandler(_Handler):
     def _present(self, record: dict[str, Any], records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         out = providers.present(record, self.sandbox.vault_url)
         self.sandbox.apps.decorate(out, records)  # container apps and revisions: live fields
+        if not self.sandbox.faults.etags and providers.spec_for(record["type"]).etag:
+            out.pop("etag", None)
         return out
+
+    def _if_match(self) -> str | None:
+        """The If-Match header, unless the sandbox plays Azure without etags (Faults.etags False)."""
+        return self.headers.get("If-Match") if self.sandbox.faults.etags else None
 
     def _revisions(self, app_id: str) -> int:
         """GET {app}/revisions: every revision of the app, oldest first (azure-facts-2.md 3.1)."""

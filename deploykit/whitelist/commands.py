@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -34,6 +35,7 @@ from deploykit.whitelist.services import Grant, Service, load_services
 
 SERVICE_NAMES = ("postgres", "redis", "vault", "registry")
 RULE_WORKERS = 4  # child rules are independent resources: a few at once
+MAX_TAGS = 50  # Azure's limit of tags per resource; each vault or registry address takes one
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,11 @@ def _session(ctx: RunContext) -> Session:
             f"through the point-to-site VPN (`invoke vpn.client --env {req.env} NAME`, runbooks/vpn.client.md), "
             "never through a firewall rule; nothing was changed"
         )
+    if req.target == "azure" and not req.dry_run and os.environ.get("DEPLOYKIT_NOW"):
+        raise UserError(
+            "DEPLOYKIT_NOW: set while writing to real Azure; rule expiries would follow a rehearsal clock. "
+            "Unset it (it is for dry runs and the sandbox); nothing was changed"
+        )
     subscription = ctx.provider().target.subscription_id
     return Session(ctx, load_services(platform, req.env or "", subscription), clock_now())
 
@@ -146,81 +153,96 @@ def _locked_hint(exc: ResourceLockedError, closing: list[Rule]) -> ResourceLocke
     )
 
 
-def rule_changes(
-    session: Session, service: Service, grant: Grant | None, closing: list[Rule]
-) -> list[tuple[Change, Callable[[], dict[str, Any]] | None]]:
-    """A child-rule service: one change per rule opened, renewed or closed."""
+Applier = Callable[[], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One change of a whitelist plan, its applier (None when unchanged) and what it waits for."""
+
+    change: Change
+    applier: Applier | None = None
+    after: tuple[str, ...] = ()
+
+
+def _live_match(service: Service, grant: Grant, now: dt.datetime) -> tuple[list[Rule], list[Rule], list[Rule]]:
+    """(the owner's live rules for the address, those close enough to the asked expiry, manual ones)."""
+    mine = [r for r in service.rules if r.ours and r.owner == grant.owner and r.network == grant.network and not r.expired(now)]
+    close = [r for r in mine if r.expires and abs(r.expires - grant.expires) <= RENEW_TOLERANCE]
+    manual = [r for r in service.rules if not r.ours and r.network == grant.network]
+    return mine, close, manual
+
+
+def _close_change(session: Session, service: Service, rule: Rule, after: tuple[str, ...] = (), why: str = "") -> Planned:
+    provider = session.ctx.provider()
+    if not why:
+        why = f"{time_left(rule.expires, session.now)}" if rule.expired(session.now) and rule.expires else "removed"
+    diff = {
+        "address": {"old": address_text(rule.network), "new": None},
+        "owner": {"old": rule.owner, "new": None},
+        "expires": {"old": _when(rule.expires), "new": None},
+    }
+
+    def close_rule() -> dict[str, Any]:
+        try:
+            service.delete_rule(provider, rule.name)
+        except ResourceLockedError as exc:
+            raise _locked_hint(exc, [rule]) from None
+        return {"closed": [_closed(rule)]}
+
+    change = Change(
+        f"{service.name}:{rule.name}", service.rule_type, service.rule_id(rule.name), Action.DELETE, f"{why} ({rule.owner})", diff
+    )
+    return Planned(change, close_rule, after)
+
+
+def rule_changes(session: Session, service: Service, grant: Grant | None, closing: list[Rule]) -> list[Planned]:
+    """A child-rule service: one change per rule opened or closed; a renewal opens the new rule, then closes the old."""
     provider = session.ctx.provider()
     reason_text = session.req.reason
-    out: list[tuple[Change, Callable[[], dict[str, Any]] | None]] = []
+    out: list[Planned] = []
     replaced: list[Rule] = []
     if grant is not None:
-        mine = [r for r in service.rules if r.ours and r.owner == grant.owner and r.network == grant.network]
-        manual = [r for r in service.rules if not r.ours and r.network == grant.network]
+        mine, close, manual = _live_match(service, grant, session.now)
         new_name = service.rule_name_for(grant)
         address = f"{service.name}:{new_name}"
-        keep = [r for r in mine if r.expires and abs(r.expires - grant.expires) <= RENEW_TOLERANCE]
-        if keep:
-            rule = keep[0]
-            left = time_left(rule.expires, session.now) if rule.expires else "?"
-            why = f"open for {rule.owner} until {_when(rule.expires)} ({left} left)"
+        if close:
+            rule = close[0]
+            assert rule.expires is not None
+            why = f"open for {rule.owner} until {_when(rule.expires)} ({time_left(rule.expires, session.now)} left)"
             out.append(
-                (
-                    Change(f"{service.name}:{rule.name}", service.rule_type, service.rule_id(rule.name), Action.UNCHANGED, why),
-                    None,
+                Planned(
+                    Change(f"{service.name}:{rule.name}", service.rule_type, service.rule_id(rule.name), Action.UNCHANGED, why)
                 )
             )
         elif manual and not mine:
             why = f"already let in by {manual[0].name}, a rule not made by this tool; left alone"
-            out.append((Change(address, service.rule_type, service.rule_id(manual[0].name), Action.UNCHANGED, why), None))
+            out.append(Planned(Change(address, service.rule_type, service.rule_id(manual[0].name), Action.UNCHANGED, why)))
         else:
             replaced = mine
-            action = Action.UPDATE if mine else Action.CREATE
-            diff = {"expires": {"old": _when(mine[0].expires) if mine else None, "new": _when(grant.expires)}}
-            if not mine:
-                diff = {
-                    "address": {"old": None, "new": address_text(grant.network)},
-                    "owner": {"old": None, "new": grant.owner},
-                    **diff,
-                }
-            reason = f"renew: {len(mine)} rule(s) replaced" if mine else f"let {address_text(grant.network)} in for {grant.owner}"
+            diff = {
+                "address": {"old": None, "new": address_text(grant.network)},
+                "owner": {"old": None, "new": grant.owner},
+                "expires": {"old": _when(mine[0].expires) if mine else None, "new": _when(grant.expires)},
+            }
+            reason = (
+                "renewal: the new expiry is a new rule" if mine else f"let {address_text(grant.network)} in for {grant.owner}"
+            )
 
-            def open_rule(grant: Grant = grant, replaced: list[Rule] = replaced) -> dict[str, Any]:
+            def open_rule() -> dict[str, Any]:
                 service.put_rule(provider, grant)
-                extra = {"opened": [_opened(service, grant, reason_text)]}
-                try:
-                    for old in replaced:
-                        service.delete_rule(provider, old.name)
-                except ResourceLockedError as exc:
-                    raise _locked_hint(exc, replaced) from None
-                if replaced:
-                    extra["closed"] = [_closed(r) for r in replaced]
-                return extra
+                return {"opened": [_opened(service, grant, reason_text)]}
 
-            out.append((Change(address, service.rule_type, service.rule_id(new_name), action, reason, diff), open_rule))
-    for rule in closing:
-        if rule in replaced:
-            continue
-        why = (
-            "expired " + time_left(rule.expires, session.now).removeprefix("expired ") if rule.expired(session.now) else "removed"
-        )
-        diff = {"address": {"old": address_text(rule.network), "new": None}}
-
-        def close_rule(rule: Rule = rule) -> dict[str, Any]:
-            try:
-                service.delete_rule(provider, rule.name)
-            except ResourceLockedError as exc:
-                raise _locked_hint(exc, [rule]) from None
-            return {"closed": [_closed(rule)]}
-
-        out.append((Change(f"{service.name}:{rule.name}", service.rule_type, service.rule_id(rule.name), Action.DELETE,
-                           f"{why} ({rule.owner})", diff), close_rule))  # fmt: skip
+            out.append(
+                Planned(Change(address, service.rule_type, service.rule_id(new_name), Action.CREATE, reason, diff), open_rule)
+            )
+            for old in replaced:
+                out.append(_close_change(session, service, old, (address,), "replaced by the renewed rule"))
+    out.extend(_close_change(session, service, rule) for rule in closing if rule not in replaced)
     return out
 
 
-def list_change(
-    session: Session, service: Service, grant: Grant | None, closing: list[Rule]
-) -> list[tuple[Change, Callable[[], dict[str, Any]] | None]]:
+def list_change(session: Session, service: Service, grant: Grant | None, closing: list[Rule]) -> list[Planned]:
     """A list service: one change for the resource, however many addresses it opens or closes."""
     provider = session.ctx.provider()
     reason_text = session.req.reason
@@ -228,30 +250,29 @@ def list_change(
     adds: list[Grant] = []
     notes: list[str] = []
     if grant is not None:
-        mine = [r for r in service.rules if r.ours and r.owner == grant.owner and r.network == grant.network]
-        manual = [r for r in service.rules if not r.ours and r.network == grant.network]
-        if any(r.expires and abs(r.expires - grant.expires) <= RENEW_TOLERANCE for r in mine):
-            notes.append(f"open for {grant.owner} until {_when(mine[0].expires)}")
+        mine, close, manual = _live_match(service, grant, session.now)
+        if close:
+            notes.append(f"open for {grant.owner} until {_when(close[0].expires)}")
         elif manual and not mine:
             notes.append(f"already let in by an entry not made by this tool ({manual[0].name}); left alone")
         else:
             adds.append(grant)
+            tags = (service.actual or {}).get("tags") or {}
+            if len(tags) >= MAX_TAGS and not mine:
+                raise UserError(
+                    f"{service.name}: {service.entry.resource.name} already has {len(tags)} tags (Azure allows {MAX_TAGS}), "
+                    "one per operator address; run `invoke whitelist.prune` or remove entries first; nothing was changed"
+                )
     removals = [r for r in closing if not (adds and r.owner == adds[0].owner and r.network == adds[0].network)]
     if not adds and not removals:
-        return [
-            (
-                Change(
-                    address, service.resource_type, service.resource_id, Action.UNCHANGED, "; ".join(notes) or "nothing to do"
-                ),
-                None,
-            )
-        ]
+        why = "; ".join(notes) or "nothing to do"
+        return [Planned(Change(address, service.resource_type, service.resource_id, Action.UNCHANGED, why))]
     diff: dict[str, dict[str, Any]] = {}
     path = service.entry.list.path if service.entry.list else "list"
     for g in adds:
         diff[f"{path}[{address_text(g.network)}]"] = {"old": None, "new": f"{g.owner} until {_when(g.expires)}"}
     for r in removals:
-        diff[f"{path}[{address_text(r.network)}]"] = {"old": f"{r.owner} until {_when(r.expires)}", "new": None}
+        diff[f"{path}[{address_text(r.network)}] {r.owner}"] = {"old": f"{r.owner} until {_when(r.expires)}", "new": None}
     reason = "read-modify-write of the list, guarded by the ETag (other entries kept)"
 
     def write() -> dict[str, Any]:
@@ -263,20 +284,22 @@ def list_change(
             extra["closed"] = [_closed(r) for r in removals]
         return extra
 
-    return [(Change(address, service.resource_type, service.resource_id, Action.UPDATE, reason, diff), write)]
+    return [Planned(Change(address, service.resource_type, service.resource_id, Action.UPDATE, reason, diff), write)]
 
 
 def _when(moment: dt.datetime | None) -> str:
     return f"{moment:%Y-%m-%d %H:%M}Z" if moment else "?"
 
 
-def _work(session: Session, title: str, per_service: list[list[tuple[Change, Any]]], no_changes: str) -> Work:
-    changes = [c for group in per_service for c, _ in group]
-    appliers = {c.address: a for group in per_service for c, a in group if a is not None}
-    return Work(title, Plan(tuple(changes)), appliers, workers=RULE_WORKERS, no_changes=no_changes)
+def _work(session: Session, title: str, per_service: list[list[Planned]], no_changes: str) -> Work:
+    planned = [p for group in per_service for p in group]
+    changes = tuple(p.change for p in planned)
+    appliers = {p.change.address: p.applier for p in planned if p.applier is not None}
+    depends = {p.change.address: p.after for p in planned if p.after}
+    return Work(title, Plan(changes), appliers, depends, workers=RULE_WORKERS, no_changes=no_changes)
 
 
-def _changes_for(session: Session, service: Service, grant: Grant | None, closing: list[Rule]) -> list[tuple[Change, Any]]:
+def _changes_for(session: Session, service: Service, grant: Grant | None, closing: list[Rule]) -> list[Planned]:
     if service.entry.rules is not None:
         return rule_changes(session, service, grant, closing)
     return list_change(session, service, grant, closing)
@@ -295,15 +318,16 @@ def add(req: WhitelistRequest) -> int:
         if req.reason is not None and (not str(req.reason).strip() or len(str(req.reason)) > 200 or "\n" in str(req.reason)):
             raise UserError("--reason: allowed: one line of 1-200 characters")
         network = _network(session, asked or list(SERVICE_NAMES))
+        everything = session.read(list(SERVICE_NAMES))  # one round: the owner's expired rules go everywhere
         names = asked or _default_services(session)
-        services = session.read(names)
-        _require_existing(services, req.env)
+        _require_existing([session.services[n] for n in names], req.env)
         owner = session.owner()
         grant = Grant(owner, network, expiry(session.now, ttl))
         groups = []
-        for service in services:
+        for service in everything:
             own_expired = [r for r in service.rules if r.ours and r.owner == owner and r.expired(session.now)]
-            groups.append(_changes_for(session, service, grant, own_expired))
+            if service.name in names or own_expired:
+                groups.append(_changes_for(session, service, grant if service.name in names else None, own_expired))
         ctx.note(
             f"Owner {owner}; {address_text(network)} open until {_when(grant.expires)} ({show_ttl(ttl)}) on {', '.join(names)}."
         )
@@ -323,17 +347,20 @@ def _network(session: Session, services: list[str]) -> ipaddress.IPv4Network:
         verify = opened.provider.target.connection_verify if opened.sandbox_url else True
         text = discover(discovery_urls(settings.discovery_urls, opened.sandbox_url), settings.discovery_timeout_seconds, verify)
         session.ctx.reporter.info(f"Your public address: {text} (two services agree).")
+        try:
+            return parse_network(text, settings.widest_prefix, services)
+        except UserError as exc:
+            problem = str(exc).removeprefix(f"--ip: {text} ")
+            raise UserError(
+                f"--ip: address discovery answered {text}, which {problem}; pass --ip with your public address"
+            ) from None
     return parse_network(text, settings.widest_prefix, services)
 
 
 def _default_services(session: Session) -> list[str]:
     """Config's default services, plus list services whose resource denies by default."""
     names = list(session.settings.default_services)
-    lists = [n for n, s in session.services.items() if s.entry.list is not None and n not in names]
-    for service in session.read(lists):
-        if service.restricted():
-            names.append(service.name)
-    return names
+    return names + [n for n, s in session.services.items() if n not in names and s.restricted()]
 
 
 def remove(req: WhitelistRequest) -> int:

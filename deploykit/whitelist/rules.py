@@ -43,8 +43,10 @@ def show_ttl(delta: dt.timedelta) -> str:
 
 
 def time_left(expires: dt.datetime, now: dt.datetime) -> str:
-    """'7h58m', '12m', or 'expired 3h10m ago'."""
+    """'7h58m', '12m', 'under 1m', or 'expired 3h10m ago'."""
     seconds = int((expires - now).total_seconds())
+    if 0 < seconds < 60:
+        return "under 1m"
     hours, rest = divmod(abs(seconds) // 60, 60)
     text = f"{hours}h{rest:02d}m" if hours else f"{rest}m"
     return text if seconds > 0 else f"expired {text} ago"
@@ -57,6 +59,9 @@ def expiry(now: dt.datetime, ttl: dt.timedelta) -> dt.datetime:
     return rounded if rounded == moment else rounded + dt.timedelta(minutes=1)
 
 
+RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+
+
 def _why_not_public(network: ipaddress.IPv4Network) -> str | None:
     checks = (
         ("is_loopback", "a loopback"),
@@ -64,11 +69,12 @@ def _why_not_public(network: ipaddress.IPv4Network) -> str | None:
         ("is_multicast", "a multicast"),
         ("is_unspecified", "the unspecified"),
         ("is_reserved", "a reserved"),
-        ("is_private", "a private"),
     )
     for attribute, words in checks:
         if getattr(network, attribute):
             return f"is {words} address"
+    if any(network.subnet_of(private) for private in RFC1918):
+        return "is a private (RFC 1918) address"
     if not network.is_global:
         return "is not a public address (shared, benchmarking or documentation range)"
     return None
@@ -92,7 +98,7 @@ def parse_network(text: str, widest_prefix: int, ipv4_only_services: list[str]) 
         ) from None
     if network.version != 4:
         services = ", ".join(ipv4_only_services) or "these services"
-        raise UserError(f"{flag}: {value} is IPv6; {services} take IPv4 only; allowed: a public IPv4 address or CIDR")
+        raise UserError(f"{flag}: {value} is IPv6, and {services} accept IPv4 only; allowed: a public IPv4 address or CIDR")
     assert isinstance(network, ipaddress.IPv4Network)
     problem = _why_not_public(network)
     if problem:
@@ -160,7 +166,7 @@ def _unescape(text: str, style: NameStyle) -> str | None:
         return None
 
 
-_DOTTED = re.compile(rf"^{PREFIX}-(\d{{8}}T\d{{4}})Z-(\d+\.\d+\.\d+\.\d+)_(\d{{1,2}})-(.+)$")
+_DOTTED = re.compile(rf"^{PREFIX}-(\d{{8}}t\d{{4}})z-(\d+\.\d+\.\d+\.\d+)_(\d{{1,2}})-(.+)$")
 _ALNUM = re.compile(rf"^{PREFIX}(\d{{12}})([0-9a-f]{{8}})(\d{{2}})(.+)$")
 _TAG = re.compile(rf"^{PREFIX}-(\d+\.\d+\.\d+\.\d+)_(\d{{1,2}})-(.+)$")
 
@@ -196,10 +202,10 @@ def parse_rule_name(style_name: str, name: str) -> Parsed | None:
     style = STYLES[style_name]
     try:
         if style.style == "dotted":
-            match = _DOTTED.fullmatch(name)
+            match = _DOTTED.fullmatch(name.lower())  # ARM names ignore case; Azure may answer another
             if not match:
                 return None
-            expires = dt.datetime.strptime(match.group(1), "%Y%m%dT%H%M").replace(tzinfo=dt.UTC)
+            expires = dt.datetime.strptime(match.group(1), "%Y%m%dt%H%M").replace(tzinfo=dt.UTC)
             network = ipaddress.IPv4Network(f"{match.group(2)}/{int(match.group(3))}")
             owner = _unescape(match.group(4), style)
         elif style.style == "alphanumeric":

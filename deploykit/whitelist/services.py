@@ -38,6 +38,8 @@ from deploykit.whitelist.rules import (
 
 # Read-modify-write attempts on a list before giving up (each loss means another writer won).
 LIST_ATTEMPTS = 6
+# Without an ETag, a second read-back this long after writing catches a writer that overlapped.
+NO_ETAG_SETTLE_SECONDS = 3.0
 STRIPPED = ("id", "name", "type", "etag", "systemData")  # read-only envelope of a GET, never PUT back
 
 
@@ -168,8 +170,14 @@ class Service:
         provider.delete(self.rule_id(name), api_version(self.rule_type))
 
     # ---- writing a list ------------------------------------------------------------------------
-    def write_list(self, provider: Any, add: list[Grant], remove: list[Rule]) -> int:
-        """Read, edit, PUT with If-Match, read back; again when another writer got in first. Returns attempts."""
+    def write_list(self, provider: Any, add: list[Grant], remove: list[Rule], settle: float = NO_ETAG_SETTLE_SECONDS) -> int:
+        """Read, edit, PUT with If-Match, read back; again when another writer got in first. Returns attempts.
+
+        A resource that carries no ETag (Key Vault and registry examples show none: If-Match
+        cannot guard them) is read back twice: at once, and again after `settle` seconds, so a
+        writer that read before our write and wrote after it is caught and our entry written
+        again. That narrows the window to writers slower than `settle`; it cannot close it.
+        """
         spec = self.entry.list
         assert spec is not None
         resource_api = api_version(self.resource_type)
@@ -179,22 +187,36 @@ class Service:
             if current is None:
                 raise ApplyError(f"{self.name}: {self.entry.resource.name} no longer exists")
             body = edited_list(spec, current, add, remove)
+            etag = current.get("etag")
             if body is not None:
                 try:
-                    provider.put(target, body, if_match=current.get("etag"))
+                    provider.put(target, body, if_match=etag)
                 except AzureOperationError as exc:
                     if exc.status != 412:
                         raise
-                    time.sleep(random.uniform(0.05, 0.3) * attempt)  # noqa: S311 - jitter, not security
+                    _jitter(attempt)  # another writer won: read its version and edit that
                     continue
-            after = provider.read(self.resource_id, resource_api)
-            if after is not None and edited_list(spec, after, add, remove) is None:
+            if self._holds(provider, spec, add, remove) and (
+                etag or body is None or self._holds_after(provider, spec, add, remove, settle)
+            ):
                 return attempt
-            time.sleep(random.uniform(0.05, 0.3) * attempt)  # noqa: S311 - a writer without ETags got in between
+            _jitter(attempt)
         raise ApplyError(
             f"{self.name}: {self.entry.resource.name} kept changing under us ({LIST_ATTEMPTS} attempts); "
             "run the same command again"
         )
+
+    def _holds(self, provider: Any, spec: ListSpec, add: list[Grant], remove: list[Rule]) -> bool:
+        after = provider.read(self.resource_id, api_version(self.resource_type))
+        return after is not None and edited_list(spec, after, add, remove) is None
+
+    def _holds_after(self, provider: Any, spec: ListSpec, add: list[Grant], remove: list[Rule], settle: float) -> bool:
+        time.sleep(settle)
+        return self._holds(provider, spec, add, remove)
+
+
+def _jitter(attempt: int) -> None:
+    time.sleep(random.uniform(0.05, 0.3) * attempt)  # noqa: S311 - spreads retrying writers, not security
 
 
 def _dig(data: Mapping[str, Any], path: str) -> Any:
