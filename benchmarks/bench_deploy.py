@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -79,6 +82,17 @@ def timed_reads(workers: int) -> float:
         return time.perf_counter() - start
 
 
+def whole(env: dict[str, str], *args: str) -> float:
+    """One `invoke` process, start to exit (the figure an operator feels)."""
+    invoke = shutil.which("invoke", path=str(Path(sys.executable).parent)) or "invoke"
+    start = time.perf_counter()
+    result = subprocess.run([invoke, "--search-root", str(REPO), *args], env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"invoke {' '.join(args)}: exit {result.returncode}: {result.stderr.strip()[-400:]}")
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--latency-ms", type=float, default=50.0)
@@ -122,7 +136,19 @@ def main() -> None:
         noop_counts = control("GET", f"/journal?since={mark}")["counts"]
         noop_parallel = timed_reads(16)
         noop_sequential = timed_reads(1)
+
+        # Whole processes: the deploy against this (external) sandbox, then no-op runs against
+        # the default one, started and stopped by the command itself.
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        control("POST", "/reset")
+        control("PUT", "/faults", faults)
+        process_wall = whole(env, "deploy", "--env", "beta", "--yes")
+        process_noop = statistics.median(whole(env, "deploy", "--env", "beta", "--yes") for _ in range(3))
         server.stop()
+        local = {k: v for k, v in env.items() if not k.startswith("DEPLOYKIT_SANDBOX_")}
+        local["DEPLOYKIT_SANDBOX_DIR"] = str(Path(tmp) / "default-sandbox")
+        whole(local, "deploy", "--env", "beta", "--yes")
+        default_noop = statistics.median(whole(local, "deploy", "--env", "beta", "--yes") for _ in range(5))
 
     print(
         f"deploy --env beta, sandbox, {args.latency_ms:.0f} ms per request, {lro:.1f} s per long-running operation, "
@@ -147,6 +173,11 @@ def main() -> None:
     print(
         f"    requests for the no-op run: {noop_counts['requests']} "
         f"({noop_counts['reads']} reads, {noop_counts['writes']} writes)"
+    )
+    print(
+        f"(d) whole command, process start to exit: deploy {process_wall:.2f} s = {process_wall / floor:.2f}x the ARM "
+        f"critical path; no-op {process_noop:.2f} s (external sandbox, {args.latency_ms:.0f} ms per request, median of 3); "
+        f"no-op against the default in-process sandbox {default_noop:.2f} s (no injected latency, median of 5)"
     )
 
 

@@ -227,16 +227,36 @@ class ArmProvider:
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> Any:
+        return self.send_raw(method, path, api_version, body=body, params=params)[2]
+
+    def send_raw(
+        self,
+        method: str,
+        path_or_url: str,
+        api_version: str | None = None,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], Any]:
+        """One request through the client's pipeline (token, retries): (status, headers, JSON or None).
+
+        `path_or_url`: an ARM path, or an absolute URL Azure handed out (an operation's status
+        monitor, which carries its own api-version). A status of 400 or more raises with Azure's code.
+        """
         from azure.core.rest import HttpRequest
         from azure.mgmt.core.exceptions import ARMErrorFormat
 
-        url = self.target.arm_endpoint.rstrip("/") + path
-        request = HttpRequest(method, url, params={"api-version": api_version, **(params or {})}, json=body)
+        absolute = path_or_url.startswith(("https://", "http://"))
+        url = path_or_url if absolute else self.target.arm_endpoint.rstrip("/") + path_or_url
+        query = {**({"api-version": api_version} if api_version else {}), **(params or {})}
+        request = HttpRequest(
+            method, url, params=query, json=dict(body) if body is not None else None, headers=dict(headers or {})
+        )
         with translated_errors(self.target.arm_endpoint):
             response = self.resources.send_request(request)
             if response.status_code >= 400:
                 raise HttpResponseError(response=response, error_format=ARMErrorFormat)
-            return response.json() if response.text() else None
+            return response.status_code, dict(response.headers), response.json() if response.text() else None
 
     def read_deleted_vault(self, name: str, location: str) -> dict[str, Any] | None:
         """A soft-deleted vault holding this name, or None (azure-facts.md 4)."""

@@ -20,7 +20,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from deploykit.engine.apply import Applier, Execution, Outcome, execute
+from deploykit.engine.apply import Applier, Execution, Outcome, execute, in_flight_limit
 from deploykit.engine.model import Change, Plan
 from deploykit.errors import EXIT_INTERRUPTED, EXIT_PENDING, DeployKitError, UserError
 from deploykit.report import Reporter, audit, recap_line
@@ -239,6 +239,7 @@ def _apply(ctx: RunContext, work: Work, plan: Plan) -> Execution:
             first_interrupt()
 
     pending = plan.pending
+    limit = in_flight_limit()
     with _interrupts(signals, stop):
         return execute(
             pending,
@@ -251,6 +252,7 @@ def _apply(ctx: RunContext, work: Work, plan: Plan) -> Execution:
             in_flight,
             on_start,
             on_tick,
+            limit,
         )
 
 
@@ -289,7 +291,9 @@ def apply_deferred(ctx: RunContext, make_work: Callable[[], Work]) -> dict[str, 
         audit(options.task, options.env, options.target, [_audit_record(outcome)])
         ctx.reporter.progress(outcome.change, outcome.ok, outcome.seconds, None if outcome.ok else _error_text(outcome))
 
-    execution = execute(pending, work.appliers, work.depends_on, work.workers, on_done, threading.Event())
+    execution = execute(
+        pending, work.appliers, work.depends_on, work.workers, on_done, threading.Event(), in_flight_limit=in_flight_limit()
+    )
     failed = [o for o in execution.outcomes if not o.ok]
     if failed:
         raise ApplyError(f"{len(failed)} of {len(pending)} failed; first: {failed[0].change.address}: {_error_text(failed[0])}")

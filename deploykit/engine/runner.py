@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from deploykit.azure.target import OpenTarget, validate_target
 from deploykit.config import Platform, available_envs, load_platform
+from deploykit.engine.apply import InFlight
 from deploykit.engine.flow import RunContext, RunOptions, Work, run
 from deploykit.engine.model import Action, Change, Plan, ResourceSpec
 from deploykit.engine.plan import StateCache, compute_plan
@@ -246,15 +247,24 @@ def _plan(specs: list[ResourceSpec], opened: OpenTarget | None, ctx: RunContext,
         raise ApplyError(f"could not read current state: {exc}") from None
 
 
-def apply_resource(change: Change, spec: ResourceSpec, cache: StateCache) -> Mapping[str, Any] | None:
-    """Make one resource match its spec; errors keep Azure's code, with a hint where we have one."""
+def apply_resource(change: Change, spec: ResourceSpec, cache: StateCache) -> InFlight | Mapping[str, Any] | None:
+    """Make one resource match its spec; errors keep Azure's code, with a hint where we have one.
+
+    An operation Azure accepted but has not finished comes back as an InFlight, whose checks
+    get the same hints.
+    """
     from deploykit.azure.plugins import plugin_for
 
     plugin = plugin_for(spec.type)
+    if plugin.apply is not None:
+        return _hinted(lambda: plugin.apply(change, spec, cache))
+    return _hinted(lambda: generic_apply(change, spec, cache))
+
+
+def _hinted(call: Callable[[], Any]) -> Any:
+    """Run an applier or an in-flight check, adding our hints to Azure's errors."""
     try:
-        if plugin.apply is not None:
-            return plugin.apply(change, spec, cache)
-        return generic_apply(change, spec, cache)
+        result = call()
     except ResourceLockedError as exc:
         raise ResourceLockedError(exc.code, f"blocked by a management lock (never lifted automatically): {exc.message}") from None
     except AzureOperationError as exc:
@@ -263,21 +273,25 @@ def apply_resource(change: Change, spec: ResourceSpec, cache: StateCache) -> Map
         if exc.code == "PreconditionFailed":
             raise AzureOperationError(exc.code, exc.message + " (someone wrote it while this run applied; run again)") from None
         raise
+    if isinstance(result, InFlight):
+        return InFlight(lambda: _hinted(result.check), result.delay)
+    return result
 
 
-def generic_apply(change: Change, spec: ResourceSpec, cache: StateCache) -> Mapping[str, Any] | None:
+def generic_apply(change: Change, spec: ResourceSpec, cache: StateCache) -> InFlight | Mapping[str, Any] | None:
     """PUT (after recovering or waiting where planned) the body with references resolved now."""
+    if change.action is Action.WAIT:
+        return _wait_then_write(change, spec, cache)
+    return _write(change, spec, cache)
+
+
+def _write(change: Change, spec: ResourceSpec, cache: StateCache) -> InFlight | Mapping[str, Any] | None:
     from deploykit.azure.recovery import recover
     from deploykit.engine.compare import keep_undeclared, rules_for
-    from deploykit.engine.plan import create_only_differences, forces_new, plan_resource
+    from deploykit.engine.plan import create_only_differences, forces_new
     from deploykit.engine.references import Unresolved
 
     provider = cache.provider
-    if change.action is Action.WAIT:
-        state = wait_for_operation(spec, provider)
-        cache.forget(spec.address)
-        if plan_resource(spec, provider, cache).action is Action.UNCHANGED:
-            return {"waited_for": state}
     if change.action is Action.RECOVER:
         recover(spec, provider)
     if change.action is Action.DELETE:
@@ -294,16 +308,32 @@ def generic_apply(change: Change, spec: ResourceSpec, cache: StateCache) -> Mapp
         body = cache.resolved(spec, strict=True)
     except Unresolved as exc:
         raise ApplyError(f"{spec.address}: a referenced value is still unknown ({exc})") from None
+    if_match = None
     if change.action is Action.UPDATE:
         body = _without(body, spec.create_only)  # create-only fields are never re-sent
         if rules_for(spec.type).kept_from_actual:
             # Read again now: another task (whitelist.add) may have written since the plan was read.
             current = provider.read(spec.id, spec.api_version)
             body = keep_undeclared(spec.type, body, current)
-            cache.set(spec.address, provider.put(spec, body, if_match=(current or {}).get("etag")))
+            if_match = (current or {}).get("etag")
+    return _put(spec, body, cache, if_match)
+
+
+def _put(spec: ResourceSpec, body: Mapping[str, Any], cache: StateCache, if_match: str | None) -> InFlight | None:
+    """Send the PUT; while Azure works on it, the scheduler polls it (no worker waits)."""
+    from deploykit.azure.operations import begin_put
+
+    operation = begin_put(cache.provider, spec, body, if_match)
+
+    def check() -> InFlight | None:
+        if operation.done or operation.poll():
+            cache.set(spec.address, operation.result)
             return None
-    cache.set(spec.address, provider.put(spec, body))
-    return None
+        return InFlight(check, operation.delay)
+
+    if operation.done:
+        return check()
+    return InFlight(check, operation.delay)
 
 
 def _without(body: Mapping[str, Any], paths: Sequence[str]) -> dict[str, Any]:
@@ -317,30 +347,43 @@ def _without(body: Mapping[str, Any], paths: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def wait_for_operation(spec: ResourceSpec, provider: Any) -> str:
-    """Poll until the resource's provisioning state is terminal (after a killed run, say)."""
+def _wait_then_write(change: Change, spec: ResourceSpec, cache: StateCache) -> InFlight | Mapping[str, Any] | None:
+    """An operation found in flight (a killed run's): re-read until it ends, then converge (never resend first)."""
     from deploykit.azure.arm import backoff_delays
-    from deploykit.engine.plan import provisioning_state, state_is_terminal
+    from deploykit.engine.plan import plan_resource, provisioning_state, state_is_terminal
 
+    provider = cache.provider
     delays = backoff_delays(max(0.2, float(provider.target.polling_interval)), float(provider.target.polling_interval_max))
     deadline = time.monotonic() + WAIT_LIMIT_SECONDS
-    while True:
+
+    def check() -> InFlight | Mapping[str, Any] | None:
         actual = provider.read(spec.id, spec.api_version)
         state = provisioning_state(actual)
-        if actual is None or state_is_terminal(state):
-            return state or "gone"
-        if time.monotonic() > deadline:
-            raise ApplyError(f"{spec.address}: still {state} after {WAIT_LIMIT_SECONDS // 3600} h; check it in the portal")
-        time.sleep(next(delays))
+        if actual is not None and not state_is_terminal(state):
+            if time.monotonic() > deadline:
+                raise ApplyError(f"{spec.address}: still {state} after {WAIT_LIMIT_SECONDS // 3600} h; check it in the portal")
+            return InFlight(check, next(delays))
+        cache.forget(spec.address)
+        again = plan_resource(spec, provider, cache)
+        if again.action is Action.UNCHANGED:
+            return {"waited_for": state or "gone"}
+        return _write(again, spec, cache)
+
+    return check()
 
 
-def apply_plan(plan: Plan, specs: Mapping[str, ResourceSpec], provider: Any, workers: int = APPLY_WORKERS) -> list[Any]:
+def apply_plan(
+    plan: Plan, specs: Mapping[str, ResourceSpec], provider: Any, workers: int = APPLY_WORKERS, in_flight: int | None = None
+) -> list[Any]:
     """Apply a plan's ARM changes over their graph, without the flow (benchmarks and engine tests)."""
     import threading
 
-    from deploykit.engine.apply import execute
+    from deploykit.engine.apply import execute, in_flight_limit
 
     cache = StateCache(provider, specs)
     appliers = {c.address: functools.partial(apply_resource, c, specs[c.address], cache) for c in plan.pending}
     depends_on = dependencies(list(specs.values()))
-    return execute(plan.pending, appliers, depends_on, workers, lambda outcome: None, threading.Event()).outcomes
+    limit = in_flight if in_flight is not None else in_flight_limit()
+    return execute(
+        plan.pending, appliers, depends_on, workers, lambda outcome: None, threading.Event(), in_flight_limit=limit
+    ).outcomes
