@@ -17,6 +17,10 @@ from deploykit.sandbox.ids import ParsedId
 
 # The hooks see the store's data (sections "resources", "deleted_vaults", "secrets") inside the
 # store's transaction, so whatever they change is saved with the PUT or DELETE that called them.
+# The store logs a transaction's changes entry by entry (store.SandboxState): a hook may add,
+# replace or remove entries of any section, but may change in place only the record it is
+# given (an action's record, a PUT's new body); an in-place change elsewhere would stay in
+# memory and never reach the state file.
 State = dict[str, Any]
 # Before a PUT: raise ArmError to refuse it, or return a body to store instead of the request's.
 # It may also rewrite values in the request the way the service does (a Key Vault IP rule

@@ -10,13 +10,16 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import selectors
 import socket
+import socketserver
 import ssl
 import sys
 import threading
 import time
 import traceback
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -181,18 +184,108 @@ def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return {"requests": len(entries), "reads": len(entries) - writes, "writes": writes, "by_method": by_method}
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """A threaded listener: deep accept backlog, no Nagle delay on answers."""
+HANDSHAKE_SECONDS = 30.0  # a client that connects and never finishes its TLS handshake is dropped after this
+STOP_GRACE_SECONDS = 10.0  # stop() waits at most this long for requests being answered
+
+
+class TLSListener(ThreadingHTTPServer):
+    """A threaded TLS listener that never stalls its accept loop and stops at once.
+
+    - Deep accept backlog: a burst of new connections (a no-op plan reads everything at once)
+      must not overflow it; an overflow costs the client a 1 s SYN retransmit.
+    - TCP_NODELAY on every accepted connection: headers and body go out as separate TLS
+      records, and with Nagle on the second waits for the client's delayed ACK (~40 ms).
+    - The TLS handshake happens in the connection's own thread, not in the accept loop, so one
+      slow or failed handshake delays nobody else; a failed one just drops that connection.
+    - `stop()` wakes the accept loop through a pipe instead of waiting out a poll interval.
+    """
 
     daemon_threads = True
-    request_queue_size = 128
+    request_queue_size = 1024  # the kernel caps it at net.core.somaxconn
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], context: ssl.SSLContext) -> None:
+        """Bind and listen (plain TCP: each accepted socket is wrapped in `context` lazily)."""
+        super().__init__(address, handler)
+        self._context = context
+        self._wake_read, self._wake_write = os.pipe()
+        self._stopping = False
+        self._serving = False
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._busy = 0  # requests being answered (read, not yet journaled)
+        self._idle = threading.Condition()
+
+    def server_bind(self) -> None:
+        """Bind without HTTPServer's reverse lookup of the address (socket.getfqdn: milliseconds per listener)."""
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     def get_request(self) -> tuple[socket.socket, Any]:
-        conn, address = super().get_request()
-        # Headers and body go out as separate TLS records; with Nagle on, the second waits for
-        # the client's delayed ACK (~40 ms per request).
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn, address
+        """Accept one connection and wrap it for TLS without handshaking (finish_request does that)."""
+        conn, address = self.socket.accept()
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return self._context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False), address
+        except BaseException:
+            conn.close()
+            raise
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """In the connection's thread: the TLS handshake, then HTTP; a failed handshake only closes this connection."""
+        try:
+            request.settimeout(HANDSHAKE_SECONDS)
+            request.do_handshake()
+            request.settimeout(None)
+        except (OSError, ValueError):  # ssl.SSLError and timeouts are OSErrors
+            return
+        super().finish_request(request, client_address)
+
+    @contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Count one request as being answered for the block (stop() waits for the count to reach 0)."""
+        with self._idle:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._busy -= 1
+                if not self._busy:
+                    self._idle.notify_all()
+
+    def serve(self) -> None:
+        """Accept connections until stop(): wakes for a new connection or for the stop pipe, never on a timer."""
+        with self._stop_lock:
+            if self._stopping:
+                return  # stopped before it started: its socket may be closed already
+            self._serving = True
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.socket, selectors.EVENT_READ)
+                selector.register(self._wake_read, selectors.EVENT_READ)
+                while not self._stopping:
+                    for key, _ in selector.select():
+                        if key.fileobj is self.socket and not self._stopping:
+                            self._handle_request_noblock()
+        finally:
+            self._stopped.set()
+
+    def stop(self) -> None:
+        """End serve() at once and close the listener (connections already accepted finish on their threads)."""
+        with self._stop_lock:
+            if self._stopping:
+                return  # already stopped: its pipe's descriptors may belong to someone else by now
+            self._stopping = True
+            serving = self._serving
+        os.write(self._wake_write, b"\0")
+        if serving:
+            self._stopped.wait()
+        self.server_close()
+        with self._idle:  # a client may have its answer before the handler journaled it: let that finish
+            self._idle.wait_for(lambda: not self._busy, timeout=STOP_GRACE_SECONDS)
+        for fd in (self._wake_read, self._wake_write):
+            os.close(fd)
 
 
 class SandboxServer:
@@ -210,8 +303,8 @@ class SandboxServer:
         self.faults = Faults()
         self.public_address = PublicAddress()
         self._faults_lock = threading.Lock()
-        self._vault_servers: dict[str, ThreadingHTTPServer] = {}
-        self._app_servers: dict[str, ThreadingHTTPServer] = {}
+        self._vault_servers: dict[str, TLSListener] = {}
+        self._app_servers: dict[str, TLSListener] = {}
         self._vault_lock = threading.Lock()  # guards both listener maps and ports.json
         self.apps = apps.AppRuntime(self.state, self.vault_url, self.app_endpoint, self._app_timings)
         self._arm = self._listen(ArmHandler, None)
@@ -219,16 +312,16 @@ class SandboxServer:
 
     def _listen(
         self, handler: type[BaseHTTPRequestHandler], vault: str | None, port: int = 0, target: str | None = None
-    ) -> ThreadingHTTPServer:
+    ) -> TLSListener:
+        """A TLS listener on 127.0.0.1 (the given port when free), served on its own daemon thread."""
         try:
-            httpd = _HTTPServer(("127.0.0.1", port), handler)
+            httpd = TLSListener(("127.0.0.1", port), handler, self._ssl)
         except OSError:  # the remembered port is taken (another sandbox on this folder): any port
-            httpd = _HTTPServer(("127.0.0.1", 0), handler)
-        httpd.socket = self._ssl.wrap_socket(httpd.socket, server_side=True)
+            httpd = TLSListener(("127.0.0.1", 0), handler, self._ssl)
         httpd.sandbox = self  # type: ignore[attr-defined]
         httpd.vault = vault  # type: ignore[attr-defined]
         httpd.target = target  # type: ignore[attr-defined]
-        threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+        threading.Thread(target=httpd.serve, name=f"sandbox-listener-{httpd.server_port}", daemon=True).start()
         return httpd
 
     def vault_url(self, name: str) -> str:
@@ -282,16 +375,11 @@ class SandboxServer:
                 tmp.replace(path)
 
     def stop(self) -> None:
-        """Stop every listener at once (each shutdown waits up to one poll interval)."""
+        """Stop every listener (each wakes at once: no poll interval to wait out), then let go of the state."""
         with self._vault_lock:
             listeners = [self._arm, *self._vault_servers.values(), *self._app_servers.values()]
-        stoppers = [threading.Thread(target=httpd.shutdown, daemon=True) for httpd in listeners]
-        for thread in stoppers:
-            thread.start()
-        for thread in stoppers:
-            thread.join()
         for httpd in listeners:
-            httpd.server_close()
+            httpd.stop()
         self.state.close()
 
     # ---- faults --------------------------------------------------------------------------
@@ -448,7 +536,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _control(self, path: str, query: dict[str, list[str]]) -> None:
         self._send(404, {"error": {"code": "NotFound", "message": path}})
 
-    do_GET = do_PUT = do_DELETE = do_POST = do_PATCH = do_HEAD = _dispatch
+    def _answer(self) -> None:
+        """Every method: dispatched while counted in flight, so stop() lets it finish (and journal) first."""
+        with self.server.in_flight():  # type: ignore[attr-defined]
+            self._dispatch()
+
+    do_GET = do_PUT = do_DELETE = do_POST = do_PATCH = do_HEAD = _answer
 
 
 class _Injected(Exception):
@@ -737,5 +830,3 @@ class AppHandler(_Handler):
             status, body, headers = 500, {"status": "error", "reason": "the sandbox failed; see its stderr"}, {}
         with suppress(OSError):
             self._send(status, body, headers)
-
-    do_GET = do_PUT = do_DELETE = do_POST = do_PATCH = do_HEAD = _dispatch

@@ -35,6 +35,13 @@ STATE_VERSION = 1
 SECTIONS = ("resources", "deleted_vaults", "secrets", "operations")
 LOCK_NAME = "state.lock"  # beside the state file; never removed, so every process locks the same file
 _MISSING = ("missing",)  # the identity of "no state file": the state is empty
+# state.json is a snapshot (one JSON object on the first line) followed by a log of changes,
+# one line per write transaction. The log is folded into a new snapshot once it outgrows both
+# this and the snapshot itself, so a write costs its own change, amortised.
+COMPACT_MIN_BYTES = 256 * 1024
+# Finished long-running operations are kept this long for late polls, and at most this many.
+OPERATION_TTL_SECONDS = 600.0
+MAX_FINISHED_OPERATIONS = 1000
 
 
 def new_etag() -> str:
@@ -59,30 +66,103 @@ def _check_if_match(spec: providers.ArmType, if_match: str | None, record: dict[
 
 
 def _empty() -> dict[str, Any]:
+    """A state with nothing in it (no file yet, or reset)."""
     return {"version": STATE_VERSION, **{section: {} for section in SECTIONS}}
 
 
+def _invalid(path: Path, reason: str) -> UserError:
+    """The one-line error for a state file that cannot be used, naming the file and how to recover."""
+    return UserError(f"{display(path)}: not a valid sandbox state ({reason}); run `invoke sandbox.reset`")
+
+
+def _snapshot_problem(data: Any) -> str | None:
+    """Why a decoded snapshot is not a state of this version, or None when it is one."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    if data.get("version") != STATE_VERSION:
+        return f"version {repr(data.get('version'))[:40]}, expected {STATE_VERSION}"
+    bad = [section for section in SECTIONS if not isinstance(data.get(section), dict)]
+    return f"'{bad[0]}' is missing or not an object" if bad else None
+
+
+def _apply(data: dict[str, Any], line: bytes) -> None:
+    """Apply one logged change ({"put": {section: {key: entry}}, "drop": {section: [key]}}); ValueError when malformed."""
+    change = json.loads(line)
+    if not isinstance(change, dict) or not set(change) <= {"put", "drop"}:
+        raise ValueError("not a change")
+    puts, drops = change.get("put", {}), change.get("drop", {})
+    if not isinstance(puts, dict) or not isinstance(drops, dict) or not (set(puts) | set(drops)) <= set(SECTIONS):
+        raise ValueError("not a change")
+    for section, entries in puts.items():
+        if not isinstance(entries, dict):
+            raise ValueError("not a change")
+        data[section].update(entries)
+    for section, keys in drops.items():
+        if not isinstance(keys, list):
+            raise ValueError("not a change")
+        for key in keys:
+            data[section].pop(key, None)
+
+
+def _replay(data: dict[str, Any], raw: bytes, path: Path, first_line: int) -> int:
+    """Apply every complete line of a log tail; returns how many bytes that was.
+
+    A last line without its newline is not applied: a writer is still writing it, or one was
+    killed while writing it (before it answered, so nothing acknowledged is in it).
+    """
+    position = 0
+    while (newline := raw.find(b"\n", position)) >= 0:
+        line = raw[position:newline]
+        if line.strip():
+            try:
+                _apply(data, line)
+            except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+                number = first_line + raw.count(b"\n", 0, position)
+                raise _invalid(path, f"line {number} is not a logged change: {str(exc)[:80]}") from None
+        position = newline + 1
+    return position
+
+
+class _Loaded:
+    """A whole state file, parsed: the data, where its log starts and how much of it was applied."""
+
+    def __init__(self, raw: bytes, path: Path) -> None:
+        """Parse the snapshot (the first JSON value) and replay the log after it; UserError when invalid."""
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _invalid(path, "not UTF-8") from None
+        start = len(text) - len(text.lstrip())
+        try:
+            data, end = json.JSONDecoder().raw_decode(text, start)
+        except json.JSONDecodeError as exc:
+            raise _invalid(path, f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        problem = _snapshot_problem(data)
+        if problem is not None:
+            raise _invalid(path, problem)
+        snapshot = len(text[:end].encode("utf-8"))
+        newline = raw.find(b"\n", snapshot)
+        if raw[snapshot : newline if newline >= 0 else len(raw)].strip():
+            raise _invalid(path, f"not JSON: Extra data at line {text.count(chr(10), 0, end) + 1}")
+        self.data: dict[str, Any] = data
+        self.snapshot_bytes = snapshot if newline < 0 else newline + 1
+        # A file without a newline after its snapshot (written by hand, or by an older sandbox)
+        # cannot take an appended change: the next write rewrites it.
+        self.line_start = newline >= 0
+        first_line = text.count("\n", 0, end) + 2
+        self.consumed = self.snapshot_bytes + (_replay(data, raw[self.snapshot_bytes :], path, first_line) if newline >= 0 else 0)
+
+
 def _parse(raw: bytes, path: Path) -> dict[str, Any]:
-    """The state in a file's bytes, or a one-line UserError naming the file and how to recover."""
-    reason = None
-    data: Any = None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        reason = "not UTF-8"
-    except json.JSONDecodeError as exc:
-        reason = f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-    if reason is None and not isinstance(data, dict):
-        reason = f"a JSON {type(data).__name__}, not an object"
-    if reason is None and data.get("version") != STATE_VERSION:
-        reason = f"version {repr(data.get('version'))[:40]}, expected {STATE_VERSION}"
-    if reason is None:
-        bad = [section for section in SECTIONS if not isinstance(data.get(section), dict)]
-        if bad:
-            reason = f"'{bad[0]}' is missing or not an object"
-    if reason is not None:
-        raise UserError(f"{display(path)}: not a valid sandbox state ({reason}); run `invoke sandbox.reset`")
-    return data
+    """The state in a file's bytes (snapshot plus log), or a one-line UserError naming the file and how to recover."""
+    return _Loaded(raw, path).data
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    """os.write until every byte is written (a short write is legal for regular files too)."""
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 @contextmanager
@@ -121,28 +201,49 @@ def remove_state(directory: Path) -> int | None:
 
 
 class SandboxState:
-    """The state, thread-safe and safe to share between processes through one JSON file.
+    """The state, thread-safe and safe to share between processes through one file.
 
-    Every change is a transaction: the thread lock, then an exclusive `fcntl.flock` on
-    `state.lock` beside the file; a reload if another process replaced the file since this one
-    last read or wrote it; the change; an atomic rewrite (temp file + os.replace, mode 0600: it
-    holds secret values). Reads reload too when the file changed; they take no flock, since
-    every version on disk is complete.
+    `state.json` holds a snapshot (the whole state as one JSON object, on the first line) and
+    after it a log: one JSON line per write transaction, naming the entries it put and dropped
+    ({"put": {section: {key: entry}}, "drop": {section: [key]}}). Every change is a
+    transaction: the thread lock, then an exclusive `fcntl.flock` on `state.lock` beside the
+    file; the tail other processes appended since this one last looked is replayed (or the whole
+    file loaded, when it was replaced); the change; then its line appended with one write
+    (O_APPEND) before the answer, so an acknowledged change is in the page cache, as a rename
+    was before. Once the log outgrows both COMPACT_MIN_BYTES and the snapshot, the transaction
+    writes a new snapshot instead (temp file + os.replace, mode 0600: it holds secret values),
+    so a write costs its own change, amortised, not the whole state.
 
-    "Changed" is decided without reading the file: the version this process holds is identified
-    by (device, inode, size, mtime). The file of that version is kept open, so its inode cannot
-    be reused by a newer file while we compare against it.
+    A file is only ever appended to or replaced, never changed in place. Readers take no flock:
+    they apply complete lines only (a line being written, or one a killed writer left without
+    its newline, is not applied; the next writer then rewrites the file rather than append
+    after it). "Changed" is decided without reading: the version this process holds is
+    identified by (device, inode, size, mtime); the same inode grown means new lines, another
+    inode a new file. The file of that version is kept open, so its inode cannot be reused by a
+    newer file while we compare against it.
+
+    What a transaction changed is found by comparing each section's entries before and after
+    by identity (hooks add and remove entries), plus the entries changed in place, which the
+    code that changes them names (`_touch`).
     """
 
     def __init__(self, path: Path | None) -> None:
+        """A state kept in `path` (shared with other processes), or in memory only when None."""
         self._path = path
         self._lock_path = path.with_name(LOCK_NAME) if path is not None else None
         self._lock = threading.RLock()
         self._data = _empty()
         self._held: IO[bytes] | None = None  # the file of the version in self._data
         self._held_id: tuple[Any, ...] | None = None  # None: unknown, reload before use
+        self._snapshot_bytes = 0  # where the held file's log starts
+        self._consumed = 0  # bytes of the held file applied to self._data (whole lines)
+        self._seen_size = 0  # its size when last looked at (more than _consumed: a torn last line)
+        self._line_start = False  # whether a change may be appended at _consumed
         self._depth = 0  # nesting of write transactions in the thread that holds self._lock
         self._dirty = False
+        self._rewrite = False  # the transaction replaced everything (reset): write a snapshot
+        self._before: dict[str, dict[str, Any]] = {}  # each section's entries when the transaction began
+        self._touched: set[tuple[str, str]] = set()  # (section, key) changed in place by the transaction
         self._scratch: Path | None = None  # an in-memory state's folder for real services
         if path is not None:
             with self._lock:
@@ -151,45 +252,150 @@ class SandboxState:
     # ---- persistence -------------------------------------------------------------------
     @staticmethod
     def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+        """What tells one version of the file from another without reading it."""
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
     def _hold(self, handle: IO[bytes] | None, identity: tuple[Any, ...] | None) -> None:
+        """Keep `handle` open as the file of the version in memory (closing the previous one)."""
         if self._held is not None:
             self._held.close()
         self._held, self._held_id = handle, identity
 
     def _refresh(self) -> None:
-        """Load the file if it is not the version in memory (caller holds self._lock)."""
+        """Bring memory up to the file (caller holds self._lock).
+
+        Nothing to do when it is the version in memory; the new lines when another process
+        appended to it; a full load when it was replaced (a snapshot, a reset) or is unknown.
+        """
         assert self._path is not None
         try:
-            current = self._identity(os.stat(self._path))
+            st = os.stat(self._path)
         except FileNotFoundError:
-            current = _MISSING
+            if self._held_id != _MISSING:
+                self._data = _empty()
+                self._hold(None, _MISSING)
+                self._snapshot_bytes = self._consumed = self._seen_size = 0
+                self._line_start = False
+            return
+        current = self._identity(st)
         if current == self._held_id:
             return
+        held = self._held_id
+        if self._held is not None and held is not None and held[:2] == current[:2] and st.st_size >= self._consumed:
+            self._read_tail(st)
+        else:
+            self._load()
+
+    def _read_tail(self, st: os.stat_result) -> None:
+        """Apply the lines appended to the held file since this process last read it."""
+        assert self._held is not None and self._path is not None
+        raw = os.pread(self._held.fileno(), st.st_size - self._consumed, self._consumed)
+        if raw.strip() and not self._line_start:  # a file that cannot take lines got some: read it all
+            self._load()
+            return
+        try:
+            self._consumed += _replay(self._data, raw, self._path, 0)
+        except UserError:
+            self._hold(None, None)  # partly applied; a full load names the bad line (and raises)
+            self._load()
+            return
+        except BaseException:
+            self._hold(None, None)  # partly applied: reload before the next use
+            raise
+        self._seen_size = st.st_size
+        self._held_id = self._identity(st)
+
+    def _load(self) -> None:
+        """Read the whole file: its snapshot and every complete line of its log."""
+        assert self._path is not None
         try:
             handle = open(self._path, "rb")  # noqa: SIM115 - kept open as the held version
         except FileNotFoundError:
-            self._data = _empty()
-            self._hold(None, _MISSING)
+            self._hold(None, None)
+            self._refresh()
             return
         try:
-            identity = self._identity(os.fstat(handle.fileno()))
-            data = _parse(handle.read(), self._path)
+            st = os.fstat(handle.fileno())  # before reading: the bytes up to this size are final
+            loaded = _Loaded(handle.read(st.st_size), self._path)
         except BaseException:
             handle.close()
             raise
-        self._data = data
-        self._hold(handle, identity)
+        self._data = loaded.data
+        self._hold(handle, self._identity(st))
+        self._snapshot_bytes, self._consumed, self._seen_size = loaded.snapshot_bytes, loaded.consumed, st.st_size
+        self._line_start = loaded.line_start
+
+    def _begin(self) -> None:
+        """Remember each section's entries, to find what the transaction changes (see _diff)."""
+        self._before = {section: dict(self._data[section]) for section in SECTIONS}
+        self._touched = set()
+
+    def _diff(self) -> dict[str, Any]:
+        """The transaction's change as a log line's content: entries added, replaced or touched; entries removed."""
+        puts: dict[str, dict[str, Any]] = {}
+        drops: dict[str, list[str]] = {}
+        for section in SECTIONS:
+            before, after = self._before.get(section, {}), self._data[section]
+            changed = {key: value for key, value in after.items() if before.get(key) is not value}
+            changed.update((key, after[key]) for touched, key in self._touched if touched == section and key in after)
+            gone = [key for key in before if key not in after]
+            if changed:
+                puts[section] = changed
+            if gone:
+                drops[section] = gone
+        change: dict[str, Any] = {}
+        if puts:
+            change["put"] = puts
+        if drops:
+            change["drop"] = drops
+        return change
+
+    def _commit(self) -> None:
+        """Persist the transaction: its line appended, or a new snapshot when the log is due for one."""
+        change = self._diff()
+        if not change and not self._rewrite:
+            return
+        line = json.dumps(change).encode("utf-8") + b"\n"
+        log_bytes = self._consumed - self._snapshot_bytes + len(line)
+        appendable = (
+            not self._rewrite
+            and self._held is not None
+            and self._line_start
+            and self._seen_size == self._consumed  # no torn line at the end to append after
+            and log_bytes <= max(COMPACT_MIN_BYTES, self._snapshot_bytes)
+        )
+        if not (appendable and self._append(line)):
+            self._save()
+
+    def _append(self, line: bytes) -> bool:
+        """Append one change to the held file; False (nothing written) when the path is no longer that file."""
+        assert self._path is not None
+        try:
+            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND)
+        except FileNotFoundError:
+            return False
+        try:
+            if self._identity(os.fstat(fd)) != self._held_id:  # cannot happen under the flock; never append blind
+                return False
+            _write_all(fd, line)
+            identity = self._identity(os.fstat(fd))
+        finally:
+            os.close(fd)
+        self._consumed += len(line)
+        self._seen_size = self._consumed
+        self._held_id = identity
+        return True
 
     def _save(self) -> None:
+        """Write the whole state as a new snapshot with an empty log (temp file + rename, mode 0600)."""
         assert self._path is not None
         tmp = self._path.with_name(self._path.name + ".tmp")
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         handle = os.fdopen(fd, "w+b")
         try:
             os.fchmod(fd, 0o600)
-            handle.write(json.dumps(self._data).encode("utf-8"))
+            payload = json.dumps(self._data).encode("utf-8") + b"\n"
+            handle.write(payload)
             handle.flush()
             os.replace(tmp, self._path)
             identity = self._identity(os.fstat(fd))
@@ -197,6 +403,8 @@ class SandboxState:
             handle.close()
             raise
         self._hold(handle, identity)
+        self._snapshot_bytes = self._consumed = self._seen_size = len(payload)
+        self._line_start = True
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -223,9 +431,10 @@ class SandboxState:
             try:
                 if persisted:
                     self._refresh()
+                    self._begin()
                 yield
                 if persisted and self._dirty:
-                    self._save()
+                    self._commit()
             except BaseException:
                 if persisted:
                     self._hold(None, None)  # drop half-applied changes: reload before the next use
@@ -233,7 +442,8 @@ class SandboxState:
             finally:
                 self._depth -= 1
                 if outer:
-                    self._dirty = False
+                    self._dirty = self._rewrite = False
+                    self._before, self._touched = {}, set()
 
     def close(self) -> None:
         """Let go of the state file this process holds open (the data stays usable; it reloads).
@@ -270,6 +480,12 @@ class SandboxState:
             return self._scratch
 
     def _changed(self) -> None:
+        """The transaction changed something: its entries are compared at the end (see _diff)."""
+        self._dirty = True
+
+    def _touch(self, section: str, key: str) -> None:
+        """An entry was changed in place (the comparison by identity cannot see that): log it whole."""
+        self._touched.add((section, key))
         self._dirty = True
 
     def reset(self) -> None:
@@ -277,6 +493,7 @@ class SandboxState:
         with self._writing():
             self._data = _empty()
             pgcluster.remove_all(self.home())
+            self._rewrite = True
             self._changed()
 
     # ---- resources ---------------------------------------------------------------------
@@ -357,7 +574,10 @@ class SandboxState:
                 raise ArmError(
                     400, "InvalidRequestContent", f"The action '{action}' is not supported on resource type '{record['type']}'."
                 )
+            before = json.dumps(record)
             response = hook(self._data, record, request)
+            if json.dumps(record) != before:  # actions change their own record in place, or nothing (listKeys)
+                self._touch("resources", parsed.key)
             self._changed()
             return copy.deepcopy(response)
 
@@ -400,7 +620,7 @@ class SandboxState:
                 node[leaf] = value
             if providers.spec_for(record["type"]).etag and "etag" not in changes:
                 record["body"]["etag"] = new_etag()  # a change made elsewhere is a new version
-            self._changed()
+            self._touch("resources", rid.lower())
             return copy.deepcopy(record)
 
     def seed(self, rid: str, body: dict[str, Any]) -> None:
@@ -567,7 +787,7 @@ class SandboxState:
                 "attributes": {"enabled": True, "created": now, "updated": now, "recoveryLevel": "Recoverable+Purgeable"},
             }
             versions.append(entry)
-            self._changed()
+            self._touch("secrets", vault.lower())
             return copy.deepcopy(entry)
 
     def get_secret(self, vault: str, name: str, version: str | None) -> dict[str, Any]:
@@ -584,15 +804,36 @@ class SandboxState:
 
     # ---- long-running operations -----------------------------------------------------------
     def _start_operation(self, key: str, seconds: float, failure: dict[str, str] | None) -> str:
+        """A new long-running operation on a resource (the table's finished ones pruned first)."""
+        now = time.time()
+        self._prune_operations(now)
         op_id = pysecrets.token_hex(8)
         self._data["operations"][op_id] = {
             "resource": key,
-            "ready_at": time.time() + max(0.0, seconds),
+            "ready_at": now + max(0.0, seconds),
             "failure": failure,
             "status": "InProgress",
             "start": providers.now_iso(),
         }
         return op_id
+
+    def _prune_operations(self, now: float) -> None:
+        """Forget finished operations: those over OPERATION_TTL_SECONDS old, and all but the newest MAX_FINISHED_OPERATIONS.
+
+        A client polls an operation until it finishes, then stops; without pruning the table (and
+        the cost of every settle and every snapshot) would grow with every long-running PUT ever made.
+        """
+        operations = self._data["operations"]
+        finished = [
+            (op.get("ended_at", op["ready_at"]), op_id) for op_id, op in operations.items() if op["status"] != "InProgress"
+        ]
+        cutoff = now - OPERATION_TTL_SECONDS
+        expired = {op_id for ended, op_id in finished if ended < cutoff}
+        kept = [(ended, op_id) for ended, op_id in finished if op_id not in expired]
+        if len(kept) > MAX_FINISHED_OPERATIONS:
+            expired.update(op_id for _, op_id in sorted(kept)[: len(kept) - MAX_FINISHED_OPERATIONS])
+        for op_id in expired:
+            del operations[op_id]
 
     def get_operation(self, op_id: str) -> dict[str, Any]:
         with self._reading():
@@ -613,15 +854,17 @@ class SandboxState:
     def _settle(self) -> None:
         """Finish every operation whose time has come (lazily, on any access; inside a transaction)."""
         now = time.time()
-        for op in self._data["operations"].values():
+        for op_id, op in self._data["operations"].items():
             if op["status"] != "InProgress" or op["ready_at"] > now:
                 continue
             op["status"] = "Failed" if op["failure"] else "Succeeded"
             op["end"] = providers.now_iso()
+            op["ended_at"] = now
+            self._touch("operations", op_id)
             record = self._data["resources"].get(op["resource"])
             if record is not None:
                 self._set_provisioning_state(record, op["status"])
-            self._changed()
+                self._touch("resources", op["resource"])
 
     def counts(self) -> dict[str, Any]:
         with self._reading():
