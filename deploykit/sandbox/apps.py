@@ -321,6 +321,10 @@ TYPES: tuple[ArmType, ...] = (
 )
 
 
+# A revision's last request is written to the state at most this often (replicas outlive the process).
+LAST_REQUEST_SAVED_EVERY = 10.0
+
+
 # ---- the runtime -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Timings:
@@ -414,7 +418,7 @@ class AppRuntime:
         self._generation = 0  # bumped when the failing images change: cached readiness is stale
         self._ready_cache: dict[str, tuple[float, str, tuple[bool, str | None]]] = {}
         self._revision_locks: dict[str, threading.Lock] = {}
-        self._last_request: dict[str, float] = {}  # revision key -> time of its last request (replicas)
+        self._last_request: dict[str, float] = {}  # revision key -> wall time of its last request (replicas)
 
     # ---- control ---------------------------------------------------------------------------
     def fail_image(self, image: str) -> list[str]:
@@ -656,6 +660,7 @@ class AppRuntime:
                 variables[var] = str(entry["value"])
         database = variables.get("DATABASE_URL")
         if database:
+            _start_servers(records)  # Azure's servers never stop; the sandbox's clusters start on demand
             problem = check_database(database)
             if problem is not None:
                 return False, f"DATABASE_URL: {problem}"
@@ -806,9 +811,20 @@ class AppRuntime:
         minimum, cooldown = self._scale(revision)
         if minimum > 0:
             return minimum
+        last = self._last_request_at(revision)
+        return 1 if last is not None and time.time() - last < cooldown else 0
+
+    def _last_request_at(self, revision: dict[str, Any]) -> float | None:
+        """When the revision last served a request (wall clock), from this process or the state.
+
+        Kept in the state, so replicas outlive the sandbox process as they outlive a CLI run on
+        Azure: a revision scaled to zero stays warm for its cooldown period after a request.
+        """
         with self._lock:
             last = self._last_request.get(revision["id"].lower())
-        return 1 if last is not None and time.monotonic() - last < cooldown else 0
+        stored = _dict(revision["body"].get(PRIVATE)).get("last_request")
+        known = [t for t in (last, stored) if isinstance(t, int | float)]
+        return max(known) if known else None
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Every app with its revisions, health and FQDNs (GET /_sandbox/apps)."""
@@ -904,15 +920,27 @@ class AppRuntime:
         """A request to a revision scaled to zero waits for a replica to start (a cold start)."""
         key = revision["id"].lower()
         minimum, cooldown = self._scale(revision)
-        with self._lock:
-            last = self._last_request.get(key)
-        if minimum == 0 and (last is None or time.monotonic() - last >= cooldown):
+        last = self._last_request_at(revision)
+        now = time.time()
+        if minimum == 0 and (last is None or now - last >= cooldown):
             time.sleep(self._timings().cold_start_seconds)
         with self._lock:
-            self._last_request[key] = time.monotonic()
+            self._last_request[key] = time.time()
+        if last is None or now - last >= LAST_REQUEST_SAVED_EVERY:
+            with suppress(ArmError):  # the revision was deleted meanwhile
+                self._state.mutate(revision["id"], {f"{PRIVATE}.last_request": time.time()})
 
 
 # ---- the database check ------------------------------------------------------------------------
+def _start_servers(records: list[dict[str, Any]]) -> None:
+    """Every flexible server's real PostgreSQL running (its endpoint starts it when stopped)."""
+    from deploykit.sandbox import pgtypes
+
+    for record in records:
+        if record["type"].lower() == "microsoft.dbforpostgresql/flexibleservers":
+            pgtypes.endpoint(record["body"])
+
+
 def check_database(url: str) -> str | None:
     """Connect and run SELECT 1; None when it works, else a reason free of the URL and its password."""
     import psycopg
