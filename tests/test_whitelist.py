@@ -26,8 +26,6 @@ from tests.conftest import REPO, Sandbox, run_invoke
 
 DATA_GROUP = f"/subscriptions/{SANDBOX_SUBSCRIPTION}/resourceGroups/rg-trading-beta-data"
 SHARED_GROUP = f"/subscriptions/{SANDBOX_SUBSCRIPTION}/resourceGroups/rg-trading-shared"
-SERVER = f"{DATA_GROUP}/providers/Microsoft.DBforPostgreSQL/flexibleServers/psql-trading-beta"
-CACHE = f"{DATA_GROUP}/providers/Microsoft.Cache/redis/redis-trading-beta-1023"
 VAULT = f"{DATA_GROUP}/providers/Microsoft.KeyVault/vaults/kv-trading-beta"
 REGISTRY = f"{SHARED_GROUP}/providers/Microsoft.ContainerRegistry/registries/acrtradingshared"
 ALL = "postgres,redis,vault,registry"

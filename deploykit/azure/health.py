@@ -80,7 +80,7 @@ def verify_apps(
     on_progress: Callable[[str], None],
     ca: str | bool,
     stop: threading.Event | None = None,
-    poll_first: float = 1.0,
+    poll_first: float = 0.25,  # a revision a moment from ready is seen soon; the back-off caps the rate
     poll_cap: float = 10.0,
 ) -> list[AppHealth]:
     """Verify every app in parallel, each within `timeout` seconds; results in the order given.
