@@ -12,6 +12,7 @@ re-read the resource instead.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,12 +23,19 @@ from deploykit.azure.arm import RETRY_AFTER_HEADERS, ArmProvider, backoff_delays
 from deploykit.engine.model import ResourceSpec
 from deploykit.errors import AzureOperationError
 
-IN_FLIGHT_STATES = {"accepted", "creating", "updating", "provisioning", "deleting", "registeringdns", "inprogress", "running"}
+TERMINAL = {"succeeded", "failed", "canceled", "cancelled"}
 FAILED = {"failed", "canceled", "cancelled"}
+# A status request that fails for a passing reason (throttled, unavailable, no connection) is
+# asked again later, up to this many times in a row; the operation goes on at Azure meanwhile.
+TRANSIENT_POLL_FAILURES = 5
+# ARM does not promise read-after-write: a resource that is not found right after its PUT is
+# taken as still being created for this many polls.
+NOT_FOUND_GRACE_POLLS = 3
+WAIT_LIMIT_SECONDS = 3 * 3600  # a VPN gateway takes most of an hour; nothing we manage takes three
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds Azure asks us to wait (Retry-After in seconds, or the -ms variants), or None."""
+    """Seconds Azure asks us to wait (Retry-After in seconds, or the -ms variants); None when absent or 0."""
     found = case_insensitive_dict(headers)
     for name in RETRY_AFTER_HEADERS:
         value = found.get(name)
@@ -36,8 +44,17 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
                 seconds = float(value)
             except ValueError:
                 continue  # an HTTP date: rare on ARM; fall back to our back-off
-            return seconds / 1000 if name.endswith("-ms") else seconds
+            seconds = seconds / 1000 if name.endswith("-ms") else seconds
+            return seconds if seconds > 0 else None  # 0 would mean polling without pause (azure-core: its interval)
     return None
+
+
+def _state(body: Any) -> str:
+    return str(((body or {}).get("properties") or {}).get("provisioningState") or "").lower()
+
+
+def _failed(spec: ResourceSpec, state: str) -> AzureOperationError:
+    return AzureOperationError("ProvisioningFailed", f"{spec.address}: provisioning state is {state}")
 
 
 @dataclass
@@ -52,33 +69,63 @@ class Operation:
     result: dict[str, Any] | None = None
     done: bool = False
     _delays: Iterator[float] = field(default_factory=lambda: iter(()))
+    _deadline: float = field(default_factory=lambda: time.monotonic() + WAIT_LIMIT_SECONDS)
+    _transient: int = 0
+    _not_found: int = 0
 
     def poll(self) -> bool:
         """One status request; True once the operation ended well (then `result` is the resource)."""
-        if self.monitor is None:
-            actual = self.provider.read(self.spec.id, self.spec.api_version)
-            state = str(((actual or {}).get("properties") or {}).get("provisioningState") or "").lower()
-            if state in FAILED:
-                raise AzureOperationError("ProvisioningFailed", f"{self.spec.address}: provisioning state is {state}")
-            if state not in IN_FLIGHT_STATES:
-                self.result, self.done = actual, True
-                return True
+        if time.monotonic() > self._deadline:
+            raise AzureOperationError(
+                "OperationTimedOut", f"{self.spec.address}: still running after {WAIT_LIMIT_SECONDS // 3600} h"
+            )
+        try:
+            finished = self._poll_once()
+        except AzureOperationError as exc:
+            passing = exc.code == "ConnectionFailed" or (exc.status is not None and (exc.status == 429 or exc.status >= 500))
+            self._transient += 1
+            if not passing or self._transient > TRANSIENT_POLL_FAILURES:
+                raise
             self.delay = next(self._delays)
             return False
+        self._transient = 0
+        return finished
+
+    def _poll_once(self) -> bool:
+        if self.monitor is None:
+            return self._settled(self.provider.read(self.spec.id, self.spec.api_version))
         status, headers, body = self.provider.send_raw("GET", self.monitor)
         if self.by_location:
             running = status == 202
         else:
             state = str((body or {}).get("status") or "").lower()
+            if not state:
+                raise AzureOperationError("BadResponse", f"{self.spec.address}: the operation's status has no 'status'")
             if state in FAILED:
                 error = (body or {}).get("error") or {}
                 raise AzureOperationError(error.get("code") or "OperationFailed", error.get("message") or f"operation {state}")
-            running = state not in {"succeeded"}
+            running = state not in TERMINAL
         if running:
             wait = retry_after(headers)
             self.delay = wait if wait is not None else next(self._delays)
             return False
-        self.result, self.done = self.provider.read(self.spec.id, self.spec.api_version), True
+        return self._settled(self.provider.read(self.spec.id, self.spec.api_version))
+
+    def _settled(self, actual: dict[str, Any] | None) -> bool:
+        """Done when the resource reads back in a terminal state (a state-less type counts as terminal)."""
+        if actual is None:
+            self._not_found += 1
+            if self._not_found > NOT_FOUND_GRACE_POLLS:
+                raise AzureOperationError("ResourceNotFound", f"{self.spec.address}: not found after it was accepted")
+            self.delay = next(self._delays)
+            return False
+        state = _state(actual)
+        if state in FAILED:
+            raise _failed(self.spec, state)
+        if state and state not in TERMINAL:
+            self.delay = next(self._delays)
+            return False
+        self.result, self.done = actual, True
         return True
 
 
@@ -93,9 +140,11 @@ def begin_put(provider: ArmProvider, spec: ResourceSpec, body: Mapping[str, Any]
     by_location = False
     if not monitor and status == 202:
         monitor, by_location = found.get("location"), True
-    state = str(((answer or {}).get("properties") or {}).get("provisioningState") or "").lower()
+    state = _state(answer)
+    if state in FAILED:
+        raise _failed(spec, state)
     op = Operation(provider, spec, monitor, by_location, 0.0, _delays=delays)
-    if monitor is None and state not in IN_FLIGHT_STATES:
+    if monitor is None and status != 202 and (not state or state in TERMINAL):
         op.result, op.done = answer, True
         return op
     wait = retry_after(answer_headers)

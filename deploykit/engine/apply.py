@@ -2,7 +2,8 @@
 
 Knows nothing of what a change does: each pending change has an applier (a callable). Outcomes
 are reported as they land, so the caller audits each write when it happens. A stop event (the
-first Ctrl-C) ends scheduling: in-flight calls finish, nothing new starts.
+first Ctrl-C) ends scheduling: requests being sent finish, nothing new starts, and operations
+Azure is still working on are left to it (reported as still running; a re-run waits for them).
 
 Waiting costs no worker: an applier whose request Azure accepted but has not finished returns
 an `InFlight` (when to check next, and how). The scheduler keeps every such operation and hands
@@ -24,8 +25,9 @@ from deploykit.errors import AzureOperationError, DeployKitError
 from deploykit.report import redact
 
 PROGRESS_EVERY_SECONDS = 10.0
-# Operations Azure is working on at once, across the run. ARM throttles per principal and
-# subscription (a token bucket of writes); 64 keeps a big apply far under it. DEPLOYKIT_MAX_IN_FLIGHT overrides.
+# Operations Azure is working on at once, across the run. This bounds concurrency, not the rate:
+# ARM throttles writes per principal and subscription (a token bucket), and a 429 is retried
+# with its Retry-After by the SDK pipeline. DEPLOYKIT_MAX_IN_FLIGHT overrides.
 IN_FLIGHT_LIMIT = 64
 
 
@@ -56,6 +58,7 @@ class InFlight:
 
 
 Applier = Callable[[], InFlight | Mapping[str, Any] | None]
+STILL_RUNNING = "accepted by Azure and still running there (interrupted); run the same command again to wait for it"
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,12 @@ def execute(
         while (waiting_on and not stop.is_set()) or running or parked:
             on_tick()  # outside any lock: where an interrupt is acted on
             now = time.monotonic()
+            if stop.is_set():
+                for addr in list(parked):
+                    del parked[addr]
+                    in_flight.pop(addr, None)
+                    failed.add(addr)
+                    record(Outcome(by_address[addr], False, now - started_at[addr], "StillRunning", STILL_RUNNING))
             for addr in [a for a, (_, due) in parked.items() if due <= now]:
                 check, _ = parked.pop(addr)
                 running[pool.submit(_check_one, by_address[addr], check, started_at[addr])] = addr

@@ -104,6 +104,7 @@ Planner = Callable[[RunContext], Work]
 def run(options: RunOptions, planner: Planner) -> int:
     """Plan, show, confirm, apply, audit, verify, recap. Returns the exit status."""
     started = time.monotonic()
+    in_flight_limit()  # a bad DEPLOYKIT_MAX_IN_FLIGHT stops the run before anything is read or asked
     reporter = Reporter(options.task, options.env, options.target, options.dry_run, options.as_json)
     with ExitStack() as stack:
         ctx = RunContext(options, reporter, stack)

@@ -24,7 +24,6 @@ from deploykit.paths import config_dir, display
 
 PLACEHOLDER_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 APPLY_WORKERS = 8
-WAIT_LIMIT_SECONDS = 3 * 3600  # a VPN gateway takes most of an hour; nothing we manage takes three
 
 
 def load_for(options: RunOptions, extra_envs: tuple[str, ...] = ()) -> Platform:
@@ -350,6 +349,7 @@ def _without(body: Mapping[str, Any], paths: Sequence[str]) -> dict[str, Any]:
 def _wait_then_write(change: Change, spec: ResourceSpec, cache: StateCache) -> InFlight | Mapping[str, Any] | None:
     """An operation found in flight (a killed run's): re-read until it ends, then converge (never resend first)."""
     from deploykit.azure.arm import backoff_delays
+    from deploykit.azure.operations import WAIT_LIMIT_SECONDS
     from deploykit.engine.plan import plan_resource, provisioning_state, state_is_terminal
 
     provider = cache.provider
