@@ -28,6 +28,7 @@ from deploykit.config import load_platform  # noqa: E402
 from deploykit.deploy import deploy  # noqa: E402
 from deploykit.engine.plan import compute_plan  # noqa: E402
 from deploykit.engine.runner import (  # noqa: E402
+    APPLY_WORKERS,
     RunOptions,
     apply_plan,
     render_steps,
@@ -115,7 +116,7 @@ def main() -> None:
 
         control("POST", "/reset")
         control("PUT", "/faults", faults)
-        parallel = run_engine(workers=8)
+        parallel = run_engine(workers=APPLY_WORKERS)
         fresh_counts = control("GET", "/journal?since=0")["counts"]
 
         control("POST", "/reset")
@@ -155,7 +156,7 @@ def main() -> None:
         f"{len(specs)} resources"
     )
     print(f"(b) critical path (plan round + longest chain + verify round): {floor:.2f} s")
-    print(f"    engine, 8 workers:  {parallel:.2f} s = {parallel / floor:.2f}x critical path")
+    print(f"    engine, {APPLY_WORKERS} workers: {parallel:.2f} s = {parallel / floor:.2f}x critical path")
     print(f"    engine, sequential: {sequential:.2f} s = {sequential / floor:.2f}x critical path")
     print(
         f"    whole deploy task (plus db.create over SQL and the apps' health checks): {task_wall:.2f} s "

@@ -32,7 +32,7 @@ from deploykit.sandbox.server import SandboxServer  # noqa: E402
 PLAYBOOK = REPO / "benchmarks" / "playbooks" / "scale.yaml.j2"
 
 
-def one(count: int, in_flight: int, lro: float, latency_ms: float, poll_ms: float) -> dict[str, float]:
+def one(count: int, in_flight: int, lro: float, latency_ms: float, poll_ms: float, workers: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         server = SandboxServer(Path(tmp) / "sandbox", run_id="scale")
         ca = str(server.cert_path)
@@ -49,7 +49,7 @@ def one(count: int, in_flight: int, lro: float, latency_ms: float, poll_ms: floa
             plan = compute_plan(specs, provider)
             planned = time.perf_counter() - start
             start = time.perf_counter()
-            outcomes = apply_plan(plan, {s.address: s for s in specs}, provider, APPLY_WORKERS, in_flight)
+            outcomes = apply_plan(plan, {s.address: s for s in specs}, provider, workers, in_flight)
             applied = time.perf_counter() - start
             failed = [o for o in outcomes if not o.ok]
             if failed:
@@ -73,14 +73,15 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     # The Retry-After the sandbox sends while an operation runs (capped at the time it has left).
     parser.add_argument("--poll-ms", type=float, default=500.0)
+    parser.add_argument("--workers", type=int, default=APPLY_WORKERS)
     args = parser.parse_args()
     print(
         f"N independent public IPs, {args.lro_seconds:g} s operations, {args.latency_ms:g} ms per request, "
-        f"Retry-After {args.poll_ms:g} ms, {APPLY_WORKERS} workers, {args.in_flight} in flight"
+        f"Retry-After {args.poll_ms:g} ms, {args.workers} workers, {args.in_flight} in flight"
     )
     print(f"{'N':>5} {'render':>8} {'plan':>8} {'apply':>8} {'ideal':>8} {'ratio':>6} {'no-op':>8}")
     for count in (int(c) for c in args.counts.split(",")):
-        r = one(count, args.in_flight, args.lro_seconds, args.latency_ms, args.poll_ms)
+        r = one(count, args.in_flight, args.lro_seconds, args.latency_ms, args.poll_ms, args.workers)
         print(
             f"{count:>5} {r['render']:>7.2f}s {r['plan']:>7.2f}s {r['apply']:>7.2f}s {r['ideal']:>7.2f}s "
             f"{r['apply'] / r['ideal']:>5.2f}x {r['noop']:>7.2f}s"

@@ -23,7 +23,7 @@ from deploykit.errors import ApplyError, AzureOperationError, ResourceLockedErro
 from deploykit.paths import config_dir, display
 
 PLACEHOLDER_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
-APPLY_WORKERS = 8
+APPLY_WORKERS = 16  # they only send requests (waits are parked), so more than cores: I/O, not CPU
 
 
 def load_for(options: RunOptions, extra_envs: tuple[str, ...] = ()) -> Platform:
