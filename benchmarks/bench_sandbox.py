@@ -46,6 +46,15 @@ IDENTITY_API = "2024-11-30"
 STALL = 0.5
 
 
+def _get(conn: http.client.HTTPSConnection, path: str) -> None:
+    """One raw GET on an open connection, read to the end; anything but 200 ends the benchmark."""
+    conn.request("GET", path, headers={"Authorization": "Bearer sandbox"})
+    response = conn.getresponse()
+    response.read()
+    if response.status != 200:
+        raise SystemExit(f"GET answered {response.status}")
+
+
 def provider_for(server: SandboxServer) -> ArmProvider:
     """The SDK provider exactly as tests/conftest.py's Sandbox builds it."""
     target = Target(
@@ -98,11 +107,7 @@ def sequential_raw(server: SandboxServer, count: int) -> list[float]:
     path = f"{identity('seq').id}?api-version={IDENTITY_API}"
 
     def one() -> None:
-        conn.request("GET", path, headers={"Authorization": "Bearer sandbox"})
-        response = conn.getresponse()
-        response.read()
-        if response.status != 200:
-            raise SystemExit(f"GET answered {response.status}")
+        _get(conn, path)
 
     try:
         for _ in range(5):
@@ -150,11 +155,7 @@ def burst_new_connections(server: SandboxServer, count: int, threads: int) -> li
         start = time.perf_counter()
         conn = http.client.HTTPSConnection(split.hostname or "127.0.0.1", split.port, context=context, timeout=30)
         try:
-            conn.request("GET", path, headers={"Authorization": "Bearer sandbox"})
-            response = conn.getresponse()
-            response.read()
-            if response.status != 200:
-                raise SystemExit(f"GET answered {response.status}")
+            _get(conn, path)
         finally:
             conn.close()
         return time.perf_counter() - start
