@@ -160,6 +160,17 @@ def plan_(c, env=None, target="sandbox", json=False, exit_code=False):
     return run_deploy(_options("plan", _require_env(env), target, True, json, False, exit_code=exit_code))
 
 
+@_task("drift", _help("env", "target", "json"))
+def drift(c, env=None, target="sandbox", json=False):
+    """Compare Azure with every declared step: changed fields and undeclared resources (never applied).
+
+    Runbook: runbooks/drift.md. Exit 0: no drift; 3: drift found (for a scheduled CI job).
+    """
+    from deploykit.drift import drift as run_drift
+
+    return run_drift(_options("drift", _require_env(env), target, True, json, False, exit_code=True))
+
+
 # ---- secrets ---------------------------------------------------------------------------------
 @_task("set", _help("name", "file", *COMMON, env="whose vault: shared (default), beta or prod"))
 def secrets_set(c, name, file=None, env="shared", target="sandbox", dry_run=False, json=False, yes=False):
@@ -445,7 +456,7 @@ def whitelist_prune(c, env=None, target="sandbox", dry_run=False, json=False, ye
     return _whitelist("prune", "whitelist.prune", env, target, dry_run, json, yes)
 
 
-ns = Collection(*STEP_TASKS, deploy, plan_)
+ns = Collection(*STEP_TASKS, deploy, plan_, drift)
 ns.add_collection(Collection("db", db_create, db_migrate, db_status))
 ns.add_collection(Collection("vpn", vpn_root, vpn_client, vpn_revoke, vpn_list, vpn_profile))
 ns.add_collection(Collection("secrets", secrets_set))

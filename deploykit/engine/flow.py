@@ -66,6 +66,9 @@ class Work:
     # returns the problems found, one line each.
     checks: Callable[[], list[str]] | None = None
     no_changes: str = "No changes. Everything matches the desired state."
+    # What a dry run found besides the plan (drift's orphans): shown, put in --json under its
+    # key, and counted as pending for --exit-code. Never applied.
+    findings: Mapping[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -112,14 +115,18 @@ def run(options: RunOptions, planner: Planner) -> int:
         plan = work.plan
         reporter.show_plan(plan, work.title)
         if options.dry_run or not plan.pending:
-            if not plan.pending:
+            found = {key: items for key, items in work.findings.items() if items}
+            if not plan.pending and not found:
                 reporter.info(work.no_changes)
+            for key, items in found.items():
+                for item in items:
+                    reporter.warn(f"{key}: {item.get('summary') or item}")
             problems = None if options.dry_run else _run_checks(ctx, work)
             _flush_notes(ctx)
-            _close(ctx, plan, [], None, problems)
+            _close(ctx, plan, [], None, problems, dict(work.findings))
             if problems:
                 return 1
-            return EXIT_PENDING if options.exit_code and plan.pending else 0
+            return EXIT_PENDING if options.exit_code and (plan.pending or found) else 0
         confirm(options, plan, reporter)
         execution = _apply(ctx, work, plan)
         applied_ok = {o.change.address for o in execution.outcomes if o.ok}
@@ -367,7 +374,12 @@ def _request_counts(opened: OpenTarget) -> dict[str, int] | None:
 
 
 def _close(
-    ctx: RunContext, plan: Plan, outcomes: list[Outcome], execution: Execution | None, problems: list[str] | None = None
+    ctx: RunContext,
+    plan: Plan,
+    outcomes: list[Outcome],
+    execution: Execution | None,
+    problems: list[str] | None = None,
+    findings: dict[str, Any] | None = None,
 ) -> None:
     """Sandbox request counts, then the --json document (one object, also on failure)."""
     try:
@@ -396,4 +408,5 @@ def _close(
         extra["interrupted"] = execution.interrupted
     if problems is not None:
         extra["checks"] = {"passed": not problems, "problems": problems}
+    extra.update(findings or {})
     ctx.reporter.emit_json(plan, changes, failed, extra=extra)

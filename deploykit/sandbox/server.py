@@ -544,6 +544,17 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_PUT = do_DELETE = do_POST = do_PATCH = do_HEAD = _answer
 
 
+def _group_resources_path(lowered: str) -> bool:
+    """/subscriptions/<s>/resourcegroups/<g>/resources: a group's resource listing."""
+    parts = lowered.strip("/").split("/")
+    return len(parts) == 5 and parts[0] == "subscriptions" and parts[2] == "resourcegroups" and parts[4] == "resources"
+
+
+def _generic(shown: dict[str, Any]) -> dict[str, Any]:
+    """A listed resource as Resources_ListByResourceGroup answers it: the envelope, not the properties."""
+    return {k: shown[k] for k in ("id", "name", "type", "location", "sku", "kind", "tags", "identity") if k in shown}
+
+
 class _Injected(Exception):
     def __init__(self, rule: FaultRule) -> None:
         super().__init__("injected")
@@ -591,6 +602,12 @@ class ArmHandler(_Handler):
             # An action on a resource (listKeys, ...): the type's hook answers (providers table).
             resource, action = path.rstrip("/").rsplit("/", 1)
             self._send(200, state.run_action(resource, action, self._body() if self._raw else None))
+            return 200
+        group_list = self.command in READ_METHODS and _group_resources_path(lowered)
+        if group_list:
+            # Resources_ListByResourceGroup: the GenericResourceExpanded shape, one page.
+            records = state.list_group_resources(path[: -len("/resources")])
+            self._send(200, {"value": [_generic(self._present(r)) for r in records]})
             return 200
         collection = split_collection(path) if self.command in READ_METHODS else None
         if collection is not None:

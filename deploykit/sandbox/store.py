@@ -650,6 +650,23 @@ class SandboxState:
                 if key.startswith(prefix) and "/" not in key[len(prefix) :]
             ]
 
+    def list_group_resources(self, group_id: str) -> list[dict[str, Any]]:
+        """Resources - List By Resource Group: the group's top-level resources (no children, no extensions).
+
+        404 ResourceGroupNotFound when the group does not exist.
+        """
+        group = parse_id(group_id)
+        prefix = f"{group.key}/providers/"
+        with self._reading():
+            if group.key not in self._data["resources"]:
+                self._raise_not_found(group)
+            found = []
+            for key, record in self._data["resources"].items():
+                rest = key[len(prefix) :].split("/") if key.startswith(prefix) else []
+                if len(rest) == 3:  # <namespace>/<type>/<name>: top level
+                    found.append(copy.deepcopy(record))
+            return found
+
     def list_resources(self) -> list[dict[str, Any]]:
         with self._reading():
             return [copy.deepcopy(r) for r in self._data["resources"].values()]
