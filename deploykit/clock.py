@@ -18,3 +18,8 @@ def now() -> dt.datetime:
             raise UserError(f"DEPLOYKIT_NOW: {override!r} is not an ISO 8601 time; allowed: e.g. 2026-11-23T17:30:00Z") from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
     return dt.datetime.now(dt.UTC)
+
+
+def utc_text(moment: dt.datetime) -> str:
+    """An aware time as JSON and the audit log show it: ISO 8601 in UTC with a Z."""
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")

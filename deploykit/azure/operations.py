@@ -21,10 +21,9 @@ from azure.core.utils import case_insensitive_dict
 
 from deploykit.azure.arm import RETRY_AFTER_HEADERS, ArmProvider, backoff_delays
 from deploykit.engine.model import ResourceSpec
+from deploykit.engine.plan import FAILED_STATES, TERMINAL_STATES, provisioning_state
 from deploykit.errors import AzureOperationError
 
-TERMINAL = {"succeeded", "failed", "canceled", "cancelled"}
-FAILED = {"failed", "canceled", "cancelled"}
 # A status request that fails for a passing reason (throttled, unavailable, no connection) is
 # asked again later, up to this many times in a row; the operation goes on at Azure meanwhile.
 TRANSIENT_POLL_FAILURES = 5
@@ -50,7 +49,8 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def _state(body: Any) -> str:
-    return str(((body or {}).get("properties") or {}).get("provisioningState") or "").lower()
+    """The provisioning state, lower-cased, as the planner reads it ('' for a type without one)."""
+    return provisioning_state(body).lower()
 
 
 def _failed(spec: ResourceSpec, state: str) -> AzureOperationError:
@@ -101,10 +101,10 @@ class Operation:
             state = str((body or {}).get("status") or "").lower()
             if not state:
                 raise AzureOperationError("BadResponse", f"{self.spec.address}: the operation's status has no 'status'")
-            if state in FAILED:
+            if state in FAILED_STATES:
                 error = (body or {}).get("error") or {}
                 raise AzureOperationError(error.get("code") or "OperationFailed", error.get("message") or f"operation {state}")
-            running = state not in TERMINAL
+            running = state not in TERMINAL_STATES
         if running:
             wait = retry_after(headers)
             self.delay = wait if wait is not None else next(self._delays)
@@ -120,9 +120,9 @@ class Operation:
             self.delay = next(self._delays)
             return False
         state = _state(actual)
-        if state in FAILED:
+        if state in FAILED_STATES:
             raise _failed(self.spec, state)
-        if state and state not in TERMINAL:
+        if state and state not in TERMINAL_STATES:
             self.delay = next(self._delays)
             return False
         self.result, self.done = actual, True
@@ -141,10 +141,10 @@ def begin_put(provider: ArmProvider, spec: ResourceSpec, body: Mapping[str, Any]
     if not monitor and status == 202:
         monitor, by_location = found.get("location"), True
     state = _state(answer)
-    if state in FAILED:
+    if state in FAILED_STATES:
         raise _failed(spec, state)
     op = Operation(provider, spec, monitor, by_location, 0.0, _delays=delays)
-    if monitor is None and status != 202 and (not state or state in TERMINAL):
+    if monitor is None and status != 202 and (not state or state in TERMINAL_STATES):
         op.result, op.done = answer, True
         return op
     wait = retry_after(answer_headers)

@@ -17,7 +17,7 @@ from azure.core.credentials import AccessToken, AccessTokenInfo
 from deploykit.azure.arm import ArmProvider, Target
 from deploykit.azure.credentials import SharedTokenCredential
 from deploykit.config import Platform
-from deploykit.errors import UserError
+from deploykit.errors import AzureOperationError, UserError
 from deploykit.paths import sandbox_dir
 
 TARGETS = ("sandbox", "azure")
@@ -105,6 +105,11 @@ def _azure_target(platform: Platform) -> Target:
         polling_interval=AZURE_POLLING_INTERVAL,
         polling_interval_max=AZURE_POLLING_INTERVAL_MAX,
     )
+
+
+def credentials_error(exc: AzureOperationError) -> UserError:
+    """What an operator is told when Azure refused our token: one line, exit 2, `az login`."""
+    return UserError(f"--target azure: no usable Azure credentials ({exc.message}); run `az login`")
 
 
 def azure_credential() -> SharedTokenCredential:

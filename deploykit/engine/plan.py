@@ -26,7 +26,7 @@ from deploykit.engine.references import (
 from deploykit.report import redact_value
 
 READ_WORKERS = 16
-FAILED_STATES = {"failed", "canceled"}
+FAILED_STATES = {"failed", "canceled", "cancelled"}  # ARM spells it Canceled; some providers Cancelled
 TERMINAL_STATES = {"succeeded", *FAILED_STATES}
 _UNREAD = object()
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from deploykit.azure.target import OpenTarget, validate_target
+from deploykit.azure.target import OpenTarget, credentials_error, validate_target
 from deploykit.config import Platform, available_envs, load_platform
 from deploykit.engine.apply import InFlight
 from deploykit.engine.flow import RunContext, RunOptions, Work, run
@@ -242,7 +242,7 @@ def _plan(specs: list[ResourceSpec], opened: OpenTarget | None, ctx: RunContext,
             ctx.reporter.warn(f"planning without reading Azure: {exc.message}")
             return offline_plan(specs, "no Azure credentials")
         if exc.code == "AuthenticationFailed":
-            raise UserError(f"--target azure: no usable Azure credentials ({exc.message}); run `az login`") from None
+            raise credentials_error(exc) from None
         raise ApplyError(f"could not read current state: {exc}") from None
 
 

@@ -16,7 +16,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
+from deploykit.azure.target import credentials_error
 from deploykit.clock import now as clock_now
+from deploykit.clock import utc_text
 from deploykit.engine.flow import RunContext, RunOptions, Work, run
 from deploykit.engine.model import Action, Change, Plan
 from deploykit.errors import ApplyError, AzureOperationError, ResourceLockedError, UserError
@@ -79,7 +81,7 @@ class Session:
                 list(pool.map(lambda s: s.read(provider), chosen))
         except AzureOperationError as exc:
             if exc.code == "AuthenticationFailed":
-                raise UserError(f"--target azure: no usable Azure credentials ({exc.message}); run `az login`") from None
+                raise credentials_error(exc) from None
             raise ApplyError(f"could not read the services: {exc}") from None
         return chosen
 
@@ -129,7 +131,7 @@ def _opened(service: Service, grant: Grant, reason: str | None) -> dict[str, Any
         "service": service.name,
         "owner": grant.owner,
         "address": address_text(grant.network),
-        "expires": grant.expires.isoformat().replace("+00:00", "Z"),
+        "expires": utc_text(grant.expires),
         **({"reason": reason} if reason else {}),
     }
 
@@ -139,7 +141,7 @@ def _closed(rule: Rule) -> dict[str, Any]:
         "service": rule.service,
         "owner": rule.owner,
         "address": address_text(rule.network),
-        "expires": rule.expires.isoformat().replace("+00:00", "Z") if rule.expires else None,
+        "expires": utc_text(rule.expires) if rule.expires else None,
     }
 
 
@@ -414,7 +416,7 @@ def list_rules(req: WhitelistRequest) -> int:
                 Plan(()),
                 [],
                 extra={
-                    "now": session.now.isoformat().replace("+00:00", "Z"),
+                    "now": utc_text(session.now),
                     "rules": [r.to_json(session.now) for r in ours],
                     "manual": [r.to_json(session.now) for r in manual],
                     "not_deployed": missing,

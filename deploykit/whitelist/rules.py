@@ -15,6 +15,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from deploykit.clock import utc_text
 from deploykit.errors import UserError
 
 PREFIX = "dkwl"  # "deploykit whitelist": names without it are not ours and never touched
@@ -263,7 +264,7 @@ class Rule:
             assert self.expires is not None
             data.update(
                 owner=self.owner,
-                expires=self.expires.isoformat().replace("+00:00", "Z"),
+                expires=utc_text(self.expires),
                 seconds_left=int((self.expires - now).total_seconds()),
                 expired=self.expired(now),
             )
