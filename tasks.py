@@ -39,6 +39,11 @@ HELP = {
     "services": "comma-separated: postgres, redis, vault, registry (default: config/shared.yaml whitelist)",
     "reason": "why, one line; kept in the audit log",
     "all-mine": "every rule you own, every address",
+    "app": "one app (a name from apps in config/<env>.yaml)",
+    "revision": "the revision to return to (default: the previous healthy one)",
+    "force": "overwrite a target tag that holds a different digest (both digests are shown first)",
+    "region": "Azure region of the prices (default: the location in config/shared.yaml)",
+    "no-wait": "return once Azure has accepted each long operation (a re-run waits for them)",
 }
 COMMON = ("target", "dry-run", "json", "yes")
 VPN_COMMON = ("env", "certs-dir", *COMMON)
@@ -456,6 +461,82 @@ def whitelist_prune(c, env=None, target="sandbox", dry_run=False, json=False, ye
     return _whitelist("prune", "whitelist.prune", env, target, dry_run, json, yes)
 
 
+# ---- releases ----------------------------------------------------------------------------------
+def _release(action: str, task_name: str, env: str | None, target: str, dry_run: bool, json: bool, yes: bool, **fields: Any) -> int:
+    from deploykit.release import commands
+
+    request = commands.ReleaseRequest(task_name, env, target, dry_run, json, yes, **fields)
+    return getattr(commands, action)(request)
+
+
+@_task("release", _help("env", "app", "tag", *COMMON))
+def release(c, env=None, app=None, tag=None, target="sandbox", dry_run=False, json=False, yes=False):
+    """Ship one app's image tag: its migrations, a new revision pinned to the digest, health verified.
+
+    Runbook: runbooks/release.md. An unhealthy revision leaves (or returns) traffic to the previous one: exit 1.
+    """
+    return _release("release", "release", _require_env(env), target, dry_run, json, yes, app=app, tag=_tag(tag))
+
+
+@_task("rollback", _help("env", "app", "revision", *COMMON))
+def release_rollback(c, env=None, app=None, revision=None, target="sandbox", dry_run=False, json=False, yes=False):
+    """Return an app's traffic to its previous healthy revision (or the one named), then verify it.
+
+    Runbook: runbooks/release.rollback.md.
+    """
+    return _release("rollback", "release.rollback", _require_env(env), target, dry_run, json, yes, app=app, revision=revision)
+
+
+@_task("status", _help("env", "target", "json"))
+def release_status(c, env=None, target="sandbox", json=False):
+    """Per app: serving revision, image and digest, health, replicas, traffic, who released it and when.
+
+    Runbook: runbooks/release.status.md.
+    """
+    return _release("status", "release.status", _require_env(env), target, True, json, False)
+
+
+@_task("promote", _help("app", "tag", "force", *COMMON, all="every app in config/prod.yaml"))
+def release_promote(c, app=None, tag=None, all=False, force=False, target="sandbox", dry_run=False, json=False, yes=False):
+    """Copy beta's image to prod's tag in the shared registry, by digest (importImage, never rebuilt).
+
+    Runbook: runbooks/release.promote.md. A different digest already at the target is refused without --force.
+    """
+    return _release("promote", "release.promote", "prod", target, dry_run, json, yes, app=app, tag=_tag(tag), all=all, force=force)
+
+
+# ---- cost ----------------------------------------------------------------------------------------
+@_task("cost", _help("env", "json"))
+def cost_estimate(c, env=None, json=False):
+    """A monthly estimate per resource from the SKUs the playbooks declare and the shipped price table.
+
+    Runbook: runbooks/cost.md.
+    """
+    from deploykit.cost.commands import estimate
+
+    return estimate(_require_env(env), as_json=json)
+
+
+@_task("refresh", _help("region", "dry-run", "json", "yes"))
+def cost_refresh(c, region=None, dry_run=False, json=False, yes=False):
+    """Rebuild the price table from the Azure Retail Prices API for the configured region.
+
+    Runbook: runbooks/cost.refresh.md. A filter matching no row, or several, fails loudly.
+    """
+    from deploykit.cost.commands import refresh
+
+    return refresh(region=region, dry_run=dry_run, as_json=json, yes=yes)
+
+
+def _default(name: str, body: Task, *more: Task) -> Collection:
+    """A collection whose first task is also the collection's own name (`invoke release`)."""
+    collection = Collection(name)
+    collection.add_task(body, default=True)
+    for other in more:
+        collection.add_task(other)
+    return collection
+
+
 ns = Collection(*STEP_TASKS, deploy, plan_, drift)
 ns.add_collection(Collection("db", db_create, db_migrate, db_status))
 ns.add_collection(Collection("vpn", vpn_root, vpn_client, vpn_revoke, vpn_list, vpn_profile))
@@ -463,3 +544,5 @@ ns.add_collection(Collection("secrets", secrets_set))
 ns.add_collection(Collection("whitelist", whitelist_add, whitelist_list, whitelist_remove, whitelist_prune))
 ns.add_collection(Collection("sandbox", sandbox_reset, sandbox_status))
 ns.add_collection(Collection("runbooks", runbooks_check))
+ns.add_collection(_default("release", release, release_rollback, release_status, release_promote))
+ns.add_collection(_default("cost", cost_estimate, cost_refresh))

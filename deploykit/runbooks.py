@@ -50,9 +50,11 @@ def code_blocks(text: str) -> list[Block]:
 def task_flags(ns: Collection) -> dict[str, dict[str, bool]]:
     """Every task name (dotted for sub-collections) -> its flags -> whether the flag takes a value."""
     flags: dict[str, dict[str, bool]] = {}
-    for name in ns.task_names:
+    for full_name, aliases in ns.task_names.items():
+        # A collection's default task is called by the collection's name (`invoke release`).
+        name = next((alias for alias in aliases if "." not in alias), full_name)
         accepted = {"--help": False, "-h": False}
-        for arg in ns[name].get_arguments():
+        for arg in ns[full_name].get_arguments():
             takes_value = arg.kind is not bool
             for flag in arg.names:
                 accepted[("--" if len(flag) > 1 else "-") + flag.replace("_", "-")] = takes_value
