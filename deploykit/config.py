@@ -602,6 +602,10 @@ class EnvConfig(Strict):
     apps: list[AppConfig]
     # The image tag step 5 deploys (`--tag` overrides it for one run).
     image_tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")] = "latest"
+    # Images promoted from another environment (`release.promote`): the source env's tag T is
+    # copied, by digest, to T with this prefix; this environment deploys the prefixed tag.
+    promote_from: Literal["beta"] | None = None
+    image_tag_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{0,32}$")] = ""
     health: HealthConfig = HealthConfig()
     connection_secrets: ConnectionSecrets = ConnectionSecrets()
     databases: list[DatabaseConfig]
@@ -644,6 +648,10 @@ class EnvConfig(Strict):
                 f"{self.vpn.gateway.resource_group!r} is not a resource group of this environment; allowed: {', '.join(groups)}",
             )
         return self
+
+    def deployed_tag(self, tag: str) -> str:
+        """The tag this environment runs for image tag `tag` (prod runs beta's T promoted as prod-T)."""
+        return f"{self.image_tag_prefix}{tag}"
 
 
 class Platform(BaseModel):
