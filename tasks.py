@@ -111,30 +111,32 @@ def _step_task(step: Step) -> Task:
     doc = f"Step {step.name.removeprefix('step')}: {step.title}.\n\n    Runbook: runbooks/{step.name}.md."
     if step.scope == "shared":
 
-        def shared_body(c, target="sandbox", dry_run=False, json=False, yes=False):
-            return _converge(_options(step.name, None, target, dry_run, json, yes), [step.name])
+        def shared_body(c, target="sandbox", dry_run=False, json=False, yes=False, no_wait=False):
+            return _converge(_options(step.name, None, target, dry_run, json, yes, no_wait=no_wait), [step.name])
 
-        body, flags = shared_body, COMMON
+        body, flags = shared_body, (*COMMON, "no-wait")
     elif step.scope == "all":
 
-        def all_body(c, env=None, all=False, target="sandbox", dry_run=False, json=False, yes=False):
+        def all_body(c, env=None, all=False, target="sandbox", dry_run=False, json=False, yes=False, no_wait=False):
             if bool(env) == bool(all):
                 raise UserError("--env: give one environment (beta or prod), or --all for every environment")
-            return _converge(_options(step.name, env, target, dry_run, json, yes, all_envs=all), [step.name])
+            return _converge(_options(step.name, env, target, dry_run, json, yes, all_envs=all, no_wait=no_wait), [step.name])
 
-        body, flags = all_body, ("env", "all", *COMMON)
+        body, flags = all_body, ("env", "all", *COMMON, "no-wait")
     elif step.uses_tag:
 
-        def tag_body(c, env=None, tag=None, target="sandbox", dry_run=False, json=False, yes=False):
-            return _converge(_options(step.name, _require_env(env), target, dry_run, json, yes, tag=_tag(tag)), [step.name])
+        def tag_body(c, env=None, tag=None, target="sandbox", dry_run=False, json=False, yes=False, no_wait=False):
+            return _converge(
+                _options(step.name, _require_env(env), target, dry_run, json, yes, tag=_tag(tag), no_wait=no_wait), [step.name]
+            )
 
-        body, flags = tag_body, ("env", "tag", *COMMON)
+        body, flags = tag_body, ("env", "tag", *COMMON, "no-wait")
     else:
 
-        def env_body(c, env=None, target="sandbox", dry_run=False, json=False, yes=False):
-            return _converge(_options(step.name, _require_env(env), target, dry_run, json, yes), [step.name])
+        def env_body(c, env=None, target="sandbox", dry_run=False, json=False, yes=False, no_wait=False):
+            return _converge(_options(step.name, _require_env(env), target, dry_run, json, yes, no_wait=no_wait), [step.name])
 
-        body, flags = env_body, ("env", *COMMON)
+        body, flags = env_body, ("env", *COMMON, "no-wait")
     body.__name__ = body.__qualname__ = step.name
     body.__doc__ = doc
     return _task(step.name, _help(*flags))(body)
@@ -143,15 +145,15 @@ def _step_task(step: Step) -> Task:
 STEP_TASKS = [_step_task(step) for step in STEPS.values()]
 
 
-@_task("deploy", _help("env", "tag", *COMMON))
-def deploy(c, env=None, tag=None, target="sandbox", dry_run=False, json=False, yes=False):
+@_task("deploy", _help("env", "tag", *COMMON, "no-wait"))
+def deploy(c, env=None, tag=None, target="sandbox", dry_run=False, json=False, yes=False, no_wait=False):
     """Converge every step of an environment, in order, with its databases and health checks.
 
     Runbook: runbooks/deploy.md. The steps are listed in config/<env>.yaml.
     """
     from deploykit.deploy import deploy as run_deploy
 
-    return run_deploy(_options("deploy", _require_env(env), target, dry_run, json, yes, tag=_tag(tag)))
+    return run_deploy(_options("deploy", _require_env(env), target, dry_run, json, yes, tag=_tag(tag), no_wait=no_wait))
 
 
 @_task("plan", _help("env", "target", "json", "exit-code"))
@@ -462,7 +464,9 @@ def whitelist_prune(c, env=None, target="sandbox", dry_run=False, json=False, ye
 
 
 # ---- releases ----------------------------------------------------------------------------------
-def _release(action: str, task_name: str, env: str | None, target: str, dry_run: bool, json: bool, yes: bool, **fields: Any) -> int:
+def _release(
+    action: str, task_name: str, env: str | None, target: str, dry_run: bool, json: bool, yes: bool, **fields: Any
+) -> int:
     from deploykit.release import commands
 
     request = commands.ReleaseRequest(task_name, env, target, dry_run, json, yes, **fields)
@@ -502,7 +506,9 @@ def release_promote(c, app=None, tag=None, all=False, force=False, target="sandb
 
     Runbook: runbooks/release.promote.md. A different digest already at the target is refused without --force.
     """
-    return _release("promote", "release.promote", "prod", target, dry_run, json, yes, app=app, tag=_tag(tag), all=all, force=force)
+    return _release(
+        "promote", "release.promote", "prod", target, dry_run, json, yes, app=app, tag=_tag(tag), all=all, force=force
+    )
 
 
 # ---- cost ----------------------------------------------------------------------------------------

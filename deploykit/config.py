@@ -500,6 +500,136 @@ class VpnConfig(Strict):
         return self
 
 
+NetworkName = Annotated[str, _azure_name("Microsoft.Network/virtualNetworks/subnets")]
+SubnetPurpose = Literal["apps", "endpoints", "dns_inbound", "gateway"]
+# What each purpose needs of its subnet (azure-facts.md 3.17, 3.21; Container Apps workload profiles: /27).
+_SUBNET_SIZES: dict[str, tuple[int, int]] = {
+    "apps": (16, 27),
+    "endpoints": (16, 28),
+    "dns_inbound": (24, 28),
+    "gateway": (16, 27),
+}
+
+
+class NsgRuleConfig(Strict):
+    name: NetworkName
+    priority: Annotated[int, Field(ge=100, le=4096)]
+    direction: Literal["Inbound", "Outbound"] = "Inbound"
+    access: Literal["Allow", "Deny"]
+    protocol: Literal["Tcp", "Udp", "Icmp", "*"] = "Tcp"
+    source: str  # an address prefix, CIDR or service tag (VirtualNetwork, Internet, *)
+    ports: Annotated[str, Field(pattern=r"^(\*|[0-9]{1,5}(-[0-9]{1,5})?)$")] = "*"
+
+
+class NsgConfig(Strict):
+    name: Annotated[str, _azure_name("Microsoft.Network/networkSecurityGroups")]
+    rules: list[NsgRuleConfig] = []
+
+    @model_validator(mode="after")
+    def _unique_rules(self) -> NsgConfig:
+        _duplicates(((("rules", i, "name"), r.name) for i, r in enumerate(self.rules)), "rule name", str.lower)
+        _duplicates(
+            ((("rules", i, "priority"), f"{r.direction} {r.priority}") for i, r in enumerate(self.rules)),
+            "priority per direction",
+        )
+        return self
+
+
+class SubnetConfig(Strict):
+    name: NetworkName
+    prefix: Cidr
+    purpose: SubnetPurpose
+    nsg: NsgConfig | None = None
+
+
+class PublicIpConfig(Strict):
+    name: Annotated[str, _azure_name("Microsoft.Network/publicIPAddresses")]
+    # Zone-redundant: with current API versions no zones means a non-zonal IP (azure-facts-2.md 6).
+    zones: list[Literal["1", "2", "3"]] = ["1", "2", "3"]
+
+
+class GatewayConfig(Strict):
+    # Only the AZ SKUs can be created since 2025 (azure-facts-2.md 6).
+    sku: Literal["VpnGw1AZ", "VpnGw2AZ", "VpnGw3AZ", "VpnGw4AZ", "VpnGw5AZ"] = "VpnGw1AZ"
+    generation: Literal["Generation1", "Generation2"] = "Generation1"
+    protocols: list[Literal["IkeV2", "OpenVPN", "SSTP"]] = ["IkeV2", "OpenVPN"]
+
+
+class DnsResolverConfig(Strict):
+    name: NetworkName
+    inbound_endpoint: NetworkName
+
+
+class NetworkConfig(Strict):
+    """The private network of step 6: one VNet with a subnet per purpose, the VPN gateway, DNS."""
+
+    resource_group: Literal["data", "apps"] = "apps"
+    vnet: Annotated[str, _azure_name("Microsoft.Network/virtualNetworks")]
+    address_space: Cidr
+    subnets: list[SubnetConfig]
+    public_ip: PublicIpConfig
+    gateway: GatewayConfig = GatewayConfig()
+    dns_resolver: DnsResolverConfig
+    private_dns_zones: list[Annotated[str, Field(pattern=r"^[a-z0-9-]+(\.[a-z0-9-]+)+$")]]
+
+    @model_validator(mode="after")
+    def _subnets_fit(self) -> NetworkConfig:
+        space = ipaddress.IPv4Network(self.address_space)
+        _duplicates(((("subnets", i, "name"), n.name) for i, n in enumerate(self.subnets)), "subnet name", str.lower)
+        _duplicates(((("subnets", i, "purpose"), n.purpose) for i, n in enumerate(self.subnets)), "purpose")
+        _duplicates(((("private_dns_zones", i), z) for i, z in enumerate(self.private_dns_zones)), "zone")
+        seen: list[tuple[int, ipaddress.IPv4Network]] = []
+        for i, subnet in enumerate(self.subnets):
+            net = ipaddress.IPv4Network(subnet.prefix)
+            widest, narrowest = _SUBNET_SIZES[subnet.purpose]
+            if not net.subnet_of(space):
+                raise FieldProblem(
+                    ("subnets", i, "prefix"),
+                    f"{subnet.prefix} is outside address_space {self.address_space}; allowed: a range inside it",
+                )
+            if not widest <= net.prefixlen <= narrowest:
+                raise FieldProblem(
+                    ("subnets", i, "prefix"),
+                    f"{subnet.prefix} is a /{net.prefixlen}; allowed for {subnet.purpose}: /{widest} to /{narrowest}",
+                )
+            for j, other in seen:
+                if net.overlaps(other):
+                    raise FieldProblem(
+                        ("subnets", i, "prefix"),
+                        f"{subnet.prefix} overlaps subnets[{j}] {other}; allowed: ranges that do not overlap",
+                    )
+            seen.append((i, net))
+            if subnet.purpose == "gateway" and subnet.name != "GatewaySubnet":
+                raise FieldProblem(
+                    ("subnets", i, "name"),
+                    f"{subnet.name!r} is not allowed for the gateway; allowed: GatewaySubnet (Azure's fixed name)",
+                )
+            if subnet.purpose == "gateway" and subnet.nsg is not None:
+                raise FieldProblem(
+                    ("subnets", i, "nsg"), "an NSG on GatewaySubnet is not supported by Azure; allowed: none (remove nsg)"
+                )
+            if subnet.purpose != "gateway" and subnet.nsg is None:
+                raise FieldProblem(
+                    ("subnets", i, "nsg"), f"missing for {subnet.name!r}; allowed: an NSG on every subnet but GatewaySubnet"
+                )
+        missing = {"apps", "endpoints", "dns_inbound", "gateway"} - {s.purpose for s in self.subnets}
+        if missing:
+            raise FieldProblem(
+                ("subnets",),
+                f"no subnet for {', '.join(sorted(missing))}; "
+                "allowed: one subnet per purpose (apps, endpoints, dns_inbound, gateway)",
+            )
+        return self
+
+    def subnet(self, purpose: str) -> SubnetConfig:
+        return next(s for s in self.subnets if s.purpose == purpose)
+
+    @property
+    def inbound_dns_address(self) -> str:
+        """The resolver's inbound address: Azure assigns the subnet's first usable (x.x.x.4)."""
+        return str(ipaddress.IPv4Network(self.subnet("dns_inbound").prefix)[4])
+
+
 WhitelistService = Literal["postgres", "redis", "vault", "registry"]
 
 
@@ -612,6 +742,31 @@ class EnvConfig(Strict):
     # Where each application's ordered SQL migrations are checked out (the apps own them).
     migrations_root: str = "migrations"
     vpn: VpnConfig | None = None
+    network: NetworkConfig | None = None  # network_model private: the VNet of step 6
+
+    @model_validator(mode="after")
+    def _network_matches_model(self) -> EnvConfig:
+        if (
+            self.network_model == "private"
+            and self.network is None
+            and any(s in self.steps for s in ("step6", "step7", "step8", "step9"))
+        ):
+            raise FieldProblem(("network",), "missing; allowed: a network section (the private network steps 6-9 build)")
+        if self.network is not None and self.vpn is not None:
+            vnet = ipaddress.IPv4Network(self.network.address_space)
+            if ipaddress.IPv4Network(self.vpn.client_address_pool).overlaps(vnet):
+                raise FieldProblem(
+                    ("vpn", "client_address_pool"),
+                    f"{self.vpn.client_address_pool} overlaps network.address_space {vnet}; allowed: a pool outside the VNet",
+                )
+            if self.vpn.dns_servers and self.vpn.dns_servers != [self.network.inbound_dns_address]:
+                raise FieldProblem(
+                    ("vpn", "dns_servers"),
+                    f"{self.vpn.dns_servers} is not the DNS resolver's inbound address; "
+                    f"allowed: [{self.network.inbound_dns_address}] "
+                    "(the first usable address of the dns_inbound subnet, which Azure assigns)",
+                )
+        return self
 
     @model_validator(mode="after")
     def _owners_are_apps(self) -> EnvConfig:

@@ -116,10 +116,14 @@ class Reporter:
             self.console.print(table)
             self.console.print(escape(summary_line(plan.summary())))
 
-    def progress(self, change: Change, ok: bool, seconds: float, error: str | None = None) -> None:
+    def progress(self, change: Change, ok: bool, seconds: float, error: str | None = None, accepted: bool = False) -> None:
         verb = PAST_TENSE.get(change.action, change.action.value)
         with self._lock:
-            if ok:
+            if accepted:
+                self.console.print(
+                    f"  [yellow]accepted[/] {escape(change.address)}: {change.action.value} still running in Azure (--no-wait)"
+                )
+            elif ok:
                 self.console.print(f"  [green]ok[/] {escape(change.address)} {verb} ({seconds:.1f}s)")
             else:
                 self.console.print(f"  [red]failed[/] {escape(change.address)}: {escape(redact(error or ''))}")
@@ -161,9 +165,13 @@ def recap_line(outcomes: Iterable[Any], not_converged: int, seconds: float) -> s
         if not outcome.ok:
             failed += 1
             continue
-        verb = PAST_TENSE.get(outcome.change.action, outcome.change.action.value)
+        verb = (
+            "accepted"
+            if getattr(outcome, "accepted", False)
+            else PAST_TENSE.get(outcome.change.action, outcome.change.action.value)
+        )
         counts[verb] = counts.get(verb, 0) + 1
-    order = ["created", "recovered", "updated", "deleted", "waited for"]
+    order = ["created", "recovered", "updated", "deleted", "waited for", "accepted"]
     parts = [f"{counts.get(v, 0)} {v}" for v in order if counts.get(v) or v in ("created", "updated")]
     parts.append(f"{failed + not_converged} failed")
     return f"Apply finished: {', '.join(parts)} in {seconds:.1f} s."

@@ -71,6 +71,7 @@ class Outcome:
     started: bool = True  # False: never attempted because a dependency failed
     extra: Mapping[str, Any] = field(default_factory=dict)  # what the applier reports for the audit log
     in_flight: InFlight | None = None  # not finished yet: the scheduler checks it again later
+    accepted: bool = False  # --no-wait: Azure accepted it and is still working; not waited for
 
 
 @dataclass
@@ -78,6 +79,10 @@ class Execution:
     outcomes: list[Outcome]
     not_started: list[Change]
     interrupted: bool
+    deferred: list[Change] = field(default_factory=list)  # --no-wait: they need an operation still running
+
+
+ACCEPTED = "accepted by Azure and still running there (--no-wait); run the same command again to wait for it"
 
 
 def execute(
@@ -92,13 +97,16 @@ def execute(
     on_start: Callable[[Change], None] = lambda change: None,
     on_tick: Callable[[], None] = lambda: None,
     in_flight_limit: int = IN_FLIGHT_LIMIT,
+    no_wait: bool = False,
 ) -> Execution:
     """Apply each pending change once its dependencies in the plan have succeeded.
 
     Dependencies outside the plan (another step's resources) are taken as satisfied; if they are
     missing, the applier's error says so. `in_flight` (address -> start time) is kept current for
     whoever must say what the run is waiting for: it holds every change started and not ended,
-    whether a worker is sending its request or Azure is still working on it.
+    whether a worker is sending its request or Azure is still working on it. With `no_wait`, an
+    operation Azure accepted is recorded as accepted instead of parked, and what depends on it is
+    deferred (not started; a re-run plans the operation as `wait` and goes on from there).
     """
     in_flight = {} if in_flight is None else in_flight
     by_address = {c.address: c for c in pending}
@@ -108,6 +116,7 @@ def execute(
     running: dict[Future[Outcome], str] = {}  # a worker is sending this change's request
     parked: dict[str, tuple[InFlight, float]] = {}  # Azure is working: (how to check, when)
     started_at: dict[str, float] = {}
+    deferred: list[Change] = []
     last_progress = time.monotonic()
     limit = max(1, in_flight_limit)
 
@@ -153,6 +162,11 @@ def execute(
             for future in done:
                 addr = running.pop(future)
                 outcome = future.result()
+                if outcome.in_flight is not None and no_wait:
+                    in_flight.pop(addr, None)
+                    record(Outcome(by_address[addr], True, outcome.seconds, extra={"note": ACCEPTED}, accepted=True))
+                    deferred.extend(by_address[a] for a in _defer_dependents(addr, waiting_on))
+                    continue
                 if outcome.in_flight is not None:
                     parked[addr] = (outcome.in_flight, time.monotonic() + max(0.0, outcome.in_flight.delay))
                     continue
@@ -172,7 +186,20 @@ def execute(
                     on_slow(slow)
     finally:
         pool.shutdown(wait=not stop.is_set() or not running, cancel_futures=True)
-    return Execution(outcomes, [by_address[a] for a in waiting_on], stop.is_set())
+    return Execution(outcomes, [by_address[a] for a in waiting_on], stop.is_set(), deferred)
+
+
+def _defer_dependents(address: str, waiting_on: dict[str, set[str]]) -> list[str]:
+    """Take everything that needs `address`, directly or not, out of the schedule."""
+    blocked, out = {address}, []
+    while True:
+        found = [a for a, deps in waiting_on.items() if deps & blocked]
+        if not found:
+            return out
+        for addr in found:
+            del waiting_on[addr]
+            blocked.add(addr)
+            out.append(addr)
 
 
 def _settle(change: Change, call: Callable[[], Any], started: float) -> Outcome:

@@ -24,6 +24,7 @@ class TypeRules:
     major_version: frozenset[str] = frozenset()
     last_segment: frozenset[str] = frozenset()
     kept_from_actual: frozenset[str] = frozenset()
+    extra_items_kept: frozenset[str] = frozenset()
 
 
 @cache
@@ -100,6 +101,8 @@ def _walk_list(want: list, have: Any, shown: str, schema: str, rules: TypeRules,
                 out[child] = {"old": None, "new": _plain(item)}
             else:
                 _walk(item, match, child, schema, rules, skip, out)
+        if schema in rules.extra_items_kept:
+            return  # items others added are theirs: not compared, and kept by keep_undeclared
         for name in sorted(extra):
             out[f"{shown}[{name}]"] = {"old": _plain(have_by_name[name]), "new": None}
         return
@@ -182,4 +185,21 @@ def keep_undeclared(resource_type: str, body: Mapping[str, Any], actual: Mapping
                         want[key] = copy.deepcopy(value)
             elif leaf not in want and leaf in have:
                 want[leaf] = copy.deepcopy(have[leaf])
+    for path in sorted(rules_for(resource_type).extra_items_kept):
+        _keep_extra_items(out, actual, path.split("."))
     return out
+
+
+def _keep_extra_items(body: dict[str, Any], actual: Mapping[str, Any], parts: list[str]) -> None:
+    """Append Azure's named items the body's list does not name (a list other tools add to)."""
+    want: Any = body
+    have: Any = actual
+    for part in parts:
+        want = want.get(part) if isinstance(want, dict) else None
+        have = have.get(part) if isinstance(have, Mapping) else None
+    if not isinstance(want, list) or not isinstance(have, list):
+        return
+    named = {str(i.get("name", "")).lower() for i in want if isinstance(i, Mapping)}
+    for item in have:
+        if isinstance(item, Mapping) and "name" in item and str(item["name"]).lower() not in named:
+            want.append(copy.deepcopy(dict(item)))

@@ -44,6 +44,7 @@ class RunOptions:
     all_envs: bool = False  # step1 --all: every environment, prod included
     exit_code: bool = False  # dry runs: exit 3 when changes are pending
     tag: str | None = None  # steps that deploy images: --tag overrides the env's image_tag
+    no_wait: bool = False  # return once Azure has accepted each long operation; a re-run waits for it
 
     @property
     def needs_confirmation(self) -> bool:
@@ -129,7 +130,7 @@ def run(options: RunOptions, planner: Planner) -> int:
             return EXIT_PENDING if options.exit_code and (plan.pending or found) else 0
         confirm(options, plan, reporter)
         execution = _apply(ctx, work, plan)
-        applied_ok = {o.change.address for o in execution.outcomes if o.ok}
+        applied_ok = {o.change.address for o in execution.outcomes if o.ok and not o.accepted}
         leftover: list[Change] = []
         if work.verify is not None and applied_ok and not execution.interrupted:
             try:
@@ -139,9 +140,11 @@ def run(options: RunOptions, planner: Planner) -> int:
             for change in leftover:
                 reporter.warn(f"{change.address} did not converge: {change.reason}")
         failed = [o for o in execution.outcomes if not o.ok]
-        problems = _run_checks(ctx, work) if not failed and not leftover and not execution.interrupted else []
+        finished = not failed and not leftover and not execution.interrupted and not execution.deferred
+        problems = _run_checks(ctx, work) if finished and not any(o.accepted for o in execution.outcomes) else []
         _flush_notes(ctx)
         reporter.info(recap_line(execution.outcomes, len(leftover), time.monotonic() - started))
+        _report_not_waited(reporter, execution)
         if execution.interrupted:
             never = [c.address for c in execution.not_started]
             reporter.info(
@@ -153,6 +156,19 @@ def run(options: RunOptions, planner: Planner) -> int:
         if execution.interrupted:
             return EXIT_INTERRUPTED
         return 1 if failed or leftover or problems else 0
+
+
+def _report_not_waited(reporter: Reporter, execution: Execution) -> None:
+    """--no-wait: what Azure is still doing, and what waits for it (a re-run finishes both)."""
+    accepted = [o.change.address for o in execution.outcomes if o.accepted]
+    if not accepted:
+        return
+    deferred = [c.address for c in execution.deferred]
+    reporter.info(
+        f"Not waited for (--no-wait): {', '.join(accepted)} accepted by Azure and still running; "
+        + (f"not started because they need it: {', '.join(deferred)}. " if deferred else "")
+        + "Run the same command again to wait for it and finish."
+    )
 
 
 def _run_checks(ctx: RunContext, work: Work) -> list[str]:
@@ -202,7 +218,8 @@ def _apply(ctx: RunContext, work: Work, plan: Plan) -> Execution:
                 written.add(outcome.change.address)
         # If output is gone, the run goes on, audited; the CLI reports the closed pipe at the end.
         with contextlib.suppress(BrokenPipeError):
-            reporter.progress(outcome.change, outcome.ok, outcome.seconds, None if outcome.ok else _error_text(outcome))
+            error = None if outcome.ok else _error_text(outcome)
+            reporter.progress(outcome.change, outcome.ok, outcome.seconds, error, outcome.accepted)
 
     def on_start(change: Change) -> None:
         """A line before the write is sent: a run killed mid-operation still shows what it began."""
@@ -261,6 +278,7 @@ def _apply(ctx: RunContext, work: Work, plan: Plan) -> Execution:
             on_start,
             on_tick,
             limit,
+            options.no_wait,
         )
 
 
@@ -342,7 +360,8 @@ def _change_fields(change: Change) -> dict[str, Any]:
 
 
 def _audit_record(outcome: Outcome) -> dict[str, Any]:
-    record = {**_change_fields(outcome.change), **outcome.extra, "result": "ok" if outcome.ok else "failed"}
+    result = ("accepted" if outcome.accepted else "ok") if outcome.ok else "failed"
+    record = {**_change_fields(outcome.change), **outcome.extra, "result": result}
     if not outcome.ok:
         record["error_code"], record["error"] = outcome.error_code, outcome.error
     return record
@@ -396,10 +415,10 @@ def _close(
         item = change.to_json()
         outcome = results.get(change.address)
         if outcome is not None:
-            item["result"] = "ok" if outcome.ok else "failed"
+            item["result"] = ("accepted" if outcome.accepted else "ok") if outcome.ok else "failed"
             if not outcome.ok:
                 item["error"] = _error_text(outcome)
-        elif execution is not None and change in execution.not_started:
+        elif execution is not None and (change in execution.not_started or change in execution.deferred):
             item["result"] = "not started"
         changes.append(item)
     failed = sum(1 for o in outcomes if not o.ok)

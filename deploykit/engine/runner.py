@@ -310,7 +310,8 @@ def _write(change: Change, spec: ResourceSpec, cache: StateCache) -> InFlight | 
     if_match = None
     if change.action is Action.UPDATE:
         body = _without(body, spec.create_only)  # create-only fields are never re-sent
-        if rules_for(spec.type).kept_from_actual:
+        rules = rules_for(spec.type)
+        if rules.kept_from_actual or rules.extra_items_kept:
             # Read again now: another task (whitelist.add) may have written since the plan was read.
             current = provider.read(spec.id, spec.api_version)
             body = keep_undeclared(spec.type, body, current)
