@@ -15,6 +15,9 @@ import yaml
 RULES_FILE = Path(__file__).with_name("normalise.yaml")
 _MISSING = object()
 _ID_PREFIX = re.compile(r"^/(subscriptions|providers)/", re.IGNORECASE)
+# In an `extra_items_kept` list, items named with this prefix are this tool's own: one the playbook
+# no longer names (a retired VPN root) is removed, not kept.
+OWNED_ITEM_PREFIX = "deploykit-"
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ def _walk_list(want: list, have: Any, shown: str, schema: str, rules: TypeRules,
             else:
                 _walk(item, match, child, schema, rules, skip, out)
         if schema in rules.extra_items_kept:
-            return  # items others added are theirs: not compared, and kept by keep_undeclared
+            extra = {n for n in extra if n.startswith(OWNED_ITEM_PREFIX)}  # others' items: kept, not compared
         for name in sorted(extra):
             out[f"{shown}[{name}]"] = {"old": _plain(have_by_name[name]), "new": None}
         return
@@ -201,5 +204,6 @@ def _keep_extra_items(body: dict[str, Any], actual: Mapping[str, Any], parts: li
         return
     named = {str(i.get("name", "")).lower() for i in want if isinstance(i, Mapping)}
     for item in have:
-        if isinstance(item, Mapping) and "name" in item and str(item["name"]).lower() not in named:
+        name = str(item.get("name", "")).lower() if isinstance(item, Mapping) else ""
+        if name and name not in named and not name.startswith(OWNED_ITEM_PREFIX):
             want.append(copy.deepcopy(dict(item)))

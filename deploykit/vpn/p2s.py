@@ -6,6 +6,7 @@ in flow.py applies them), and talks to Azure only for the env vault and the gate
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 import ipaddress
@@ -33,8 +34,8 @@ from deploykit.locks import exclusive, lock_path
 from deploykit.paths import certs_dir, config_dir, template_dir, under_root
 from deploykit.report import Reporter, redact_value
 from deploykit.vpn import pki
+from deploykit.vpn.gateway_lists import REVOKED, ROOTS, certificate_lists
 
-ROOT_ENTRY_PREFIX = "deploykit-root-"
 ROOT_KEY_SECRET, ROOT_CERT_SECRET = "vpn-root-key", "vpn-root-cert"
 
 
@@ -118,80 +119,54 @@ def _secret_name(client_name: str) -> str:
     return f"vpn-client-{cleaned}-pfx-password"
 
 
-# ---- the gateway (step 6): roots and revocations, full-list PUT keeping other entries -----------
-def desired_gateway_lists(gateway: dict[str, Any], index: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-    """The gateway's root and revoked lists with ours merged in; entries we did not make are kept."""
-    vcc = (gateway.get("properties") or {}).get("vpnClientConfiguration") or {}
-    roots = [r for r in vcc.get("vpnClientRootCertificates", []) if not r.get("name", "").startswith(ROOT_ENTRY_PREFIX)]
-    for root in index["roots"]:
-        cert = x509.load_pem_x509_certificate(root["pem"].encode())
-        roots.append(
-            {"name": f"{ROOT_ENTRY_PREFIX}{root['serial']}"[:80], "properties": {"publicCertData": pki.public_cert_data(cert)}}
-        )
-    revoked = list(vcc.get("vpnClientRevokedCertificates", []))
-    present = {_thumb(r) for r in revoked}
-    for name, entries in sorted(index["clients"].items()):
-        for entry in entries:
-            if entry.get("revoked_at") and entry["thumbprint"] not in present:
-                revoked.append({"name": f"{name}-{entry['serial'][:16]}"[:80], "properties": {"thumbprint": entry["thumbprint"]}})
-                present.add(entry["thumbprint"])
-    return roots, revoked
-
-
-def _thumb(entry: dict[str, Any]) -> str:
-    return re.sub(r"[^0-9A-F]", "", str(entry.get("properties", {}).get("thumbprint", "")).upper())
-
-
-def _gateway_view(roots: list[dict], revoked: list[dict]) -> dict[str, list[str]]:
-    """What the plan compares: root entry names and revoked thumbprints."""
-    return {
-        "properties.vpnClientConfiguration.vpnClientRootCertificates": sorted(r.get("name", "") for r in roots),
-        "properties.vpnClientConfiguration.vpnClientRevokedCertificates": sorted(_thumb(r) for r in revoked),
-    }
-
-
+# ---- the gateway (step 6): roots and revocations, through the one diff ---------------------------
 def gateway_change(ctx: VpnContext, index_after: dict[str, Any] | None) -> tuple[Change, Any]:
     """The gateway's roots and revocations as a planned change (index_after None: known after apply).
 
-    Returns (change, applier); the applier re-reads the index written by the change before it.
+    The lists are step 6's (gateway_lists.py) and are compared by compare.py, so this plan and
+    step 6's show the same change. Returns (change, applier); the applier re-reads the index
+    written by the change before it.
     """
+    from deploykit.engine.compare import diff_resource, keep_undeclared
+
     spec = ctx.gateway_spec()
     provider = ctx.provider()
     try:
         gateway = provider.read(spec.id, spec.api_version)
     except AzureOperationError as exc:
-        reason = f"gateway not reachable ({exc.code}); recorded locally, run again to apply"
+        reason = f"gateway not reachable ({exc.code}); recorded locally, step 6 or the next vpn task applies it"
         return Change(spec.address, spec.type, spec.id, Action.UNCHANGED, reason), None
     if gateway is None:
         reason = f"gateway {ctx.cfg.gateway.name} does not exist yet; recorded locally, step 6 applies it"
         return Change(spec.address, spec.type, spec.id, Action.UNCHANGED, reason), None
-    vcc = (gateway.get("properties") or {}).get("vpnClientConfiguration") or {}
-    have = _gateway_view(vcc.get("vpnClientRootCertificates", []), vcc.get("vpnClientRevokedCertificates", []))
     if index_after is None:
-        diff = {next(iter(have)): {"old": have[next(iter(have))], "new": "(known after apply)"}}
+        diff = {f"properties.vpnClientConfiguration.{ROOTS}": {"old": "(current)", "new": "(known after apply)"}}
     else:
-        want = _gateway_view(*desired_gateway_lists(gateway, index_after))
-        diff = {path: {"old": have[path], "new": want[path]} for path in have if have[path] != want[path]}
+        diff = diff_resource(spec.type, _declared(index_after), gateway)
     if not diff:
         return Change(spec.address, spec.type, spec.id, Action.UNCHANGED, "trusted roots and revocations up to date"), None
 
     def apply() -> dict[str, Any]:
         current = provider.read(spec.id, spec.api_version) or gateway
         index = ctx.store.load_index()
-        roots, revoked = desired_gateway_lists(current, index)
-        body = {k: v for k, v in current.items() if k not in {"etag", "id", "name", "type"}}
-        config = body.setdefault("properties", {}).setdefault("vpnClientConfiguration", {})
-        config["vpnClientRootCertificates"], config["vpnClientRevokedCertificates"] = roots, revoked
+        body = copy.deepcopy({k: v for k, v in current.items() if k not in {"etag", "id", "name", "type"}})
+        body.setdefault("properties", {}).setdefault("vpnClientConfiguration", {}).update(certificate_lists(index))
+        body = keep_undeclared(spec.type, body, current)  # entries made by hand stay
         provider.put(spec, body)
         for entries in index["clients"].values():
             for entry in entries:
                 if entry.get("revoked_at"):
                     entry["revocation_applied"] = True
         ctx.store.save_index(index)
-        return {"roots": len(roots), "revoked": len(revoked)}
+        lists = body["properties"]["vpnClientConfiguration"]
+        return {"roots": len(lists[ROOTS]), "revoked": len(lists[REVOKED])}
 
-    reason = "full-list PUT of trusted roots and revoked thumbprints (other entries kept)"
+    reason = "trusted roots and revoked thumbprints from the certificate index (entries made by hand kept)"
     return Change(spec.address, spec.type, spec.id, Action.UPDATE, reason, diff), apply
+
+
+def _declared(index: dict[str, Any]) -> dict[str, Any]:
+    return {"properties": {"vpnClientConfiguration": certificate_lists(index)}}
 
 
 def _with_gateway(ctx: VpnContext, title: str, change: Change, applier: Any, index_after: dict[str, Any] | None) -> Work:
