@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from deploykit.sandbox import appconfig, apps, cache, netrules, pgtypes, rbac
+from deploykit.sandbox import appconfig, apps, cache, netrules, pgtypes, rbac, registry
 from deploykit.sandbox.armtype import PRIVATE, PROVISIONING_STATE, ArmType, State, now_iso
 from deploykit.sandbox.bodies import deep_merge, stored_body
 from deploykit.sandbox.ids import ArmError, ParsedId
@@ -214,6 +214,8 @@ TYPES: tuple[ArmType, ...] = (
         before_put=netrules.registry_before_put,  # networkRuleSet: IPv4 rules, Premium only
         on_create=_registry_created,
         computed=_registry_computed,
+        # importImage (azure-facts-2.md 2.1-2.3); images, tags and the data plane: sandbox/registry.py
+        actions=_frozen({"importimage": registry.import_image}),
     ),
     *pgtypes.TYPES,  # PostgreSQL flexible servers, backed by real clusters: sandbox/pgtypes.py
     *cache.TYPES,  # Azure Cache for Redis and its firewall rules: sandbox/cache.py

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from deploykit.errors import DeployKitError
-from deploykit.sandbox import apps, providers, rbac
+from deploykit.sandbox import apps, providers, rbac, registry
 from deploykit.sandbox.ids import split_collection
 from deploykit.sandbox.store import ArmError, SandboxState, parse_id
 from deploykit.sandbox.tls import ensure_certificate
@@ -168,9 +168,11 @@ class Journal:
 
 
 def is_read(entry: dict[str, Any]) -> bool:
-    """GET and HEAD, and POSTs to actions that change nothing (listKeys, listSecrets)."""
+    """GET and HEAD, and POSTs that change nothing (listKeys, listSecrets, a registry's token exchanges)."""
     if entry["method"] in READ_METHODS:
         return True
+    if str(entry.get("endpoint", "")).startswith("registry:") and str(entry.get("path", "")).startswith("/oauth2/"):
+        return True  # a registry's token exchanges change nothing
     action = str(entry.get("path", "")).rstrip("/").rsplit("/", 1)[-1].lower()
     return entry["method"] == "POST" and action in READ_ACTIONS
 
@@ -332,6 +334,20 @@ class SandboxServer:
                 httpd = self._vault_servers[name.lower()] = self._listen(VaultHandler, name.lower(), port)
                 self._remember_port(f"vault:{name.lower()}", httpd.server_address[1])
         return f"https://127.0.0.1:{httpd.server_address[1]}/"
+
+    def registry_url(self, name: str) -> str:
+        """A container registry's data-plane endpoint, one listener per registry (sandbox/registry.py).
+
+        ARM keeps answering loginServer `<name>.azurecr.io` (image references use it); clients
+        find this endpoint through GET /_sandbox/registries/<name> (deploykit/registry/client.py).
+        """
+        key = f"registry:{name.lower()}"
+        with self._vault_lock:
+            httpd = self._app_servers.get(key)
+            if httpd is None:
+                httpd = self._app_servers[key] = self._listen(RegistryHandler, None, self._remembered_port(key), key)
+                self._remember_port(key, httpd.server_address[1])
+        return f"https://127.0.0.1:{httpd.server_address[1]}"
 
     def app_endpoint(self, key: str) -> str:
         """The FQDN ("127.0.0.1:<port>") of a container app's ingress (`app:<id>`) or a revision's (`revision:<id>`)."""
@@ -598,6 +614,11 @@ class ArmHandler(_Handler):
             state.get_resource(gateway)
             self._send(200, f"{self.sandbox.url}/_sandbox/packages/{gateway.rsplit('/', 1)[-1]}/vpnclientpackage.zip")
             return 200
+        if self.command == "POST" and lowered.endswith("/importimage") and "/microsoft.containerregistry/registries/" in lowered:
+            return self._import_image(path, query)
+        if self.command in READ_METHODS and "/providers/microsoft.sandbox/operationresults/" in lowered:
+            self._send(200, None)  # an importImage monitor: the copy was made when it was accepted
+            return 200
         if self.command == "POST":
             # An action on a resource (listKeys, ...): the type's hook answers (providers table).
             resource, action = path.rstrip("/").rsplit("/", 1)
@@ -650,6 +671,26 @@ class ArmHandler(_Handler):
                 headers["Retry-After-Ms"] = self._poll_ms(op_id)
         self._send(status, self._present(record), headers)
         return status
+
+    def _import_image(self, path: str, query: dict[str, list[str]]) -> int:
+        """importImage (azure-facts-2.md 2.2): 202 + Location, then the monitor answers 200 (done).
+
+        The copy (sandbox/registry.py) happens in the POST's transaction, so refusals (NoForce and
+        an existing tag, an unknown source) are synchronous errors and nothing was copied.
+        """
+        import uuid
+
+        resource = path.rstrip("/").rsplit("/", 1)[0]
+        self.sandbox.state.run_action(resource, "importImage", self._body())
+        monitor = (
+            f"{self.sandbox.url}/subscriptions/{parse_id(resource).subscription}/providers/Microsoft.Sandbox"
+            f"/operationResults/registries-{uuid.uuid4()}?api-version={query['api-version'][0]}"
+        )
+        headers = {"Location": monitor}
+        if self.sandbox.faults.lro_retry_after:
+            headers["Retry-After-Ms"] = f"{self.sandbox.faults.poll_ms:.0f}"
+        self._send(202, None, headers)
+        return 202
 
     def _poll_ms(self, op_id: str) -> str:
         remaining_ms = self.sandbox.state.operation_remaining(op_id) * 1000
@@ -746,6 +787,8 @@ class ArmHandler(_Handler):
                 self._send(200, {"failing": sandbox.apps.failing_images()})
             elif path == "/apps" and self.command == "GET":
                 self._send(200, {"value": sandbox.apps.snapshot()})
+            elif path.startswith("/registries/"):
+                self._registry_control(path[len("/registries/") :])
             else:
                 self._send(404, {"error": {"code": "NotFound", "message": f"no control endpoint {path}"}})
         except ArmError as err:
@@ -754,6 +797,29 @@ class ArmHandler(_Handler):
             self._error(ArmError(500, "InternalServerError", str(err)))
         except (KeyError, TypeError, ValueError) as err:
             self._send(400, {"error": {"code": "BadControlRequest", "message": str(err)}})
+
+    def _registry_control(self, rest: str) -> None:
+        """GET /_sandbox/registries/<name>: its data-plane endpoint; PUT .../images: push as CI would; GET .../images: list."""
+        name, _, what = rest.partition("/")
+        sandbox = self.sandbox
+        if not what and self.command == "GET":
+            found = sandbox.state.find_named(registry.REGISTRY_TYPE, name)
+            endpoint = sandbox.registry_url(name)
+            self._send(
+                200, {"name": name, "loginServer": registry.login_server(name), "endpoint": endpoint, "exists": bool(found)}
+            )
+            return
+        found = sandbox.state.find_named(registry.REGISTRY_TYPE, name)
+        if what != "images" or self.command not in ("PUT", "GET"):
+            self._send(404, {"error": {"code": "NotFound", "message": f"no control endpoint /registries/{rest}"}})
+        elif found is None:
+            raise ArmError(404, "ResourceNotFound", f"The registry '{name}' does not exist; create it first (step2b).")
+        elif self.command == "GET":
+            self._send(200, {"repositories": registry.listing(found)})
+        else:
+            body = self._body()
+            change = registry.push(body["repository"], body["tag"], body.get("digest"))
+            self._send(200, {"digest": sandbox.state.update_private(found["id"], change)})
 
     def _public_address(self, n: str) -> None:
         """GET /_sandbox/ip/<n>: the n-th "what is my IP" service; no token needed, never journaled."""
@@ -847,3 +913,17 @@ class AppHandler(_Handler):
             status, body, headers = 500, {"status": "error", "reason": "the sandbox failed; see its stderr"}, {}
         with suppress(OSError):
             self._send(status, body, headers)
+
+
+class RegistryHandler(_Handler):
+    """One container registry's data plane: ACR's token exchange and /acr/v1 (answers from sandbox/registry.py)."""
+
+    def _endpoint(self) -> str:
+        return str(self.server.target)  # type: ignore[attr-defined]
+
+    def _route(self, path: str, query: dict[str, list[str]], rule: FaultRule | None) -> int:
+        name = self._endpoint().split(":", 1)[1]
+        record = self.sandbox.state.find_named(registry.REGISTRY_TYPE, name)
+        status, body, headers = registry.answer(record, name, self.command, path, query, self.headers, self._raw)
+        self._send(status, body, headers)
+        return status

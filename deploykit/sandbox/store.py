@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
@@ -27,6 +27,7 @@ from typing import IO, Any
 from deploykit.errors import UserError
 from deploykit.paths import display
 from deploykit.sandbox import pgcluster, pgtypes, providers, rbac
+from deploykit.sandbox.armtype import PRIVATE
 from deploykit.sandbox.ids import ArmError, ParsedId, parse_id
 
 __all__ = ["ArmError", "ParsedId", "SandboxState", "parse_id", "remove_state"]
@@ -670,6 +671,29 @@ class SandboxState:
     def list_resources(self) -> list[dict[str, Any]]:
         with self._reading():
             return [copy.deepcopy(r) for r in self._data["resources"].values()]
+
+    def find_named(self, type_name: str, name: str) -> dict[str, Any] | None:
+        """The record of a globally named resource by type and name (a registry's data plane finds it so), or None."""
+        with self._reading():
+            for record in self._data["resources"].values():
+                if record["type"].lower() == type_name.lower() and record["id"].rsplit("/", 1)[-1].lower() == name.lower():
+                    return copy.deepcopy(record)
+            return None
+
+    def update_private(self, rid: str, change: Callable[[dict[str, Any]], Any]) -> Any:
+        """Run `change` on a resource's sandbox-private data (PRIVATE: a registry's images) in one write transaction.
+
+        Not a new version of the ARM resource: its etag and provisioningState stay (pushing an
+        image does not change the registry). 404 as for a GET when the resource does not exist.
+        """
+        parsed = parse_id(rid)
+        with self._writing():
+            record = self._data["resources"].get(parsed.key)
+            if record is None:
+                self._raise_not_found(parsed)
+            result = change(record["body"].setdefault(PRIVATE, {}))
+            self._touch("resources", parsed.key)
+            return copy.deepcopy(result)
 
     # ---- questions other parts of the sandbox ask ----------------------------------------
     def list_role_assignments(self, scope: str, principal_id: str | None = None, at_scope: bool = False) -> list[dict[str, Any]]:
