@@ -1,0 +1,1 @@
+"""Monthly cost estimates from the SKUs the playbooks declare, and the price table they use."""
