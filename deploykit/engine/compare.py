@@ -27,6 +27,8 @@ class TypeRules:
     major_version: frozenset[str] = frozenset()
     last_segment: frozenset[str] = frozenset()
     kept_from_actual: frozenset[str] = frozenset()
+    kept_once_created: frozenset[str] = frozenset()
+    running_from: frozenset[str] = frozenset()
     extra_items_kept: frozenset[str] = frozenset()
 
 
@@ -207,3 +209,44 @@ def _keep_extra_items(body: dict[str, Any], actual: Mapping[str, Any], parts: li
         name = str(item.get("name", "")).lower() if isinstance(item, Mapping) else ""
         if name and name not in named and not name.startswith(OWNED_ITEM_PREFIX):
             want.append(copy.deepcopy(dict(item)))
+
+
+def adopt_running(resource_type: str, body: Mapping[str, Any], running: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The declared body with its `kept_once_created` values replaced by what Azure runs.
+
+    Terraform's `ignore_changes`: a declared value is used when the resource is created; once it
+    exists another task owns it (`invoke release` owns an app's image), so the value Azure runs is
+    planned and re-sent instead. Paths may step into list items with `[]`
+    (`properties.template.containers[].image`): items are matched by `name` when both sides name
+    them, else by position. Only values the body declares and Azure has are replaced.
+    """
+    out = copy.deepcopy(dict(body))
+    if not running:
+        return out
+    for path in sorted(rules_for(resource_type).kept_once_created):
+        _adopt(out, running, path.split("."))
+    return out
+
+
+def _adopt(want: Any, have: Any, parts: list[str]) -> None:
+    if not parts or not isinstance(want, dict) or not isinstance(have, Mapping):
+        return
+    part, rest = parts[0], parts[1:]
+    key = part.removesuffix("[]")
+    if key not in want or key not in have:
+        return
+    if part.endswith("[]"):
+        wants, haves = want[key], have[key]
+        if not isinstance(wants, list) or not isinstance(haves, list):
+            return
+        by_name = {str(i["name"]).lower(): i for i in haves if isinstance(i, Mapping) and "name" in i}
+        for index, item in enumerate(wants):
+            named = isinstance(item, Mapping) and "name" in item
+            match = by_name.get(str(item["name"]).lower()) if named else (haves[index] if index < len(haves) else None)
+            if rest:
+                _adopt(item, match, rest)
+        return
+    if rest:
+        _adopt(want[key], have[key], rest)
+    else:
+        want[key] = copy.deepcopy(have[key])

@@ -30,18 +30,24 @@ class ReleaseRequest(RunOptions):
 
 
 def release(req: ReleaseRequest) -> int:
-    """invoke release: placeholder until deploykit/release/deploy.py exists."""
-    raise NotImplementedError("release: deploykit/release/deploy.py")
+    """invoke release: one app's tag, migrations first, verified (deploykit/release/deploy.py)."""
+    from deploykit.release.deploy import release as run_release
+
+    return run_release(req)
 
 
 def rollback(req: ReleaseRequest) -> int:
-    """invoke release.rollback: placeholder until deploykit/release/rollback.py exists."""
-    raise NotImplementedError("release.rollback: deploykit/release/rollback.py")
+    """invoke release.rollback: back to the previous healthy image, verified (deploykit/release/rollback.py)."""
+    from deploykit.release.rollback import rollback as run_rollback
+
+    return run_rollback(req)
 
 
 def status(req: ReleaseRequest) -> int:
-    """invoke release.status: placeholder until deploykit/release/status.py exists."""
-    raise NotImplementedError("release.status: deploykit/release/status.py")
+    """invoke release.status: what each app serves (deploykit/release/status.py)."""
+    from deploykit.release.status import status as run_status
+
+    return run_status(req)
 
 
 def promote(req: ReleaseRequest) -> int:

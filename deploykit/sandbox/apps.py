@@ -150,6 +150,22 @@ def _probe_path(template: dict[str, Any], kind: str, default: str) -> str:
     return default
 
 
+def _digest_problem(registry: dict[str, Any], image: str, failing: set[str]) -> str | None:
+    """An image pinned by digest (`server/repo@sha256:...`, as `invoke release` deploys): the
+    manifest must be in the registry's images (sandbox/registry.py), and it fails when a tag
+    marked failing (`PUT /_sandbox/images/failing` with `server/repo:tag`) points at that digest."""
+    reference, _, digest = image.partition("@")
+    server, _, repository = reference.partition("/")
+    repos = _dict(_dict(registry["body"].get(PRIVATE)).get("images"))
+    repo = _dict(repos.get(repository))
+    if digest not in _dict(repo.get("manifests")):
+        return f"manifest unknown: {repository}@{digest} is not in {_name(registry['id'])}"
+    for tag, entry in _dict(repo.get("tags")).items():
+        if _dict(entry).get("digest") == digest and f"{server}/{repository}:{tag}".lower() in failing:
+            return f"manifest unknown (the sandbox marks {repository}:{tag}, this digest, as failing)"
+    return None
+
+
 # ---- ARM hooks ---------------------------------------------------------------------------------
 def _app_before_put(state: State, parsed: ParsedId, existing: dict[str, Any] | None, request: dict[str, Any]) -> None:
     """Check what Azure checks, then add a revision when the template changed (or on create)."""
@@ -548,6 +564,10 @@ class AppRuntime:
             ),
             None,
         )
+        if registry is not None and "@" in image:
+            why = _digest_problem(registry, image, failing)
+            if why is not None:
+                return why
         entry = next(
             (_dict(e) for e in _list(configuration.get("registries")) if str(_dict(e).get("server", "")).lower() == server), None
         )

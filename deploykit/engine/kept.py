@@ -1,0 +1,65 @@
+"""Values another task owns once a resource exists (`kept_once_created` in normalise.yaml).
+
+An app's image belongs to `invoke release` after the app is created: without this, the next
+`deploy` would put the config's `image_tag` back and undo every release. The planner therefore
+replaces the declared values at those paths with what Azure runs before comparing, so they plan
+as unchanged and a PUT for another reason re-sends them. What "runs" is the resource itself, or
+the child its `running_from` rule names (a container app's serving revision,
+`revisions/{properties.latestReadyRevisionName}`): a revision that never became ready is not
+what runs, so a failed rollout is not kept. An explicit `--tag` skips all of this (the runner
+decides), so `deploy --tag Y` still sets Y.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from deploykit.engine.compare import adopt_running, rules_for
+from deploykit.engine.model import ResourceSpec
+
+_FIELD = re.compile(r"\{([A-Za-z0-9_.]+)\}")
+READERS = 8
+
+
+def keep_running_values(specs: Sequence[ResourceSpec], cache: Any) -> list[ResourceSpec]:
+    """The specs with their kept values taken from Azure (specs of other types come back as they were)."""
+    kept = [s for s in specs if rules_for(s.type).kept_once_created]
+    if not kept:
+        return list(specs)
+    cache.read_all([s.address for s in kept])
+    with ThreadPoolExecutor(max_workers=max(1, min(READERS, len(kept)))) as pool:
+        adopted = dict(zip((s.address for s in kept), pool.map(lambda s: _adopt(s, cache), kept), strict=True))
+    return [adopted.get(s.address, s) for s in specs]
+
+
+def _adopt(spec: ResourceSpec, cache: Any) -> ResourceSpec:
+    actual = cache.get(spec.address)
+    if actual is None:
+        return spec  # created now: the declared values are used
+    running = _running(spec, actual, cache.provider) or actual
+    body = adopt_running(spec.type, spec.body, running)
+    return spec if body == spec.body else dataclasses.replace(spec, body=body)
+
+
+def _running(spec: ResourceSpec, actual: Mapping[str, Any], provider: Any) -> dict[str, Any] | None:
+    """The child that holds what runs (first `running_from` template whose fields Azure filled)."""
+    for template in sorted(rules_for(spec.type).running_from):
+        values = [_dig(actual, field) for field in _FIELD.findall(template)]
+        if not all(isinstance(v, str) and v for v in values):
+            continue
+        child = _FIELD.sub(lambda m: str(_dig(actual, m.group(1))), template)
+        found = provider.read(f"{spec.id}/{child}", spec.api_version)
+        if found is not None:
+            return found
+    return None
+
+
+def _dig(body: Mapping[str, Any], path: str) -> Any:
+    value: Any = body
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
