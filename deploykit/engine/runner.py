@@ -121,6 +121,13 @@ def plan_steps(ctx: RunContext, step_names: Sequence[str] | None, values: Mappin
     if opened is None:
         return Work(title, _plan(specs, None, ctx, None))
     cache = StateCache(opened.provider, {**context, **{s.address: s for s in specs}})
+    if not options.tag:  # an explicit --tag sets images; otherwise what releases put there stays
+        import contextlib
+
+        from deploykit.engine.kept import keep_running_values
+
+        with contextlib.suppress(AzureOperationError):  # the plan below reads the same state and reports it
+            specs = keep_running_values(specs, cache)
     plan = _plan(specs, opened, ctx, cache)
     _require_earlier_steps(plan, specs, context, cache, options.dry_run)
     return converge_work(title, specs, plan, cache, context, ctx)
