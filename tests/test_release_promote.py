@@ -181,3 +181,19 @@ def test_bad_flags_exit_2_before_anything_is_read(box: Sandbox, flags: tuple[str
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and named in result.stderr
     assert box.requests_since(mark)["requests"] == 0
+
+
+def test_dry_run_against_azure_without_credentials_still_plans(tmp_path: Path) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "AZURE_CONFIG_DIR": str(tmp_path / "az"),
+        "DEPLOYKIT_AUDIT_DIR": str(tmp_path / "audit"),
+    }
+    result = run_invoke("release.promote", "--all", "--dry-run", "--json", "--target", "azure", env=env)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["state_read"] is False and doc["summary"]["create"] == len(APPS)
+    tag = PROD.envs["prod"].image_tag
+    assert sorted(c["diff"]["source"]["new"] for c in doc["changes"]) == sorted(f"{a.image}:{tag}" for a in APPS)
+    assert "planning without reading Azure" in result.stderr

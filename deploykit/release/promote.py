@@ -67,7 +67,6 @@ def _chosen_apps(req: ReleaseRequest, env: EnvConfig) -> list[AppConfig]:
 
 def _plan(ctx: RunContext) -> Work:
     from deploykit.engine.runner import load_for
-    from deploykit.registry import shared_registry
 
     req: ReleaseRequest = ctx.options  # type: ignore[assignment]
     ctx.platform = platform = load_for(req)
@@ -78,7 +77,9 @@ def _plan(ctx: RunContext) -> Work:
     tag = req.tag or env.image_tag
     if env.deployed_tag(tag) == tag:
         raise UserError("config/prod.yaml: image_tag_prefix: empty; allowed: a prefix such as 'prod-' (prod-T must differ)")
-    registry = shared_registry(ctx)
+    registry = _open_registry(ctx)
+    if registry is None:
+        return _offline(req, env, apps, tag, platform.shared.registry.name)
 
     def read_all() -> list[Promotion]:
         with ThreadPoolExecutor(max_workers=min(READERS, len(apps))) as pool:
@@ -100,6 +101,46 @@ def _plan(ctx: RunContext) -> Work:
         verify=verify,
         no_changes=f"No changes: {env.deployed_tag(tag)} already holds {tag}'s digest for every app asked for.",
     )
+
+
+def _open_registry(ctx: RunContext) -> Registry | None:
+    """The shared registry, or None in a dry run against Azure that cannot read it (no subscription or credentials)."""
+    from deploykit.azure.target import credentials_error
+    from deploykit.registry import shared_registry
+
+    offline_ok = ctx.options.dry_run and ctx.options.target == "azure"
+    try:
+        ctx.target()  # no subscription: a UserError naming how to choose one
+    except UserError as exc:
+        if not offline_ok:
+            raise
+        ctx.reporter.warn(f"planning without reading Azure: {exc}")
+        return None
+    try:
+        return shared_registry(ctx)  # a UserError (exit 2) when step2b has not created it
+    except AzureOperationError as exc:
+        if exc.code != "AuthenticationFailed":
+            raise ApplyError(f"could not read the shared registry: {exc}") from None
+        if not offline_ok:
+            raise credentials_error(exc) from None
+        ctx.reporter.warn(f"planning without reading Azure: {exc.message}")
+    return None
+
+
+def _offline(req: ReleaseRequest, env: EnvConfig, apps: list[AppConfig], tag: str, registry: str) -> Work:
+    """A dry-run plan without reading Azure: every target tag assumed absent (state_read false in --json)."""
+    changes = tuple(
+        Change(
+            f"image.{app.name}",
+            CHANGE_TYPE,
+            f"{registry}.azurecr.io/{app.image}:{env.deployed_tag(tag)}",
+            Action.CREATE,
+            "state not read (no Azure subscription or credentials); assumed absent",
+            {"source": {"old": None, "new": f"{app.image}:{tag}"}},
+        )
+        for app in apps
+    )
+    return Work(f"Plan for release.promote on {req.target} (not read)", Plan(changes, state_read=False))
 
 
 def _read(registry: Registry, app: AppConfig, tag: str, target_tag: str) -> Promotion:
