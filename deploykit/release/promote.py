@@ -86,7 +86,7 @@ def _plan(ctx: RunContext) -> Work:
             return list(pool.map(lambda app: _read(registry, app, tag, env.deployed_tag(tag)), apps))
 
     promotions = read_all()
-    _refuse(promotions, req.force, env.promote_from)
+    _refuse(promotions, req.force, env.promote_from, "--tag" if req.tag else "config/prod.yaml: image_tag")
     changes = tuple(_change(registry, p) for p in promotions)
 
     def verify() -> Plan:
@@ -153,12 +153,15 @@ def _read(registry: Registry, app: AppConfig, tag: str, target_tag: str) -> Prom
     return Promotion(app.name, app.image, tag, target_tag, source, target)
 
 
-def _refuse(promotions: list[Promotion], force: bool, source_env: str) -> None:
-    """A missing source or (without --force) a different digest at the target: exit 2, nothing imported."""
+def _refuse(promotions: list[Promotion], force: bool, source_env: str, tag_from: str) -> None:
+    """A missing source or (without --force) a different digest at the target: exit 2, nothing imported.
+
+    `tag_from` names where T came from: the --tag flag, or prod's image_tag.
+    """
     missing = [p.source for p in promotions if p.source_digest is None]
     if missing:
         raise UserError(
-            f"--tag: {', '.join(missing)} not found in the shared registry; allowed: a tag {source_env} was deployed "
+            f"{tag_from}: {', '.join(missing)} not found in the shared registry; allowed: a tag {source_env} was deployed "
             "with (push and deploy it to beta first); nothing was imported"
         )
     clashes = [p for p in promotions if p.target_digest not in (None, p.source_digest)]
