@@ -20,7 +20,7 @@ from deploykit.azure.target import SANDBOX_SUBSCRIPTION
 from deploykit.engine.compare import adopt_running
 from deploykit.sandbox.server import SandboxServer
 from deploykit.sandbox.store import remove_state
-from tests.conftest import REPO, Sandbox, run_invoke
+from tests.conftest import REPO, Sandbox, load_example, run_invoke
 from tests.helpers import set_yaml_value
 
 APP = "auth-api"
@@ -114,6 +114,18 @@ def test_list_items_are_adopted_by_name_and_only_where_declared() -> None:
     assert adopt_running("Microsoft.KeyVault/vaults", declared, running) == declared  # no such rule for vaults
 
 
+def test_the_image_of_a_real_container_app_answer_is_adopted() -> None:
+    """ContainerApps_Get.json (tests/data/arm-examples): its container's image replaces the declared one."""
+    answer = load_example("container-app/ContainerApps_Get.json")["responses"]["200"]["body"]
+    container = answer["properties"]["template"]["containers"][0]
+    declared = {"properties": {"template": {"containers": [{"name": container["name"], "image": "repo/other:v9", "env": []}]}}}
+    adopted = adopt_running("Microsoft.App/containerApps", declared, answer)
+    assert adopted["properties"]["template"]["containers"] == [
+        {"name": container["name"], "image": container["image"], "env": []}
+    ]
+    assert declared["properties"]["template"]["containers"][0]["image"] == "repo/other:v9"  # the spec is not changed in place
+
+
 def test_a_release_of_a_good_tag_converges_and_is_verified(world: dict) -> None:
     digest = push(world, "2026.12.1")
     before = serving_image(world)
@@ -146,6 +158,20 @@ def test_deploy_keeps_the_released_image_unless_a_tag_is_given(world: dict) -> N
     assert status == 0, stderr
     assert app_writes(world, mark) == 1
     assert serving_image(world) == f"{SERVER}/{REPOSITORY}:2026.12.2"
+
+
+def test_a_failed_explicit_tag_is_not_kept_by_the_next_deploy(world: dict) -> None:
+    """What runs is the serving revision's image: a step 5 --tag that never got ready is not kept."""
+    box = world["sandbox"]
+    serving = serving_image(world)
+    box.control("PUT", "/images/failing", {"image": f"{SERVER}/{REPOSITORY}:2026.12.2-broken"})
+    status, doc, stderr = cli(world, "step5", "--env", "beta", "--tag", "2026.12.2-broken", "--yes")
+    assert status == 1 and image_of(app(world)).endswith(":2026.12.2-broken") and serving_image(world) == serving
+    status, doc, stderr = cli(world, "deploy", "--env", "beta", "--yes")
+    assert status == 0, stderr
+    change = next(c for c in doc["changes"] if c["address"] == ADDRESS)
+    assert change["action"] == "update" and list(change["diff"]) == [f"properties.template.containers[{APP}].image"], change
+    assert image_of(app(world)) == serving_image(world) == serving
 
 
 def test_a_failing_tag_exits_1_and_leaves_the_previous_image_serving(world: dict) -> None:
