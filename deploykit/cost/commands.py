@@ -207,6 +207,8 @@ def plan_refresh(ctx: RunContext, region: str | None) -> Work:
         rows=rows,
     )
     change = table_change(old, new, display(path))
+    for name, prices in change.diff.items():  # one line each, beside the plan's one cell
+        ctx.note(f"  {name}: {prices['old']} -> {prices['new']}")
     title = f"Plan for cost.refresh: {len(rows)} price rows for {len(pricing.meters)} meters in {region}"
 
     def apply() -> dict[str, Any]:

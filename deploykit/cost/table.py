@@ -74,7 +74,7 @@ class PriceTable(BaseModel):
     @property
     def reference_rows(self) -> int:
         """Rows not fetched from the API for this region (seeded from reference prices)."""
-        return sum(1 for r in self.rows if not r.source.startswith("https://") or r.region != self.region)
+        return sum(1 for r in self.rows if "$filter=" not in r.source)
 
 
 def table_path(region: str) -> Path:
