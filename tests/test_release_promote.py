@@ -97,7 +97,9 @@ def test_promote_twice_imports_once_then_nothing(box: Sandbox, registry: Registr
     assert box.requests_since(mark)["writes"] == 0
 
 
-def test_tampered_target_is_refused_without_force_and_overwritten_with_it(box: Sandbox, registry: Registry) -> None:
+def test_tampered_target_is_refused_without_force_and_overwritten_with_it(
+    box: Sandbox, registry: Registry, audit_dir: Path
+) -> None:
     app = APPS[1]
     source = push(box, app.image, "t2.0")
     tampered = push(box, app.image, f"{PREFIX}t2.0")  # someone pushed prod's tag by hand
@@ -106,6 +108,10 @@ def test_tampered_target_is_refused_without_force_and_overwritten_with_it(box: S
     refused = promote(box, "--app", app.name, "--tag", "t2.0", "--yes")
     assert refused.returncode == 2
     assert source in refused.stderr and tampered in refused.stderr and "--force" in refused.stderr
+    as_json = promote(box, "--app", app.name, "--tag", "t2.0", "--yes", "--json")
+    error = json.loads(as_json.stdout)
+    assert as_json.returncode == error["exit_status"] == 2
+    assert source in error["error"] and tampered in error["error"]
     assert imports_since(box, mark) == []
     assert registry.digest(app.image, f"{PREFIX}t2.0") == tampered
 
@@ -116,6 +122,8 @@ def test_tampered_target_is_refused_without_force_and_overwritten_with_it(box: S
     assert doc["changes"][0]["diff"]["digest"] == {"old": tampered, "new": source}
     assert len(imports_since(box, mark)) == 1
     assert registry.digest(app.image, f"{PREFIX}t2.0") == source
+    (done,) = [a for a in audit_lines(audit_dir) if a.get("result") == "ok"]
+    assert (done["digest"], done["previous_digest"], done["mode"]) == (source, tampered, "Force")
 
 
 def test_missing_source_tag_exits_2_naming_it(box: Sandbox) -> None:
