@@ -165,7 +165,7 @@ def import_image(state: State, record: dict[str, Any], request: dict[str, Any] |
         raise _invalid("'targetTags' and 'untaggedTargetRepositories' must be lists.")
     src_record = _source_record(state, record, source)
     repository, tag, digest = _split_image(source["sourceImage"])
-    src_repo = (_images(src_record["body"].setdefault(PRIVATE, {}))).get(repository)
+    src_repo = ((src_record["body"].get(PRIVATE) or {}).get(IMAGES) or {}).get(repository)  # read only: another record
     if digest is None and src_repo is not None and tag in src_repo["tags"]:
         digest = src_repo["tags"][tag]["digest"]
     if src_repo is None or digest is None or digest not in src_repo["manifests"]:
