@@ -126,6 +126,17 @@ def test_tampered_target_is_refused_without_force_and_overwritten_with_it(
     assert (done["digest"], done["previous_digest"], done["mode"]) == (source, tampered, "Force")
 
 
+def test_force_with_the_same_digest_already_there_sends_nothing(box: Sandbox) -> None:
+    app = APPS[0]
+    digest = push(box, app.image, "t7.0")
+    push(box, app.image, f"{PREFIX}t7.0", digest)  # prod's tag already holds beta's manifest
+    mark = box.journal_mark()
+    result = promote(box, "--app", app.name, "--tag", "t7.0", "--force", "--yes", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["summary"]["unchanged"] == 1
+    assert imports_since(box, mark) == [] and box.requests_since(mark)["writes"] == 0
+
+
 def test_missing_source_tag_exits_2_naming_it(box: Sandbox) -> None:
     app = APPS[2]
     mark = box.journal_mark()
