@@ -258,6 +258,23 @@ def test_text_estimate_shows_rows_assumptions_totals_range_and_table_source() ->
     assert f"{info['reference_rows']} of {info['rows']} price rows are reference prices" in out
 
 
+def test_a_mistake_in_the_pricing_map_is_one_line_naming_it(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    mapping = root / "playbooks" / "pricing.yaml"
+    text = mapping.read_text()
+    assert "quantity: body.properties.storage.storageSizeGB" in text
+    mapping.write_text(
+        text.replace("quantity: body.properties.storage.storageSizeGB", "quantity: body.properties.storage.sizeGB")
+    )
+    result = cli(root, "cost", "--env", "beta")
+    assert result.returncode == 2
+    [message] = result.stderr.strip().splitlines()
+    assert message.startswith(
+        "error: playbooks/pricing.yaml: Microsoft.DBforPostgreSQL/flexibleServers (pg.beta): storage quantity"
+    )
+    assert "sizeGB" in message
+
+
 def test_unknown_env_exits_2_with_one_line() -> None:
     result = cli(None, "cost", "--env", "staging")
     assert result.returncode == 2

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from deploykit.config import Platform, available_envs, load_platform
-from deploykit.cost.estimate import Estimate, Line, estimate_specs
+from deploykit.cost.estimate import Estimate, estimate_specs
 from deploykit.cost.pricing import Pricing, load_pricing
 from deploykit.cost.table import PriceRow, PriceTable, dollars, load_table, table_path, write_table
 from deploykit.engine.flow import RunContext, RunOptions, Work, run
@@ -262,4 +262,4 @@ def _price(row: PriceRow | None) -> str | None:
     return None if row is None else f"{dollars(row.unitPrice)} / {row.unitOfMeasure}"
 
 
-__all__ = ["Line", "estimate", "refresh"]
+__all__ = ["estimate", "refresh"]
