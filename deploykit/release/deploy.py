@@ -129,11 +129,13 @@ def _apply(
     """Roll out, verify; an unhealthy revision is rolled back to the previous image and the run fails."""
     provider = ctx.provider()
     roll(provider, ref, rollout_body(provider, ref, read_app(provider, ref), image))
-    health = verify(ctx, ref)
+    health, interrupted = verify(ctx, ref)
     record = {"tag": tag, "digest": digest, "image": image, "previous_revision": serving, "previous_image": previous}
     if health.ok:
         return {**record, "revision": health.revision}
     failed, why = health.revision, health.problem or "not verified"
+    if interrupted:
+        raise ApplyError(f"{why}; nothing was rolled back: see `invoke release.status --env {ref.env.env}`")
     if not previous:
         raise ApplyError(f"revision {failed} is not healthy: {why}; no earlier revision to return to")
     back = rollback_to(ctx, ref, previous, f"release {tag}: revision {failed} not healthy", failed, why)
@@ -144,7 +146,7 @@ def rollback_to(ctx: RunContext, ref: AppRef, image: str, reason: str, failed: s
     """Roll the previous image out again after a failed release, verify it, audit it; its revision's name."""
     provider = ctx.provider()
     roll(provider, ref, rollout_body(provider, ref, read_app(provider, ref), image))
-    health = verify(ctx, ref)
+    health, _ = verify(ctx, ref)
     options = ctx.options
     record = {
         "address": ref.address,

@@ -186,8 +186,9 @@ def roll(provider: Any, ref: AppRef, body: Mapping[str, Any], stop: threading.Ev
     return operation.result
 
 
-def verify(ctx: RunContext, ref: AppRef) -> Any:
-    """Step 5's verification of the app's latest revision (azure/health.py), with the env's health settings."""
+def verify(ctx: RunContext, ref: AppRef) -> tuple[Any, bool]:
+    """Step 5's verification of the app's latest revision (azure/health.py), with the env's health
+    settings: (its AppHealth, whether the first Ctrl-C ended the wait)."""
     from deploykit.azure.health import AppTarget, verify_apps
 
     health = ref.env.health
@@ -196,4 +197,5 @@ def verify(ctx: RunContext, ref: AppRef) -> Any:
     stop = threading.Event()
     ctx.cancel_hooks.append(stop.set)
     verify_tls = provider.target.connection_verify
-    return verify_apps(provider, [target], health.mode, health.timeout_seconds, ctx.reporter.info, verify_tls, stop)[0]
+    result = verify_apps(provider, [target], health.mode, health.timeout_seconds, ctx.reporter.info, verify_tls, stop)[0]
+    return result, stop.is_set()

@@ -102,7 +102,7 @@ def _change(ref: AppRef, actual: dict[str, Any], revisions: list[dict[str, Any]]
 def _apply(ctx: RunContext, ref: AppRef, target: dict[str, Any], image: str) -> dict[str, Any]:
     provider = ctx.provider()
     roll(provider, ref, rollout_body(provider, ref, read_app(provider, ref), image))
-    health = verify(ctx, ref)
+    health, _ = verify(ctx, ref)
     if not health.ok:
         raise ApplyError(f"the rollback to {target.get('name')}'s image is not healthy: {health.problem}")
     return {"image": image, "digest": digest_of(image), "revision": health.revision, "returned_to": target.get("name")}
