@@ -69,6 +69,7 @@ def estimate_document(result: Estimate, pricing: Pricing, table: PriceTable, ste
     expected = pricing.expected_monthly.get(result.env)
     with_shared = own + shared
     assumptions = pricing.assumption_values(result.env)
+    for_shared = pricing.assumption_values("shared")
     return {
         "region": result.region,
         "currency": pricing.currency,
@@ -77,7 +78,10 @@ def estimate_document(result: Estimate, pricing: Pricing, table: PriceTable, ste
         "not_priced": result.free,
         "unpriced": result.unpriced,
         "complete": result.complete,
-        "assumptions": [{"name": name, "value": assumptions[name], "what": a.what} for name, a in pricing.assumptions.items()],
+        "assumptions": [
+            {"name": name, "value": assumptions[name], "shared_value": for_shared[name], "what": a.what}
+            for name, a in pricing.assumptions.items()
+        ],
         "usage": [line.to_json() for line in result.lines if line.usage],
         "totals": {"environment": round(own, 2), "shared": round(shared, 2), "with_shared": round(with_shared, 2)},
         "expected": None
@@ -132,7 +136,8 @@ def show_estimate(reporter: Reporter, result: Estimate, pricing: Pricing, table:
         for line in usage:
             reporter.info(f"  {line.address} {line.what}: {line.explain} -> {money(line.monthly)}")
         for item in doc["assumptions"]:
-            reporter.info(f"  assumption {item['name']} = {item['value']:,}: {item['what']}")
+            also = f" (shared resources: {item['shared_value']:,})" if item["shared_value"] != item["value"] else ""
+            reporter.info(f"  assumption {item['name']} = {item['value']:,}{also}: {item['what']}")
     _show_free(reporter, result.free)
     for item in result.unpriced:
         reporter.warn(f"not priced: {item['address']} ({item['type']}): {item['reason']}")
