@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from deploykit.sandbox import appconfig, apps, cache, netrules, pgtypes, rbac, registry
+from deploykit.sandbox import appconfig, apps, cache, netrules, network, pgtypes, rbac, registry
 from deploykit.sandbox.armtype import PRIVATE, PROVISIONING_STATE, ArmType, State, now_iso
 from deploykit.sandbox.bodies import deep_merge, stored_body
 from deploykit.sandbox.ids import ArmError, ParsedId
@@ -246,18 +246,9 @@ TYPES: tuple[ArmType, ...] = (
         on_create=_environment_created,
     ),
     *apps.TYPES,  # container apps and their revisions: sandbox/apps.py
-    # virtual-network/*: a PUT without subnets keeps them (azure-facts.md 3.16)
-    ArmType("Microsoft.Network/virtualNetworks", long_running=True, kept_when_omitted=("properties.subnets",)),
-    ArmType("Microsoft.Network/virtualNetworks/subnets", long_running=True),
-    ArmType("Microsoft.Network/networkSecurityGroups", long_running=True),
-    ArmType("Microsoft.Network/publicIPAddresses", long_running=True),
-    ArmType("Microsoft.Network/virtualNetworkGateways", long_running=True),
-    ArmType("Microsoft.Network/privateEndpoints", long_running=True),
-    ArmType("Microsoft.Network/privateEndpoints/privateDnsZoneGroups"),
-    ArmType("Microsoft.Network/privateDnsZones", long_running=True),
-    ArmType("Microsoft.Network/privateDnsZones/virtualNetworkLinks"),
-    ArmType("Microsoft.Network/dnsResolvers", long_running=True),
-    ArmType("Microsoft.Network/dnsResolvers/inboundEndpoints"),
+    # VNets and subnets, NSGs, public IPs, the VPN gateway, the DNS resolver, private DNS zones,
+    # private endpoints: sandbox/network.py (each entry names its example there)
+    *network.TYPES,
 )
 
 _BY_KEY: dict[str, ArmType] = {t.key: t for t in TYPES}

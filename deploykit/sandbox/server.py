@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from deploykit.errors import DeployKitError
-from deploykit.sandbox import apps, providers, rbac, registry
+from deploykit.sandbox import apps, network, providers, rbac, registry
 from deploykit.sandbox.ids import split_collection
 from deploykit.sandbox.store import ArmError, SandboxState, parse_id
 from deploykit.sandbox.tls import ensure_certificate
@@ -73,6 +73,10 @@ class Faults:
     # and SDK models suggest real Azure does (providers.ETAG_NOTE); the client must cope either way.
     etags: bool = True
     put_delay_ms: float = 0.0  # every PUT waits this long before it is applied (to make writers overlap)
+    # A VPN gateway's create and its later updates (roots, revocations) take this long; Azure's
+    # take 45 minutes or more (azure-facts-2.md 6). Other long-running types take lro_seconds.
+    gateway_seconds: float = network.GATEWAY_SECONDS
+    gateway_update_seconds: float = network.GATEWAY_UPDATE_SECONDS
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Faults:
@@ -87,6 +91,8 @@ class Faults:
             app_cold_start_ms=float(data.get("app_cold_start_ms", 500)),
             etags=bool(data.get("etags", True)),
             put_delay_ms=float(data.get("put_delay_ms", 0)),
+            gateway_seconds=float(data.get("gateway_seconds", network.GATEWAY_SECONDS)),
+            gateway_update_seconds=float(data.get("gateway_update_seconds", network.GATEWAY_UPDATE_SECONDS)),
         )
 
 
@@ -304,6 +310,9 @@ class SandboxServer:
         self.journal = Journal(state_dir / "journal.jsonl" if state_dir else None, run_id)
         self.faults = Faults()
         self.public_address = PublicAddress()
+        # Whether callers are "on the private network" (connected to the P2S VPN): a vault with
+        # public network access disabled refuses its data plane otherwise (PUT /_sandbox/vpn).
+        self.vpn_connected = True
         self._faults_lock = threading.Lock()
         self._vault_servers: dict[str, TLSListener] = {}
         self._app_servers: dict[str, TLSListener] = {}
@@ -656,9 +665,13 @@ class ArmHandler(_Handler):
         failure = rule.lro_fail if rule is not None else None
         if faults.put_delay_ms:
             time.sleep(faults.put_delay_ms / 1000)
-        created, record, op_id = self.sandbox.state.put_resource(
-            path, self._body(), faults.lro_seconds, failure, self._if_match()
-        )
+
+        def seconds(type_name: str, created: bool) -> float:
+            return network.operation_seconds(
+                type_name, created, faults.lro_seconds, faults.gateway_seconds, faults.gateway_update_seconds
+            )
+
+        created, record, op_id = self.sandbox.state.put_resource(path, self._body(), seconds, failure, self._if_match())
         status = 201 if created else 200
         headers: dict[str, str] = {}
         if op_id is not None:
@@ -756,6 +769,7 @@ class ArmHandler(_Handler):
                 sandbox.journal.clear()
                 sandbox.faults = Faults()
                 sandbox.public_address = PublicAddress()
+                sandbox.vpn_connected = True
                 sandbox.apps.reset()
                 self._send(200, {"reset": True})
             elif path == "/journal" and self.command == "GET":
@@ -785,6 +799,13 @@ class ArmHandler(_Handler):
                 self._send(200, {"failing": sandbox.apps.clear_image(None if image is None else str(image))})
             elif path == "/images/failing" and self.command == "GET":
                 self._send(200, {"failing": sandbox.apps.failing_images()})
+            elif path == "/vpn" and self.command in ("GET", "PUT"):
+                if self.command == "PUT":
+                    connected = self._body().get("connected")
+                    if not isinstance(connected, bool):
+                        raise ValueError("'connected' must be true or false")
+                    sandbox.vpn_connected = connected
+                self._send(200, {"connected": sandbox.vpn_connected})
             elif path == "/apps" and self.command == "GET":
                 self._send(200, {"value": sandbox.apps.snapshot()})
             elif path.startswith("/registries/"):
@@ -853,6 +874,9 @@ class VaultHandler(_Handler):
         state = self.sandbox.state
         if not state.vault_exists(vault):
             raise ArmError(404, "VaultNotFound", f"Vault '{vault}' does not exist.")
+        public, location = state.vault_public_access(vault)
+        if not public and not self.sandbox.vpn_connected:
+            return self._refuse_connection(vault, location)
         parts = [p for p in path.strip("/").split("/") if p]
         base = self.sandbox.vault_url(vault)
         if parts == ["secrets"] and self.command == "GET":
@@ -880,6 +904,19 @@ class VaultHandler(_Handler):
                 self._send(200, self._bundle(base, entry))
                 return 200
         raise ArmError(400, "BadParameter", f"{self.command} {path} is not supported by the sandbox vault.")
+
+    def _refuse_connection(self, vault: str, location: str) -> int:
+        """403 Forbidden / ForbiddenByConnection: public network access is off and the caller is not on the VPN.
+
+        Status, codes and the first line as Key Vault answers (quoted from real az and SDK errors in
+        public code and labs); the Caller line is the sandbox's own.
+        """
+        message = (
+            "Public network access is disabled and request is not from a trusted service nor via an approved private link.\r\n"
+            f"Caller: appid=sandbox;oid=sandbox\r\nVault: {vault};location={location.lower().replace(' ', '')}"
+        )
+        self._send(403, {"error": {"code": "Forbidden", "message": message, "innererror": {"code": "ForbiddenByConnection"}}})
+        return 403
 
     @staticmethod
     def _bundle(base: str, entry: dict[str, Any]) -> dict[str, Any]:

@@ -516,7 +516,7 @@ class SandboxState:
         self,
         rid: str,
         request: dict[str, Any],
-        lro_seconds: float = 0.0,
+        lro_seconds: float | Callable[[str, bool], float] = 0.0,
         failure: dict[str, str] | None = None,
         if_match: str | None = None,
     ) -> tuple[bool, dict[str, Any], str | None]:
@@ -530,6 +530,8 @@ class SandboxState:
         any other type is Succeeded at once (if it has a provisioningState at all). A type
         backed by a real service (a PostgreSQL server) has it started and configured before the
         answer. The first value is False for a creation the provider answers with 200 (keyValues).
+        `lro_seconds` may depend on the type and on whether it is a creation (type name, created)
+        -> seconds: a VPN gateway takes its own time (network.operation_seconds).
         """
         parsed = parse_id(rid)
         spec = providers.spec_for(parsed.type)
@@ -555,7 +557,8 @@ class SandboxState:
             resources[parsed.key] = record
             op_id = None
             if spec.long_running:
-                op_id = self._start_operation(parsed.key, lro_seconds, failure)
+                seconds = lro_seconds(spec.name, created) if callable(lro_seconds) else lro_seconds
+                op_id = self._start_operation(parsed.key, seconds, failure)
                 self._set_provisioning_state(record, "Creating" if created else "Updating")
             else:
                 self._set_provisioning_state(record, "Succeeded")
@@ -814,6 +817,16 @@ class SandboxState:
                 providers.spec_for(r["type"]).serves_secrets and r["id"].rsplit("/", 1)[-1].lower() == name.lower()
                 for r in self._data["resources"].values()
             )
+
+    def vault_public_access(self, name: str) -> tuple[bool, str]:
+        """(public network access enabled?, location) of a vault, for its data plane's network check."""
+        with self._reading():
+            for r in self._data["resources"].values():
+                if providers.spec_for(r["type"]).serves_secrets and r["id"].rsplit("/", 1)[-1].lower() == name.lower():
+                    props = r["body"].get("properties") if isinstance(r["body"].get("properties"), dict) else {}
+                    enabled = str(props.get("publicNetworkAccess", "Enabled")).lower() != "disabled"
+                    return enabled, str(r["body"].get("location", ""))
+            return True, ""
 
     def set_secret(self, vault: str, name: str, value: str, content_type: str | None, tags: dict | None) -> dict[str, Any]:
         with self._writing():
