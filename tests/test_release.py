@@ -58,8 +58,12 @@ def world() -> Iterator[dict]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+OUTPUTS: list[str] = []  # every stdout and stderr of this module's runs, for the secret canary
+
+
 def cli(world: dict, *args: str) -> tuple[int, dict, str]:
     result = run_invoke(*args, "--json", env=world["env"])
+    OUTPUTS.extend([result.stdout, result.stderr])
     return result.returncode, json.loads(result.stdout), result.stderr
 
 
@@ -154,7 +158,7 @@ def test_deploy_keeps_the_released_image_unless_a_tag_is_given(world: dict) -> N
     status, doc, stderr = cli(world, "drift", "--env", "beta")
     assert status == 0, doc["changes"]
     mark = world["sandbox"].journal_mark()
-    status, doc, stderr = cli(world, "step5", "--env", "beta", "--tag", "2026.12.2", "--yes")
+    status, doc, stderr = cli(world, "deploy", "--env", "beta", "--tag", "2026.12.2", "--yes")
     assert status == 0, stderr
     assert app_writes(world, mark) == 1
     assert serving_image(world) == f"{SERVER}/{REPOSITORY}:2026.12.2"
@@ -207,6 +211,9 @@ def test_a_rollback_after_a_good_release_returns_to_the_previous_image(world: di
     status, doc, stderr = cli(world, "release.status", "--env", "beta")
     row = next(a for a in doc["apps"] if a["app"] == APP)
     assert row["image"] == previous and row["released"]["task"] == "release.rollback"
+    table = run_invoke("release.status", "--env", "beta", env=world["env"])
+    OUTPUTS.extend([table.stdout, table.stderr])
+    assert table.returncode == 0 and row["serving_revision"] in table.stdout and "release.rollback" in table.stdout
 
 
 def test_a_failed_migration_stops_before_the_app_is_touched(world: dict) -> None:
@@ -237,3 +244,18 @@ def test_mistakes_exit_2_and_a_dry_run_writes_nothing(world: dict) -> None:
     assert status == 0 and digest in stderr
     assert next(c for c in doc["changes"] if c["address"] == ADDRESS)["action"] == "update"
     assert world["sandbox"].requests_since(mark)["writes"] == 0
+
+
+def test_no_secret_reaches_any_output_or_the_audit_log(world: dict) -> None:
+    """The canary: every value in the beta vault, searched for in every output and the audit log."""
+    box = world["sandbox"]
+    group = f"/subscriptions/{SANDBOX_SUBSCRIPTION}/resourceGroups/rg-trading-beta-data"
+    vault = f"{group}/providers/Microsoft.KeyVault/vaults/kv-trading-beta"
+    client = box.provider.secret_client(box.provider.read(vault, "2026-05-15")["properties"]["vaultUri"])
+    values = [client.get_secret(p.name).value for p in client.list_properties_of_secrets()]
+    secrets = [v for v in values if v and len(v) >= 8 and not v.startswith("127.0.0.1") and v != "sigmatiqadmin"]
+    assert secrets, "the vault holds the admin password, the cache key and the apps' database URLs"
+    texts = [*OUTPUTS, (world["root"] / "audit" / "audit.jsonl").read_text()]
+    assert len(OUTPUTS) >= 2 * 10  # every run above was captured
+    for secret in secrets:
+        assert not any(secret in text for text in texts)

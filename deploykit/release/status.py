@@ -73,9 +73,10 @@ def _row(ctx: RunContext, ref: AppRef, released: dict[str, dict[str, Any]]) -> d
             "provisioningError": lp.get("provisioningError"),
         }
     record = released.get(ref.address)
+    row["tag"] = row["tag"] or released.get(f"tag {image}", {}).get("tag")
     if record is not None and (record.get("image") == image or record.get("revision") == serving_name):
         row["released"] = {k: record.get(k) for k in ("when", "who", "task", "action", "tag", "revision", "run")}
-        row["tag"] = row["tag"] or record.get("tag")
+        row["released"]["tag"] = row["released"]["tag"] or row["tag"]
     else:
         row["released"] = None  # what serves was not put there by a release (step 5's deploy)
     failed = released.get(f"{ref.address} failed")
@@ -98,7 +99,9 @@ def _digest_for_tag(ctx: RunContext, actual: dict[str, Any], ref: AppRef, image:
 
 
 def last_releases(env: str | None) -> dict[str, dict[str, Any]]:
-    """The newest successful release, rollback or automatic rollback per app address in the audit log."""
+    """The newest successful release, rollback or automatic rollback per app address in the audit log,
+    the newest failed one (`"<address> failed"`) and the tag each pinned image was released as
+    (`"tag <image>"`)."""
     from deploykit.paths import audit_dir
 
     path = audit_dir() / "audit.jsonl"
@@ -117,9 +120,20 @@ def last_releases(env: str | None) -> dict[str, dict[str, Any]]:
             continue
         if record.get("result") == "ok" and record.get("image"):
             found[address] = record
+            if record.get("tag"):
+                found[f"tag {record['image']}"] = record  # which tag a pinned image was released as
         elif record.get("result") == "failed" and record.get("action") != "rollback":
             found[f"{address} failed"] = record
     return found
+
+
+def _short_image(row: dict[str, Any]) -> str:
+    """repository:tag for the table (the digest has its own column; JSON keeps the full reference)."""
+    image = str(row.get("image") or "")
+    if not image:
+        return "-"
+    repository = image.split("/", 1)[-1].split("@", 1)[0].rsplit(":", 1)[0] if "/" in image else image
+    return f"{repository}:{row['tag']}" if row.get("tag") else repository
 
 
 def _table(reporter: Reporter, req: Any, rows: list[dict[str, Any]]) -> None:
@@ -137,7 +151,7 @@ def _table(reporter: Reporter, req: Any, rows: list[dict[str, Any]]) -> None:
         table.add_row(
             row["app"],
             str(row["serving_revision"] or "none"),
-            str(row["image"] or "-"),
+            _short_image(row),
             str(row["digest"] or "-"),
             f"{row['health']} ({row['running_state']})",
             str(row["replicas"]),
