@@ -204,9 +204,13 @@ def test_a_rollback_after_a_good_release_returns_to_the_previous_image(world: di
     digest = push(world, "2026.12.4")
     assert release(world, "2026.12.4")[0] == 0
     assert serving_image(world).endswith(digest)
+    released = serving_image(world)
     status, doc, stderr = cli(world, "release.rollback", "--env", "beta", "--app", APP, "--yes")
     assert status == 0, stderr
     assert serving_image(world) == previous
+    status, doc, stderr = cli(world, "release.rollback", "--env", "beta", "--app", APP, "--dry-run")
+    again = next(c for c in doc["changes"] if c["address"] == ADDRESS)["diff"]
+    assert status == 0 and [d["new"] for d in again.values()] != [released]  # never back to what was rolled back
     assert readyz(world) == 200
     status, doc, stderr = cli(world, "release.status", "--env", "beta")
     row = next(a for a in doc["apps"] if a["app"] == APP)

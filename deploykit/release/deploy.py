@@ -138,11 +138,11 @@ def _apply(
         raise ApplyError(f"{why}; nothing was rolled back: see `invoke release.status --env {ref.env.env}`")
     if not previous:
         raise ApplyError(f"revision {failed} is not healthy: {why}; no earlier revision to return to")
-    back = rollback_to(ctx, ref, previous, f"release {tag}: revision {failed} not healthy", failed, why)
+    back = rollback_to(ctx, ref, previous, f"release {tag}: revision {failed} not healthy", failed, why, image)
     raise ApplyError(f"revision {failed} is not healthy: {why}; rolled back: {back} runs {previous} again (audit log: rollback)")
 
 
-def rollback_to(ctx: RunContext, ref: AppRef, image: str, reason: str, failed: str | None, why: str) -> str:
+def rollback_to(ctx: RunContext, ref: AppRef, image: str, reason: str, failed: str | None, why: str, failed_image: str) -> str:
     """Roll the previous image out again after a failed release, verify it, audit it; its revision's name."""
     provider = ctx.provider()
     roll(provider, ref, rollout_body(provider, ref, read_app(provider, ref), image))
@@ -156,6 +156,7 @@ def rollback_to(ctx: RunContext, ref: AppRef, image: str, reason: str, failed: s
         "changed_fields": [f"properties.template.containers[{ref.app.name}].image"],
         "reason": reason,
         "failed_revision": failed,
+        "failed_image": failed_image,  # release.rollback never returns to it
         "failure": why,
         "image": image,
         "digest": digest_of(image),

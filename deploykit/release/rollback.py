@@ -10,6 +10,8 @@ old revision there is UNVERIFIED). Planned, confirmed and audited by the one flo
 from __future__ import annotations
 
 import functools
+import json
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from deploykit.engine.flow import RunContext, Work, run
@@ -24,6 +26,7 @@ from deploykit.release.revisions import (
     main_image,
     props,
     read_app,
+    read_revision,
     roll,
     rollout_body,
     verify,
@@ -47,7 +50,7 @@ def plan_rollback(ctx: RunContext) -> Work:
     actual = read_app(provider, ref)
     revisions = list_revisions(provider, ref)
     serving = props(actual).get("latestReadyRevisionName")
-    target = choose(ref, revisions, serving, getattr(options, "revision", None))
+    target = choose(ref, revisions, serving, getattr(options, "revision", None), rejected_images(options.env, ref))
     image = main_image(target, ref)
     if not image:
         raise UserError(f"--revision: {target.get('name')} runs no image of {ref.app.name}; allowed: another revision")
@@ -63,8 +66,35 @@ def plan_rollback(ctx: RunContext) -> Work:
     )
 
 
-def choose(ref: AppRef, revisions: list[dict[str, Any]], serving: str | None, named: str | None) -> dict[str, Any]:
-    """The revision named (by full name or suffix), else the previous healthy one."""
+def rejected_images(env: str | None, ref: AppRef) -> set[str]:
+    """Images this app was taken off (audit log): a failed release's, and what a rollback replaced.
+
+    A revision that failed readiness looks like any other once inactive, and "previous" after a
+    rollback would otherwise be the release just rolled back; neither is a healthy target.
+    """
+    from deploykit.paths import audit_dir
+
+    path = audit_dir() / "audit.jsonl"
+    if not path.exists():
+        return set()
+    found: set[str] = set()
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a torn last line of a killed run
+        if not isinstance(record, dict) or record.get("env") != env or record.get("address") != ref.address:
+            continue
+        for key in ("failed_image", "replaced_image"):
+            if isinstance(record.get(key), str) and record.get("result") == "ok":
+                found.add(record[key])
+    return found
+
+
+def choose(
+    ref: AppRef, revisions: list[dict[str, Any]], serving: str | None, named: str | None, rejected: AbstractSet[str] = frozenset()
+) -> dict[str, Any]:
+    """The revision named (by full name or suffix), else the previous healthy one (never a rejected image)."""
     names = [str(r.get("name")) for r in revisions]
     if named:
         wanted = {named.lower(), f"{ref.resource_name}--{named}".lower()}
@@ -80,11 +110,12 @@ def choose(ref: AppRef, revisions: list[dict[str, Any]], serving: str | None, na
     now = main_image(revisions[index], ref)
     for revision in reversed(revisions[:index]):
         failed = str(props(revision).get("provisioningState", "")).lower() in FAILED_STATES
-        if not failed and main_image(revision, ref) not in (None, now):
+        image = main_image(revision, ref)
+        if not failed and image not in (None, now) and image not in rejected:
             return revision
     raise UserError(
-        f"--revision: {ref.resource_name} has no earlier revision with another image than {now}; "
-        f"allowed: one of {', '.join(names)}"
+        f"--revision: {ref.resource_name} has no earlier healthy revision with another image than {now} "
+        f"(images of failed or rolled-back releases are skipped); allowed: one of {', '.join(names)}"
     )
 
 
@@ -101,8 +132,16 @@ def _change(ref: AppRef, actual: dict[str, Any], revisions: list[dict[str, Any]]
 
 def _apply(ctx: RunContext, ref: AppRef, target: dict[str, Any], image: str) -> dict[str, Any]:
     provider = ctx.provider()
-    roll(provider, ref, rollout_body(provider, ref, read_app(provider, ref), image))
+    actual = read_app(provider, ref)
+    replaced = main_image(read_revision(provider, ref, props(actual).get("latestReadyRevisionName")), ref)
+    roll(provider, ref, rollout_body(provider, ref, actual, image))
     health, _ = verify(ctx, ref)
     if not health.ok:
         raise ApplyError(f"the rollback to {target.get('name')}'s image is not healthy: {health.problem}")
-    return {"image": image, "digest": digest_of(image), "revision": health.revision, "returned_to": target.get("name")}
+    return {
+        "image": image,
+        "digest": digest_of(image),
+        "revision": health.revision,
+        "returned_to": target.get("name"),
+        "replaced_image": replaced,  # never chosen again as "the previous healthy" image
+    }
