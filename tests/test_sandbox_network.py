@@ -369,6 +369,58 @@ def test_gateway_create_is_long_and_survives_its_client(box: Sandbox, vnet: dict
     box.control("DELETE", "/faults")
 
 
+# A CLI run's sandbox lives in the CLI's process: this child starts one, sends the gateway PUT and is
+# killed (SIGKILL) while the gateway builds, as a Ctrl-C'd or crashed `invoke step6` would be.
+KILLED_CLIENT = """
+import os, signal, sys
+from deploykit.sandbox.server import SandboxServer
+from tests.conftest import Sandbox
+from tests.test_sandbox_network import GATEWAY_ID, NET_API, RG, VNET_ID, SUBNETS, gateway_body, put, vnet_body
+box = Sandbox(SandboxServer(__import__("pathlib").Path(sys.argv[1]), run_id="killed"))
+box.faults(gateway_seconds=float(sys.argv[2]))
+put(box, "Microsoft.Resources/resourceGroups", RG, {"location": "centralus"})
+put(box, "Microsoft.Network/virtualNetworks", VNET_ID, vnet_body({"GatewaySubnet": SUBNETS["GatewaySubnet"]}))
+pip = {"location": "centralus", "sku": {"name": "Standard"}, "zones": ["1"]}
+box.provider.send_raw("PUT", RG + "/providers/Microsoft.Network/publicIPAddresses/pip-gw", NET_API, body=pip)
+status, _, answer = box.provider.send_raw("PUT", GATEWAY_ID, NET_API, body=gateway_body())
+print(status, answer["properties"]["provisioningState"], flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_gateway_operation_outlives_a_killed_cli_process(tmp_path) -> None:
+    """The gateway's operation is in the state file: the next process's sandbox shows it Updating, then Succeeded."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    seconds = 3.0
+    folder = tmp_path / "killed"
+    started = time.monotonic()
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_CLIENT, str(folder), str(seconds)],
+        cwd=REPO,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == -9, child.stderr[-2000:]
+    assert child.stdout.split() == ["201", "Updating"]
+    server = SandboxServer(folder, run_id="next")
+    try:
+        provider = Sandbox(server).provider
+        states = [provider.read(GATEWAY_ID, NET_API)["properties"]["provisioningState"]]
+        while states[-1] != "Succeeded" and time.monotonic() - started < seconds + 10:
+            time.sleep(0.1)
+            states.append(provider.read(GATEWAY_ID, NET_API)["properties"]["provisioningState"])
+        assert states[0] == "Updating" and states[-1] == "Succeeded"
+        assert time.monotonic() - started >= seconds
+    finally:
+        server.stop()
+
+
 # ---- DNS resolver, private DNS ---------------------------------------------------------------------
 RESOLVER = f"{NET}/dnsResolvers/dnspr-net"
 
