@@ -992,6 +992,7 @@ def _zone_group_after_delete(state: State, record: dict[str, Any]) -> None:
 def _zone_group_computed(out: dict[str, Any], vault_url: Any) -> None:
     """PrivateEndpointDnsZoneGroupCreate.json answers without `type`."""
     out.pop("type", None)
+    _rp_state(out)
 
 
 # ---- the table's entries (spliced into providers.TYPES) ---------------------------------------
