@@ -133,13 +133,16 @@ def test_the_image_of_a_real_container_app_answer_is_adopted() -> None:
 def test_a_release_of_a_good_tag_converges_and_is_verified(world: dict) -> None:
     digest = push(world, "2026.12.1")
     before = serving_image(world)
+    (world["migrations"] / "0002_sessions.sql").write_text("CREATE TABLE sessions (id bigint PRIMARY KEY);\n")
     status, doc, stderr = release(world, "2026.12.1")
     assert status == 0, stderr
     assert digest in stderr  # the registry's digest is shown with the plan
     change = next(c for c in doc["changes"] if c["address"] == ADDRESS)
     assert change["result"] == "ok" and change["action"] == "update"
-    migrated = [c for c in doc["changes"] if c["address"] == "migrations.sigmatiq_auth"]
-    assert [c["action"] for c in migrated] == ["unchanged"]  # applied by deploy; planned, nothing pending
+    [migrated] = [c for c in doc["changes"] if c["address"] == "migrations.sigmatiq_auth"]
+    assert migrated["diff"]["pending"]["new"] == ["0002_sessions.sql"] and migrated["result"] == "ok"
+    lines = [(r["address"], r["result"]) for r in audit_lines(world) if r.get("task") == "release"]
+    assert lines.index(("migrations.sigmatiq_auth", "ok")) < lines.index((ADDRESS, "started"))  # migrations first
     after = app(world)["properties"]
     assert after["latestReadyRevisionName"] == after["latestRevisionName"]
     assert serving_image(world) == f"{SERVER}/{REPOSITORY}@{digest}" != before
@@ -221,7 +224,7 @@ def test_a_rollback_after_a_good_release_returns_to_the_previous_image(world: di
 
 
 def test_a_failed_migration_stops_before_the_app_is_touched(world: dict) -> None:
-    broken = world["migrations"] / "0002_broken.sql"
+    broken = world["migrations"] / "0003_broken.sql"
     broken.write_text("INSERT INTO no_such_table VALUES (1);\n")
     push(world, "2026.12.5")
     before = image_of(app(world))
@@ -231,7 +234,7 @@ def test_a_failed_migration_stops_before_the_app_is_touched(world: dict) -> None
     finally:
         broken.unlink()
     assert status == 1
-    assert "0002_broken.sql" in stderr and "42P01" in stderr, stderr
+    assert "0003_broken.sql" in stderr and "42P01" in stderr, stderr
     change = next(c for c in doc["changes"] if c["address"] == ADDRESS)
     assert change["result"] == "failed" and "not attempted: migrations.sigmatiq_auth failed" in change["error"]
     assert app_writes(world, mark) == 0 and image_of(app(world)) == before
