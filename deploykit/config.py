@@ -248,6 +248,14 @@ class RegistryConfig(Strict):
     sku: Literal["Basic", "Standard", "Premium"]
     retention_days: Annotated[int, Field(ge=0, le=365)]
     admin_user_enabled: bool = False
+    # ABAC registries ignore AcrPull: apps then get Container Registry Repository Reader (azure-facts-2.md 2.5).
+    role_assignment_mode: Literal["LegacyRegistryPermissions", "AbacRepositoryPermissions"] = "LegacyRegistryPermissions"
+
+    @property
+    def pull_role(self) -> str:
+        """The role (by name in playbooks/roles.yaml) that lets an identity pull from this registry."""
+        abac = self.role_assignment_mode == "AbacRepositoryPermissions"
+        return "Container Registry Repository Reader" if abac else "AcrPull"
 
     @model_validator(mode="after")
     def _retention_needs_premium(self) -> RegistryConfig:

@@ -1,7 +1,8 @@
 """`deploy`: every step of an environment, its databases and migrations, one plan, one graph.
 
-The steps plan as usual. db.create and db.migrate join the same graph after step 3 (they need
-the server, its admin password and the extension allow-list) and before the apps (which read
+The steps plan as usual. db.create and db.migrate join the same graph after the server's step
+(3 in beta, 7 in prod: they need the server, its admin password, the extension allow-list and,
+on a private network, its private endpoint) and before the apps (which read
 the database URLs db.create writes). When the server already exists their own changes are
 planned and shown; on a fresh environment each is one deferred change, planned and applied
 once the server exists. The apps' health is checked last, by the steps' own checks.
@@ -27,17 +28,18 @@ def plan_deploy(ctx: RunContext) -> Work:
     steps = plan_steps(ctx, None)
     options = ctx.options
     env = ctx.platform.envs[options.env or ""] if ctx.platform else None
-    if env is None or not steps.plan.state_read or "step3" not in env.steps:
-        return steps
+    if env is None or not steps.plan.state_read or f"pg.{env.env}" not in steps.plan.by_address():
+        return steps  # no server among the steps (step 3 in beta, step 7 in prod): no databases
     from deploykit.db.database import DbContext, DbRequest
 
     request = DbRequest(options.task, options.env, options.target, options.dry_run, options.as_json, options.yes)
     db = DbContext(request, ctx, ctx.platform, env)  # type: ignore[arg-type]
     by_address = steps.plan.by_address()
     e = env.env
-    inputs = [
-        a for a in (f"pg.{e}", f"secret.{e}.{env.postgres.admin_password_secret}", f"pg.{e}.azure-extensions") if a in by_address
-    ]
+    # The server, its password and extension allow-list; on a private network also the server's
+    # private endpoint and its DNS record (the only way in).
+    wanted = (f"pg.{e}", f"secret.{e}.{env.postgres.admin_password_secret}", f"pg.{e}.azure-extensions", f"pe.{e}.pg.zones")
+    inputs = [a for a in wanted if a in by_address]
     server_ready = all(by_address[a].action is Action.UNCHANGED for a in inputs)
     create = _create_work(db, server_ready)
     migrate = _migrate_work(db, server_ready and not create.plan.pending)

@@ -109,11 +109,26 @@ def _raw_json(pipeline_response: Any, _deserialized: Any, _headers: Any) -> Any:
     return response.json() if response.text() else None
 
 
+PRIVATE_ONLY_HINT = (
+    "(it accepts callers on its private network only: connect the point-to-site VPN first, "
+    "runbooks/vpn.client.md, with DNS through the resolver, and run again)"
+)
+
+
+def _private_only(exc: HttpResponseError, message: str) -> bool:
+    """A data plane with public network access off refusing a caller from outside (Key Vault: ForbiddenByConnection)."""
+    inner = getattr(exc.error, "innererror", None) if exc.error is not None else None
+    inner_code = inner.get("code") if isinstance(inner, dict) else None
+    return inner_code == "ForbiddenByConnection" or "public network access is disabled" in message.lower()
+
+
 def azure_error(exc: HttpResponseError) -> AzureOperationError:
     """Translate an SDK error into ours, keeping Azure's error code and message."""
     code = (exc.error.code if exc.error is not None else None) or getattr(exc, "reason", None) or "HttpError"
     message = (exc.error.message if exc.error is not None else None) or str(exc.message or exc).splitlines()[0]
     status = exc.status_code
+    if _private_only(exc, message):
+        message = f"{message.rstrip()} {PRIVATE_ONLY_HINT}"
     if code == "ScopeLocked":
         return ResourceLockedError(code, message, status)
     return AzureOperationError(code, message, status)

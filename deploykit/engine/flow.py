@@ -179,7 +179,7 @@ def _run_checks(ctx: RunContext, work: Work) -> list[str]:
     for problem in problems:
         ctx.reporter.warn(problem)
     if not problems:
-        ctx.reporter.info("Checks passed: verified beyond ARM state (every app answered its health endpoints).")
+        ctx.reporter.info("Checks passed: verified beyond ARM state (every app's latest revision healthy, as health.mode asks).")
     options = ctx.options
     audit(
         options.task, options.env, options.target, [{"check": "failed", "problem": p} for p in problems] or [{"check": "passed"}]

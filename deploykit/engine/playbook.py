@@ -75,6 +75,8 @@ def render_template(path: Path, context: Mapping[str, Any]) -> Any:
     try:
         # YAML, not HTML: autoescape would corrupt values; tojson does the quoting.
         environment = jinja2.Environment(
+            # A step may render another's playbook ({% include "step4.yaml.j2" %}: step 8 is step 4 for prod).
+            loader=jinja2.FileSystemLoader(path.parent),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
             autoescape=False,  # noqa: S701

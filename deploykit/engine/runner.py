@@ -146,7 +146,18 @@ def _base_values(platform: Platform, env: str | None) -> dict[str, Any]:
     roles_file = playbook_dir() / "roles.yaml"
     roles = parse_yaml(read_text_file(roles_file, display(roles_file)), display(roles_file)) or {}
     env_cfg = platform.envs.get(env or "")
-    return {"roles": roles, "tag": env_cfg.image_tag if env_cfg else "latest"}
+    return {"roles": roles, "tag": env_cfg.image_tag if env_cfg else "latest", "vpn_certificates": _vpn_certificates(env_cfg)}
+
+
+def _vpn_certificates(env_cfg: Any) -> dict[str, Any] | None:
+    """The gateway's roots and revocations from certs/<env>/index.json; None without one (left alone)."""
+    if env_cfg is None or env_cfg.vpn is None or env_cfg.network is None:
+        return None
+    from deploykit.paths import certs_dir
+    from deploykit.vpn.gateway_lists import declared_lists
+    from deploykit.vpn.pki import CertStore
+
+    return declared_lists(CertStore(certs_dir() / env_cfg.env))
 
 
 def converge_work(

@@ -30,6 +30,10 @@ STEPS: dict[str, Step] = {
         Step("step3", "env data: vault, PostgreSQL, Redis, connection secrets", "env"),
         Step("step4", "app infrastructure: identity, App Configuration, Container Apps environment, roles", "env"),
         Step("step5", "the apps, then their health verified", "env", uses_tag=True),
+        Step("step6", "private network: VNet, NSGs, VPN gateway, DNS resolver, private DNS zones", "env"),
+        Step("step7", "private data: vault, PostgreSQL, Redis behind private endpoints, connection secrets", "env"),
+        Step("step8", "app infrastructure inside the VNet: identity, App Configuration, environment, roles", "env"),
+        Step("step9", "the apps from promoted images, then their health verified", "env", uses_tag=True),
     )
 }
 
