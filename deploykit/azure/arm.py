@@ -126,6 +126,7 @@ def azure_error(exc: HttpResponseError) -> AzureOperationError:
     """Translate an SDK error into ours, keeping Azure's error code and message."""
     code = (exc.error.code if exc.error is not None else None) or getattr(exc, "reason", None) or "HttpError"
     message = (exc.error.message if exc.error is not None else None) or str(exc.message or exc).splitlines()[0]
+    message = " ".join(str(message).split())  # Key Vault's messages span lines (Caller:, Vault:): one line each
     status = exc.status_code
     if _private_only(exc, message):
         message = f"{message.rstrip()} {PRIVATE_ONLY_HINT}"
