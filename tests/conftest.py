@@ -7,7 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -98,14 +100,18 @@ def audit_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+def invoke_path() -> str:
+    """The `invoke` of the interpreter running the tests (its venv), whatever PATH says."""
+    return shutil.which("invoke", path=str(Path(sys.executable).parent)) or "invoke"
+
+
 def run_invoke(
     *args: str, cwd: Path = REPO, env: dict[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run the real CLI as a user would; tasks.py is found in the repo even from another cwd."""
-    invoke = shutil.which("invoke", path=str(Path(sys.executable).parent)) or "invoke"
     environment = {**(env or os.environ), "PYTHONPATH": str(REPO), "COLUMNS": "200"}
     return subprocess.run(
-        [invoke, "--search-root", str(REPO), *args],
+        [invoke_path(), "--search-root", str(REPO), *args],
         cwd=cwd,
         env=environment,
         input=stdin if stdin is not None else "",
@@ -160,3 +166,27 @@ def beta_vault(sandbox) -> Sandbox:
     """The beta vault step 3 will create, seeded so db.create can store role passwords."""
     sandbox.seed_vault("rg-trading-beta-data", "kv-trading-beta")
     return sandbox
+
+
+@contextmanager
+def project_world(prefix: str, run_id: str) -> Iterator[dict]:
+    """A copy of config/ and playbooks/ (the caller edits it) with its own sandbox, for a module's CLI runs.
+
+    Made outside pytest's 0700 temporary root: as root, the sandbox's PostgreSQL runs as another user.
+    """
+    from deploykit.sandbox.store import remove_state
+
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)
+    project = root / "project"
+    for folder in ("config", "playbooks"):
+        shutil.copytree(REPO / folder, project / folder)
+    server = SandboxServer(root / "sandbox", run_id=run_id)
+    box = Sandbox(server)
+    env = {**box.env(), "DEPLOYKIT_AUDIT_DIR": str(root / "audit"), "DEPLOYKIT_ROOT": str(project)}
+    try:
+        yield {"sandbox": box, "env": env, "root": root, "project": project}
+    finally:
+        server.stop()
+        remove_state(root / "sandbox")
+        shutil.rmtree(root, ignore_errors=True)

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import ssl
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,9 +17,7 @@ from pathlib import Path
 import pytest
 
 from deploykit.azure.target import SANDBOX_SUBSCRIPTION
-from deploykit.sandbox.server import SandboxServer
-from deploykit.sandbox.store import remove_state
-from tests.conftest import REPO, Sandbox, run_invoke
+from tests.conftest import REPO, project_world, run_invoke
 from tests.helpers import set_yaml_value
 
 APPS = [a["name"] for a in __import__("yaml").safe_load((REPO / "config" / "beta.yaml").read_text())["apps"]]
@@ -33,22 +29,10 @@ OUTPUTS: list[str] = []  # every stdout and stderr of this module's runs, for th
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[dict]:
-    # Outside pytest's 0700 temporary root: as root, the sandbox's PostgreSQL runs as another user.
-    root = Path(tempfile.mkdtemp(prefix="deploykit-e2e-"))
-    root.chmod(0o755)
-    project = root / "project"  # the repo's config and playbooks, health timeout shortened for the fault tests
-    for folder in ("config", "playbooks"):
-        shutil.copytree(REPO / folder, project / folder)
-    set_yaml_value(project / "config" / "beta.yaml", ["health", "timeout_seconds"], 20)
-    server = SandboxServer(root / "sandbox", run_id="e2e")
-    box = Sandbox(server)
-    env = {**box.env(), "DEPLOYKIT_AUDIT_DIR": str(root / "audit"), "DEPLOYKIT_ROOT": str(project)}
-    try:
-        yield {"sandbox": box, "env": env, "root": root}
-    finally:
-        server.stop()
-        remove_state(root / "sandbox")
-        shutil.rmtree(root, ignore_errors=True)
+    with project_world("deploykit-e2e-", "e2e") as made:
+        # the repo's config and playbooks, health timeout shortened for the fault tests
+        set_yaml_value(made["project"] / "config" / "beta.yaml", ["health", "timeout_seconds"], 20)
+        yield made
 
 
 def deploy(world: dict, *extra: str) -> tuple[int, dict, str]:

@@ -8,22 +8,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import yaml
 
 from deploykit.azure.target import SANDBOX_SUBSCRIPTION
-from deploykit.sandbox.server import SandboxServer
-from deploykit.sandbox.store import remove_state
-from tests.conftest import REPO, Sandbox, run_invoke
+from tests.conftest import REPO, Sandbox, invoke_path, project_world, run_invoke
 from tests.helpers import set_yaml_value
 
 PROD = yaml.safe_load((REPO / "config" / "prod.yaml").read_text())
@@ -37,22 +31,9 @@ GATEWAY_API = "2026-03-01"
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[dict]:
-    # Outside pytest's 0700 temporary root: as root, the sandbox's PostgreSQL runs as another user.
-    root = Path(tempfile.mkdtemp(prefix="deploykit-prod-"))
-    root.chmod(0o755)
-    project = root / "project"
-    for folder in ("config", "playbooks"):
-        shutil.copytree(REPO / folder, project / folder)
-    set_yaml_value(project / "config" / "prod.yaml", ["health", "timeout_seconds"], 60)
-    server = SandboxServer(root / "sandbox", run_id="prod-e2e")
-    box = Sandbox(server)
-    env = {**box.env(), "DEPLOYKIT_AUDIT_DIR": str(root / "audit"), "DEPLOYKIT_ROOT": str(project)}
-    try:
-        yield {"sandbox": box, "env": env, "project": project}
-    finally:
-        server.stop()
-        remove_state(root / "sandbox")
-        shutil.rmtree(root, ignore_errors=True)
+    with project_world("deploykit-prod-", "prod-e2e") as made:
+        set_yaml_value(made["project"] / "config" / "prod.yaml", ["health", "timeout_seconds"], 60)
+        yield made
 
 
 def cli(world: dict, *args: str) -> tuple[int, dict, str]:
@@ -148,7 +129,7 @@ def test_a_run_killed_while_the_gateway_builds_is_waited_for_not_sent_again(worl
     box: Sandbox = world["sandbox"]
     _delete_gateway(box)
     box.faults(gateway_seconds=8)
-    invoke = shutil.which("invoke", path=str(Path(sys.executable).parent)) or "invoke"
+    invoke = invoke_path()
     environment = {**world["env"], "PYTHONPATH": str(REPO)}
     mark = box.journal_mark()
     process = subprocess.Popen(

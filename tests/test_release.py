@@ -7,20 +7,15 @@ the later ones release auth-api's images (pushed to the sandbox registry as CI w
 from __future__ import annotations
 
 import json
-import shutil
 import ssl
-import tempfile
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from deploykit.azure.target import SANDBOX_SUBSCRIPTION
 from deploykit.engine.compare import adopt_running
-from deploykit.sandbox.server import SandboxServer
-from deploykit.sandbox.store import remove_state
-from tests.conftest import REPO, Sandbox, load_example, run_invoke
+from tests.conftest import load_example, project_world, run_invoke
 from tests.helpers import set_yaml_value
 
 APP = "auth-api"
@@ -34,28 +29,15 @@ ADDRESS = f"app.beta.{APP}"
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[dict]:
-    # Outside pytest's 0700 temporary root: as root, the sandbox's PostgreSQL runs as another user.
-    root = Path(tempfile.mkdtemp(prefix="deploykit-release-"))
-    root.chmod(0o755)
-    project = root / "project"
-    for folder in ("config", "playbooks"):
-        shutil.copytree(REPO / folder, project / folder)
-    set_yaml_value(project / "config" / "beta.yaml", ["health", "timeout_seconds"], 15)
-    migrations = project / "migrations" / "auth"  # sigmatiq_auth, owned by auth-api
-    migrations.mkdir(parents=True)
-    (migrations / "0001_accounts.sql").write_text("CREATE TABLE accounts (id bigint PRIMARY KEY);\n")
-    server = SandboxServer(root / "sandbox", run_id="release")
-    box = Sandbox(server)
-    env = {**box.env(), "DEPLOYKIT_AUDIT_DIR": str(root / "audit"), "DEPLOYKIT_ROOT": str(project)}
-    try:
-        world = {"sandbox": box, "env": env, "root": root, "migrations": migrations}
+    with project_world("deploykit-release-", "release") as made:
+        set_yaml_value(made["project"] / "config" / "beta.yaml", ["health", "timeout_seconds"], 15)
+        migrations = made["project"] / "migrations" / "auth"  # sigmatiq_auth, owned by auth-api
+        migrations.mkdir(parents=True)
+        (migrations / "0001_accounts.sql").write_text("CREATE TABLE accounts (id bigint PRIMARY KEY);\n")
+        world = {**made, "migrations": migrations}
         status, _doc, stderr = cli(world, "deploy", "--env", "beta", "--yes")
         assert status == 0, stderr
         yield world
-    finally:
-        server.stop()
-        remove_state(root / "sandbox")
-        shutil.rmtree(root, ignore_errors=True)
 
 
 OUTPUTS: list[str] = []  # every stdout and stderr of this module's runs, for the secret canary

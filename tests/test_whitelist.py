@@ -22,7 +22,7 @@ from deploykit.azure.target import SANDBOX_SUBSCRIPTION
 from deploykit.engine.model import ResourceSpec
 from deploykit.sandbox.server import SandboxServer
 from deploykit.sandbox.store import remove_state
-from tests.conftest import REPO, Sandbox, run_invoke
+from tests.conftest import REPO, Sandbox, invoke_path, run_invoke
 
 DATA_GROUP = f"/subscriptions/{SANDBOX_SUBSCRIPTION}/resourceGroups/rg-trading-beta-data"
 SHARED_GROUP = f"/subscriptions/{SANDBOX_SUBSCRIPTION}/resourceGroups/rg-trading-shared"
@@ -205,7 +205,7 @@ def concurrent_adds(world: dict, adds: list[tuple[str, str]], services: str) -> 
     runs = []
     for ip, owner in adds:
         env = {**world["env"], "DEPLOYKIT_NOW": NOW.isoformat(), "USER": owner, "LOGNAME": owner, "PYTHONPATH": str(REPO)}
-        invoke = shutil.which("invoke") or "invoke"
+        invoke = invoke_path()
         command = [invoke, "--search-root", str(REPO), "whitelist.add", "--env", "beta", "--ip", ip, "--services", services]
         runs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return [(run.wait(timeout=120), run.stderr.read() if run.stderr else "") for run in runs]
