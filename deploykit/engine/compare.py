@@ -33,10 +33,17 @@ class TypeRules:
 
 
 @cache
+def _rules_by_type() -> dict[str, dict[str, list[str]]]:
+    """normalise.yaml, read once per process (the C loader where PyYAML has it)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    data = yaml.load(RULES_FILE.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 - a safe loader
+    return {k.lower(): v for k, v in data.items()}
+
+
+@cache
 def rules_for(resource_type: str) -> TypeRules:
     """The default rules merged with the type's own (type names compared case-insensitively)."""
-    data = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))
-    by_type = {k.lower(): v for k, v in data.items()}
+    by_type = _rules_by_type()
     merged: dict[str, set[str]] = {}
     for block in (by_type.get("default", {}), by_type.get(resource_type.lower(), {})):
         for rule, paths in block.items():
