@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from deploykit.azure.target import SANDBOX_SUBSCRIPTION
+from deploykit.engine.model import ResourceSpec
 from tests.conftest import REPO, Sandbox, invoke_path, project_world, run_invoke
 from tests.helpers import set_yaml_value
 
@@ -80,6 +81,15 @@ def test_no_data_service_of_prod_is_reachable_from_the_internet(world: dict) -> 
             if c["properties"]["privateLinkServiceConnectionState"]["status"] == "Approved"
         ]
         assert linked, f"{target['name']} has no approved private endpoint"
+    # The connection belongs to the endpoint: a later PUT of the vault that omits it keeps it.
+    body = {k: v for k, v in vault.items() if k in ("location", "properties", "tags")}
+    body["properties"] = {k: v for k, v in body["properties"].items() if k != "privateEndpointConnections"}
+    vault_id = f"{DATA}/Microsoft.KeyVault/vaults/{PROD['key_vault']['name']}"
+    provider.put(ResourceSpec("kv.prod", "Microsoft.KeyVault/vaults", "2026-05-15", vault_id, {}, "test"), body)
+    assert (
+        provider.read(vault_id, "2026-05-15")["properties"]["privateEndpointConnections"]
+        == vault["properties"]["privateEndpointConnections"]
+    )
     environment = provider.read(
         f"{APPS}/Microsoft.App/managedEnvironments/{PROD['container_apps_environment']['name']}", "2026-07-01"
     )

@@ -137,7 +137,13 @@ TYPES: tuple[ArmType, ...] = (
                 "tags": {},
             }
         ),
-        read_only=("properties.hostName", "properties.port", "properties.sslPort", "properties.instances"),
+        read_only=(
+            "properties.hostName",
+            "properties.port",
+            "properties.sslPort",
+            "properties.instances",
+            "properties.privateEndpointConnections",
+        ),
         on_create=_created,
         computed=_computed,
         actions=MappingProxyType({"listkeys": _list_keys, "regeneratekey": _regenerate_key}),

@@ -136,6 +136,7 @@ SERVER = ArmType(
         "properties.backup.earliestRestoreDate",
         "properties.highAvailability.state",
         "properties.replicaCapacity",
+        "properties.privateEndpointConnections",  # made by private endpoints, kept across PUTs
     ),
     write_only=("properties.administratorLoginPassword", "properties.createMode", "properties.pointInTimeUTC"),
     kept_when_omitted=CREATE_ONLY,

@@ -170,7 +170,7 @@ TYPES: tuple[ArmType, ...] = (
                 }
             }
         ),
-        read_only=("properties.vaultUri",),
+        read_only=("properties.vaultUri", "properties.privateEndpointConnections"),
         write_only=("properties.createMode",),
         recase=_frozen({"properties.sku.name": "lower"}),
         serves_secrets=True,
@@ -209,7 +209,7 @@ TYPES: tuple[ArmType, ...] = (
                 }
             }
         ),
-        read_only=("properties.loginServer", "properties.creationDate", "sku.tier"),
+        read_only=("properties.loginServer", "properties.creationDate", "sku.tier", "properties.privateEndpointConnections"),
         recase=_frozen({"properties.policies.retentionPolicy.status": "lower"}),
         before_put=netrules.registry_before_put,  # networkRuleSet: IPv4 rules, Premium only
         on_create=_registry_created,
