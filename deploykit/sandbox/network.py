@@ -443,20 +443,10 @@ def _nsg_before_put(state: State, parsed: ParsedId, existing: dict[str, Any] | N
     """Each rule gains its id and provisioningState (NetworkSecurityGroupGet.json)."""
     body = stored_body(_spec(NSG), existing["body"] if existing else None, request)
     nsg_id = existing["id"] if existing else parsed.id
-    rules = []
-    for rule in properties(body).get("securityRules") or []:
-        if not isinstance(rule, dict) or not rule.get("name"):
-            raise _bad("InvalidRequestFormat", "Cannot parse the request: every security rule needs a name.")  # UNVERIFIED
-        props = {k: v for k, v in properties(rule).items() if k != "provisioningState"}
-        rules.append(
-            {
-                "name": rule["name"],
-                "id": f"{nsg_id}/securityRules/{rule['name']}",
-                "etag": _weak_etag(),
-                "properties": {**props, "provisioningState": "Succeeded"},
-            }
-        )
-    body.setdefault("properties", {})["securityRules"] = rules
+    rules = properties(body).get("securityRules") or []
+    if any(not isinstance(rule, dict) or not rule.get("name") for rule in rules):
+        raise _bad("InvalidRequestFormat", "Cannot parse the request: every security rule needs a name.")  # UNVERIFIED
+    body.setdefault("properties", {})["securityRules"] = _completed_items(rules, nsg_id, "securityRules")
     body["etag"] = _weak_etag()
     return body
 
@@ -590,7 +580,8 @@ def _check_new_gateway(state: State, gateway_id: str, props: dict[str, Any]) -> 
 
 
 def _completed_items(items: Any, parent: str, kind: str) -> list[Any]:
-    """Named list items as the gateway GET shows them: each gains id, etag and provisioningState (azure-facts.md 3.20)."""
+    """Named list items as the GET shows them (gateway certificates, NSG rules): each gains id, etag and
+    provisioningState (azure-facts.md 3.18, 3.20)."""
     out = []
     for item in items or []:
         if not isinstance(item, dict) or not item.get("name"):
