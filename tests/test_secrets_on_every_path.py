@@ -19,8 +19,9 @@ PERSISTENT = 1000
 
 
 def vault_fault(sandbox, path_contains: str, status: int, count: int) -> None:
-    """Fail PUTs of matching vault secrets: `count` times, answering `status` (Retry-After: 0)."""
-    rule = {"method": "PUT", "path_contains": path_contains, "status": status, "retry_after": 0, "count": count}
+    """Fail PUTs of matching vault secrets: `count` times, answering `status` (Retry-After-Ms: 10, so
+    the client's retries are quick; Retry-After: 0 would fall back to its exponential back-off)."""
+    rule = {"method": "PUT", "path_contains": path_contains, "status": status, "retry_after_ms": 10, "count": count}
     sandbox.faults(rules=[rule])
 
 

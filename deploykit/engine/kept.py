@@ -26,11 +26,14 @@ READERS = 8
 
 
 def keep_running_values(specs: Sequence[ResourceSpec], cache: Any) -> list[ResourceSpec]:
-    """The specs with their kept values taken from Azure (specs of other types come back as they were)."""
+    """The specs with their kept values taken from Azure (specs of other types come back as they were).
+
+    The resources come from `cache` (the planner has read them in the plan's one round); only the
+    children named by `running_from` are read here.
+    """
     kept = [s for s in specs if rules_for(s.type).kept_once_created]
     if not kept:
         return list(specs)
-    cache.read_all([s.address for s in kept])
     with ThreadPoolExecutor(max_workers=max(1, min(READERS, len(kept)))) as pool:
         adopted = dict(zip((s.address for s in kept), pool.map(lambda s: _adopt(s, cache), kept), strict=True))
     return [adopted.get(s.address, s) for s in specs]

@@ -112,14 +112,25 @@ def compute_plan(
     workers: int = READ_WORKERS,
     context: Mapping[str, ResourceSpec] | None = None,
     cache: StateCache | None = None,
+    read: bool = True,
 ) -> Plan:
-    """One read per resource (and per entry referred to), all at once: a no-op costs one round."""
+    """One read per resource (and per entry referred to), all at once: a no-op costs one round.
+
+    `read=False`: the caller has just read `plan_addresses(specs)` into `cache` (one round shared
+    with what it needed first).
+    """
     cache = cache or StateCache(provider, {**(context or {}), **{s.address: s for s in specs}})
-    referred = {address for spec in specs for address, _ in refs_in(spec.body)}
-    cache.read_all([*(s.address for s in specs), *sorted(referred)], workers)
+    if read:
+        cache.read_all(plan_addresses(specs), workers)
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(specs) or 1))) as pool:
         changes = tuple(pool.map(lambda spec: plan_resource(spec, provider, cache), specs))
     return Plan(changes=changes)
+
+
+def plan_addresses(specs: Sequence[ResourceSpec]) -> list[str]:
+    """What a plan reads: every spec and every entry a spec refers to."""
+    referred = {address for spec in specs for address, _ in refs_in(spec.body)}
+    return [*(s.address for s in specs), *sorted(referred)]
 
 
 def offline_plan(specs: Sequence[ResourceSpec], why: str) -> Plan:

@@ -121,14 +121,15 @@ def plan_steps(ctx: RunContext, step_names: Sequence[str] | None, values: Mappin
     if opened is None:
         return Work(title, _plan(specs, None, ctx, None))
     cache = StateCache(opened.provider, {**context, **{s.address: s for s in specs}})
-    if not options.tag:  # an explicit --tag sets images; otherwise what releases put there stays
+    read = _read_for_plan(specs, cache)
+    if read and not options.tag:  # an explicit --tag sets images; otherwise what releases put there stays
         import contextlib
 
         from deploykit.engine.kept import keep_running_values
 
         with contextlib.suppress(AzureOperationError):  # the plan below reads the same state and reports it
             specs = keep_running_values(specs, cache)
-    plan = _plan(specs, opened, ctx, cache)
+    plan = _plan(specs, opened, ctx, cache, read=not read)
     _require_earlier_steps(plan, specs, context, cache, options.dry_run)
     return converge_work(title, specs, plan, cache, context, ctx)
 
@@ -248,13 +249,27 @@ def _open(ctx: RunContext) -> OpenTarget | None:
         raise
 
 
-def _plan(specs: list[ResourceSpec], opened: OpenTarget | None, ctx: RunContext, cache: StateCache | None) -> Plan:
+def _read_for_plan(specs: Sequence[ResourceSpec], cache: StateCache) -> bool:
+    """The plan's one round of reads, before kept values are taken from it; False when it failed
+    (the plan then reads again and reports the error its own way)."""
+    from deploykit.engine.plan import plan_addresses
+
+    try:
+        cache.read_all(plan_addresses(specs))
+    except AzureOperationError:
+        return False
+    return True
+
+
+def _plan(
+    specs: list[ResourceSpec], opened: OpenTarget | None, ctx: RunContext, cache: StateCache | None, read: bool = True
+) -> Plan:
     from deploykit.engine.plan import compute_plan, offline_plan
 
     if opened is None:
         return offline_plan(specs, "no Azure subscription or credentials")
     try:
-        return compute_plan(specs, opened.provider, cache=cache)
+        return compute_plan(specs, opened.provider, cache=cache, read=read)
     except AzureOperationError as exc:
         if exc.code == "AuthenticationFailed" and ctx.options.dry_run:
             ctx.reporter.warn(f"planning without reading Azure: {exc.message}")

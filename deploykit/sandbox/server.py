@@ -48,6 +48,7 @@ class FaultRule:
     status: int | None = None
     code: str | None = None
     retry_after: float | None = None
+    retry_after_ms: int | None = None  # Retry-After-Ms, as ARM and Key Vault also send it
     count: int = 1
     lro_fail: dict[str, str] | None = None
 
@@ -538,6 +539,8 @@ class _Handler(BaseHTTPRequestHandler):
         except _Injected as injected:
             rule = injected.rule
             headers = {"Retry-After": f"{rule.retry_after:g}"} if rule.retry_after is not None else {}
+            if rule.retry_after_ms is not None:
+                headers["Retry-After-Ms"] = str(rule.retry_after_ms)
             code = rule.code or {429: "TooManyRequests", 503: "ServiceUnavailable"}.get(rule.status or 500, "InternalServerError")
             status = self._error(ArmError(rule.status or 500, code, f"Injected fault ({code})."), headers)
         except ArmError as err:
