@@ -552,8 +552,14 @@ class SubnetConfig(Strict):
 
 class PublicIpConfig(Strict):
     name: Annotated[str, _azure_name("Microsoft.Network/publicIPAddresses")]
-    # Zone-redundant: with current API versions no zones means a non-zonal IP (azure-facts-2.md 6).
-    zones: list[Literal["1", "2", "3"]] = ["1", "2", "3"]
+    # Zone-redundant: with current API versions no zones means a non-zonal IP, which an AZ gateway
+    # refuses (azure-facts-2.md 6); so at least one zone, and zones are fixed once the IP exists.
+    zones: Annotated[list[Literal["1", "2", "3"]], Field(min_length=1)] = ["1", "2", "3"]
+
+    @model_validator(mode="after")
+    def _zones_once(self) -> PublicIpConfig:
+        _duplicates(((("zones", i), z) for i, z in enumerate(self.zones)), "zone")
+        return self
 
 
 class GatewayConfig(Strict):

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from deploykit.engine.compare import diff_resource, rules_for
+from deploykit.engine.compare import diff_resource, keep_undeclared, rules_for
 from tests.conftest import load_example
 
 # (example file, ARM type, request parameter, write-only paths the engine never compares)
@@ -171,3 +171,35 @@ def test_hand_made_gateway_entries_are_kept_not_compared() -> None:
     desired = {"properties": {"vpnClientConfiguration": {"vpnClientRootCertificates": [ours]}}}
     assert diff_resource(kind, desired, actual) == {}
     assert diff_resource("Microsoft.Network/unruledTypes", desired, actual) != {}
+
+
+def test_gateway_lists_the_playbook_does_not_declare_stay_whole_in_a_put() -> None:
+    """Without certs/<env>/index.json step 6 declares no lists: an update PUT must carry Azure's (a PUT replaces)."""
+    kind = "Microsoft.Network/virtualNetworkGateways"
+    ours = {"name": "deploykit-root-1", "properties": {"publicCertData": "MIIBours"}}
+    revoked = {"name": "old-laptop", "properties": {"thumbprint": "AB" * 20}}
+    actual = {
+        "properties": {"vpnClientConfiguration": {"vpnClientRootCertificates": [ours], "vpnClientRevokedCertificates": [revoked]}}
+    }
+    desired = {"properties": {"vpnClientConfiguration": {"vpnClientProtocols": ["IkeV2", "OpenVPN"]}}}
+    sent = keep_undeclared(kind, desired, actual)["properties"]["vpnClientConfiguration"]
+    assert sent["vpnClientRootCertificates"] == [ours] and sent["vpnClientRevokedCertificates"] == [revoked]
+    assert sent["vpnClientProtocols"] == ["IkeV2", "OpenVPN"]
+
+
+def test_an_empty_declared_list_keeps_hand_made_items_without_drift() -> None:
+    """No revocations of ours yet and one made by hand: no difference, and the PUT keeps it."""
+    kind = "Microsoft.Network/virtualNetworkGateways"
+    revoked = {"name": "old-laptop", "properties": {"thumbprint": "AB" * 20}}
+    actual = {"properties": {"vpnClientConfiguration": {"vpnClientRevokedCertificates": [revoked]}}}
+    desired = {"properties": {"vpnClientConfiguration": {"vpnClientRevokedCertificates": []}}}
+    assert diff_resource(kind, desired, actual) == {}
+    assert keep_undeclared(kind, desired, actual)["properties"]["vpnClientConfiguration"]["vpnClientRevokedCertificates"] == [
+        revoked
+    ]
+    ours = {"name": "deploykit-root-9", "properties": {"publicCertData": "MIIBretired"}}
+    retired = {"properties": {"vpnClientConfiguration": {"vpnClientRootCertificates": [ours]}}}
+    wanted = {"properties": {"vpnClientConfiguration": {"vpnClientRootCertificates": []}}}
+    assert list(diff_resource(kind, wanted, retired)) == [
+        "properties.vpnClientConfiguration.vpnClientRootCertificates[deploykit-root-9]"
+    ]

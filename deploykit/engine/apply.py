@@ -83,6 +83,7 @@ class Execution:
 
 
 ACCEPTED = "accepted by Azure and still running there (--no-wait); run the same command again to wait for it"
+STILL_IN_FLIGHT = "found still running in Azure, nothing sent (--no-wait); run the same command again to wait for it"
 
 
 def execute(
@@ -164,7 +165,9 @@ def execute(
                 outcome = future.result()
                 if outcome.in_flight is not None and no_wait:
                     in_flight.pop(addr, None)
-                    record(Outcome(by_address[addr], True, outcome.seconds, extra={"note": ACCEPTED}, accepted=True))
+                    change = by_address[addr]
+                    note = STILL_IN_FLIGHT if change.action.value == "wait" else ACCEPTED  # a wait sent nothing
+                    record(Outcome(change, True, outcome.seconds, extra={"note": note}, accepted=True))
                     deferred.extend(by_address[a] for a in _defer_dependents(addr, waiting_on))
                     continue
                 if outcome.in_flight is not None:

@@ -102,7 +102,8 @@ def _walk_list(want: list, have: Any, shown: str, schema: str, rules: TypeRules,
     named = all(isinstance(i, Mapping) and "name" in i for i in want) and all(
         isinstance(i, Mapping) and "name" in i for i in have
     )
-    if named and want:
+    # A list others add to is matched by name even when the playbook declares none of its items.
+    if named and (want or schema in rules.extra_items_kept):
         # Lists of named objects (subnets, rules, certificates) are matched by name, not position.
         have_by_name = {str(i["name"]).lower(): i for i in have}
         extra = set(have_by_name) - {str(i["name"]).lower() for i in want}
@@ -203,13 +204,27 @@ def keep_undeclared(resource_type: str, body: Mapping[str, Any], actual: Mapping
 
 
 def _keep_extra_items(body: dict[str, Any], actual: Mapping[str, Any], parts: list[str]) -> None:
-    """Append Azure's named items the body's list does not name (a list other tools add to)."""
+    """Append Azure's named items the body's list does not name (a list other tools add to).
+
+    A list the body does not declare at all is Azure's, whole: a PUT must not clear it (step 6
+    on a machine without the certificate index leaves the gateway's roots as they are).
+    """
+    *parents, leaf = parts
     want: Any = body
     have: Any = actual
-    for part in parts:
-        want = want.get(part) if isinstance(want, dict) else None
+    for part in parents:
         have = have.get(part) if isinstance(have, Mapping) else None
-    if not isinstance(want, list) or not isinstance(have, list):
+        if not isinstance(have, Mapping) or not isinstance(want, dict):
+            return
+        want = want.setdefault(part, {}) if isinstance(want.get(part, {}), dict) else None
+    have = have.get(leaf) if isinstance(have, Mapping) else None
+    if not isinstance(want, dict) or not isinstance(have, list):
+        return
+    if leaf not in want:
+        want[leaf] = copy.deepcopy(have)
+        return
+    want = want[leaf]
+    if not isinstance(want, list):
         return
     named = {str(i.get("name", "")).lower() for i in want if isinstance(i, Mapping)}
     for item in have:

@@ -188,7 +188,7 @@ def forces_new(spec: ResourceSpec) -> str:
     noun = spec.type.rsplit("/", 1)[-1]
     noun = noun.removeprefix("flexible")
     noun = noun[0].lower() + noun[1:]
-    return f"forces a new {noun.removesuffix('s')}"
+    return f"forces a new {noun[:-2] if noun.endswith('sses') else noun.removesuffix('s')}"
 
 
 def _differs(spec: ResourceSpec, diff: Mapping[str, Any]) -> str:
