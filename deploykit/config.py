@@ -767,6 +767,19 @@ class EnvConfig(Strict):
         ):
             raise FieldProblem(("network",), "missing; allowed: a network section (the private network steps 6-9 build)")
         if self.network is not None and self.vpn is not None:
+            network_group = (
+                self.resource_groups[self.network.resource_group].name
+                if self.network.resource_group in self.resource_groups
+                else None
+            )
+            groups = {g.name.lower() for g in self.resource_groups.values()}
+            gateway_group = self.vpn.gateway.resource_group.lower()
+            if network_group and gateway_group in groups and gateway_group != network_group.lower():
+                raise FieldProblem(
+                    ("vpn", "gateway", "resource_group"),
+                    f"{self.vpn.gateway.resource_group!r} is not the VNet's group; allowed: {network_group} "
+                    "(the gateway is created beside its VNet, in network.resource_group)",
+                )
             vnet = ipaddress.IPv4Network(self.network.address_space)
             if ipaddress.IPv4Network(self.vpn.client_address_pool).overlaps(vnet):
                 raise FieldProblem(

@@ -262,6 +262,14 @@ CASES = [
         PLAN_PROD,
     ),
     Case(
+        "gateway away from its VNet",
+        (set_value(PROD, ["vpn", "gateway", "resource_group"], "rg-trading-prod-data"),),
+        PROD,
+        "vpn.gateway.resource_group",
+        "allowed: rg-trading-prod-apps",
+        PLAN_PROD,
+    ),
+    Case(
         "VPN DNS not the resolver",
         (set_value(PROD, ["vpn", "dns_servers"], ["10.20.3.5"]),),
         PROD,
