@@ -262,6 +262,15 @@ CASES = [
         PLAN_PROD,
     ),
     Case(
+        "a data service's private zone missing",
+        (set_value(PROD, ["network", "private_dns_zones"], ["privatelink.postgres.database.azure.com"]),),
+        PROD,
+        "network.private_dns_zones",
+        "allowed: a list holding it",
+        PLAN_PROD,
+        also=("privatelink.vaultcore.azure.net is missing",),
+    ),
+    Case(
         "gateway away from its VNet",
         (set_value(PROD, ["vpn", "gateway", "resource_group"], "rg-trading-prod-data"),),
         PROD,

@@ -12,7 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from deploykit.azure.api_versions import api_version
 from deploykit.config import describe_validation_error, parse_yaml, read_text_file
 from deploykit.engine.model import ResourceSpec
-from deploykit.engine.references import JINJA_FILTERS, JINJA_GLOBALS, assignment_guid, assignment_parts, refs_in
+from deploykit.engine.references import (
+    JINJA_FILTERS,
+    JINJA_GLOBALS,
+    ConfigProblem,
+    assignment_guid,
+    assignment_parts,
+    refs_in,
+)
 from deploykit.errors import UserError
 from deploykit.naming import name_problem, region_problem, tags_problem
 from deploykit.paths import display
@@ -84,6 +91,8 @@ def render_template(path: Path, context: Mapping[str, Any]) -> Any:
         environment.globals.update(JINJA_GLOBALS)
         environment.filters.update(JINJA_FILTERS)
         text = environment.from_string(source).render(**context)
+    except ConfigProblem as exc:
+        raise UserError(str(exc)) from None
     except jinja2.UndefinedError as exc:
         raise UserError(f"{shown}: template refers to an undefined value ({exc.message})") from None
     except jinja2.TemplateError as exc:

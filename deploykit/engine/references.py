@@ -64,8 +64,19 @@ def keyvalue_name(key: str, label: str | None = None) -> str:
     return encode(key) + (f"${encode(label)}" if label else "")
 
 
+class ConfigProblem(Exception):
+    """Raised by `config_problem` while rendering: the message is the whole one-line error."""
+
+
+def config_problem(message: str) -> str:
+    """`{{ config_problem("...") }}` in a playbook: stop rendering with that one line (a config the
+    playbook cannot express, named before anything is sent)."""
+    raise ConfigProblem(message)
+
+
 JINJA_GLOBALS: dict[str, Callable[..., str]] = {
     "ref": ref,
+    "config_problem": config_problem,
     "generated_password": generated_password,
     "assignment_name": assignment_name,
 }
