@@ -28,13 +28,13 @@ def plan_deploy(ctx: RunContext) -> Work:
     steps = plan_steps(ctx, None)
     options = ctx.options
     env = ctx.platform.envs[options.env or ""] if ctx.platform else None
-    if env is None or not steps.plan.state_read or f"pg.{env.env}" not in steps.plan.by_address():
+    by_address = steps.plan.by_address()
+    if env is None or not steps.plan.state_read or f"pg.{env.env}" not in by_address:
         return steps  # no server among the steps (step 3 in beta, step 7 in prod): no databases
     from deploykit.db.database import DbContext, DbRequest
 
     request = DbRequest(options.task, options.env, options.target, options.dry_run, options.as_json, options.yes)
     db = DbContext(request, ctx, ctx.platform, env)  # type: ignore[arg-type]
-    by_address = steps.plan.by_address()
     e = env.env
     # The server, its password and extension allow-list; on a private network also the server's
     # private endpoint and its DNS record (the only way in).

@@ -20,7 +20,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploykit.engine.model import Change
+from deploykit.engine.model import Action, Change
 from deploykit.errors import AzureOperationError, DeployKitError
 from deploykit.report import redact
 
@@ -166,7 +166,7 @@ def execute(
                 if outcome.in_flight is not None and no_wait:
                     in_flight.pop(addr, None)
                     change = by_address[addr]
-                    note = STILL_IN_FLIGHT if change.action.value == "wait" else ACCEPTED  # a wait sent nothing
+                    note = STILL_IN_FLIGHT if change.action is Action.WAIT else ACCEPTED  # a wait sent nothing
                     record(Outcome(change, True, outcome.seconds, extra={"note": note}, accepted=True))
                     deferred.extend(by_address[a] for a in _defer_dependents(addr, waiting_on))
                     continue

@@ -178,7 +178,10 @@ def keep_undeclared(resource_type: str, body: Mapping[str, Any], actual: Mapping
     out = copy.deepcopy(dict(body))
     if not actual:
         return out
-    for path in sorted(rules_for(resource_type).kept_from_actual):
+    rules = rules_for(resource_type)
+    # An undeclared path is Azure's, whole; a list others add to is that too when the playbook does
+    # not declare it (step 6 without the certificate index leaves the gateway's roots as they are).
+    for path in sorted(rules.kept_from_actual | rules.extra_items_kept):
         *parents, leaf = path.split(".")
         have: Any = actual
         want: Any = out
@@ -198,33 +201,21 @@ def keep_undeclared(resource_type: str, body: Mapping[str, Any], actual: Mapping
                         want[key] = copy.deepcopy(value)
             elif leaf not in want and leaf in have:
                 want[leaf] = copy.deepcopy(have[leaf])
-    for path in sorted(rules_for(resource_type).extra_items_kept):
-        _keep_extra_items(out, actual, path.split("."))
+    for path in sorted(rules.extra_items_kept):
+        _keep_extra_items(at_path(out, path), at_path(actual, path))
     return out
 
 
-def _keep_extra_items(body: dict[str, Any], actual: Mapping[str, Any], parts: list[str]) -> None:
-    """Append Azure's named items the body's list does not name (a list other tools add to).
+def at_path(document: Any, path: str) -> Any:
+    """The value at a dotted path, or None."""
+    for part in path.split("."):
+        document = document.get(part) if isinstance(document, Mapping) else None
+    return document
 
-    A list the body does not declare at all is Azure's, whole: a PUT must not clear it (step 6
-    on a machine without the certificate index leaves the gateway's roots as they are).
-    """
-    *parents, leaf = parts
-    want: Any = body
-    have: Any = actual
-    for part in parents:
-        have = have.get(part) if isinstance(have, Mapping) else None
-        if not isinstance(have, Mapping) or not isinstance(want, dict):
-            return
-        want = want.setdefault(part, {}) if isinstance(want.get(part, {}), dict) else None
-    have = have.get(leaf) if isinstance(have, Mapping) else None
-    if not isinstance(want, dict) or not isinstance(have, list):
-        return
-    if leaf not in want:
-        want[leaf] = copy.deepcopy(have)
-        return
-    want = want[leaf]
-    if not isinstance(want, list):
+
+def _keep_extra_items(want: Any, have: Any) -> None:
+    """Append Azure's named items a declared list does not name (a list other tools add to)."""
+    if not isinstance(want, list) or not isinstance(have, list):
         return
     named = {str(i.get("name", "")).lower() for i in want if isinstance(i, Mapping)}
     for item in have:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from deploykit.engine.compare import adopt_running, rules_for
+from deploykit.engine.compare import adopt_running, at_path, rules_for
 from deploykit.engine.model import ResourceSpec
 
 _FIELD = re.compile(r"\{([A-Za-z0-9_.]+)\}")
@@ -51,18 +51,11 @@ def _adopt(spec: ResourceSpec, cache: Any) -> ResourceSpec:
 def _running(spec: ResourceSpec, actual: Mapping[str, Any], provider: Any) -> dict[str, Any] | None:
     """The child that holds what runs (first `running_from` template whose fields Azure filled)."""
     for template in sorted(rules_for(spec.type).running_from):
-        values = [_dig(actual, field) for field in _FIELD.findall(template)]
+        values = [at_path(actual, field) for field in _FIELD.findall(template)]
         if not all(isinstance(v, str) and v for v in values):
             continue
-        child = _FIELD.sub(lambda m: str(_dig(actual, m.group(1))), template)
+        child = _FIELD.sub(lambda m: str(at_path(actual, m.group(1))), template)
         found = provider.read(f"{spec.id}/{child}", spec.api_version)
         if found is not None:
             return found
     return None
-
-
-def _dig(body: Mapping[str, Any], path: str) -> Any:
-    value: Any = body
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return value
