@@ -8,7 +8,8 @@ Retry-After is ours (`LroPolling`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -29,6 +30,8 @@ from deploykit.config import Platform
 from deploykit.engine.model import ResourceSpec
 from deploykit.errors import AzureOperationError, ResourceLockedError
 
+SECRET_READ_WORKERS = 16  # as many as the plan's reads: one round of the vault's data plane
+
 
 @dataclass(frozen=True)
 class Target:
@@ -46,6 +49,9 @@ class Target:
     polling_interval: float = 1.0
     verify_challenge_resource: bool = True
     polling_interval_max: float = 15.0
+    # Proxies from HTTPS_PROXY/NO_PROXY (requests reads the whole environment on every request
+    # for them). The sandbox is on loopback and never goes through a proxy.
+    use_env_settings: bool = True
 
 
 # Reads are retried more than azure-core's default of 3 status retries (issue 2); PUT and GET
@@ -160,6 +166,7 @@ class ArmProvider:
             "base_url": self.target.arm_endpoint,
             "credential_scopes": [self.target.credential_scope],
             "connection_verify": self.target.connection_verify,
+            "use_env_settings": self.target.use_env_settings,
             **RETRY_SETTINGS,
         }
 
@@ -290,6 +297,7 @@ class ArmProvider:
             self.target.credential,
             connection_verify=self.target.connection_verify,
             verify_challenge_resource=self.target.verify_challenge_resource,
+            use_env_settings=self.target.use_env_settings,
             **RETRY_SETTINGS,
         )
 
@@ -314,3 +322,12 @@ def read_secret(client: Any, name: str) -> str | None:
             return client.get_secret(name).value
         except ResourceNotFoundError:
             return None
+
+
+def read_secrets(client: Any, names: Iterable[str]) -> dict[str, str | None]:
+    """Several secrets in one round of the data plane (in parallel), each as read_secret reads it."""
+    unique = list(dict.fromkeys(names))
+    if len(unique) <= 1:
+        return {name: read_secret(client, name) for name in unique}
+    with ThreadPoolExecutor(max_workers=min(SECRET_READ_WORKERS, len(unique)), thread_name_prefix="secrets") as pool:
+        return dict(zip(unique, pool.map(lambda name: read_secret(client, name), unique), strict=True))

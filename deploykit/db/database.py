@@ -7,7 +7,9 @@ from __future__ import annotations
 import functools
 import os
 import secrets
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from deploykit.azure.api_versions import api_version
-from deploykit.azure.arm import read_secret, translated_errors
+from deploykit.azure.arm import read_secret, read_secrets, translated_errors
 from deploykit.azure.plugins.secrets import secret_change
 from deploykit.config import DatabaseConfig, EnvConfig, Platform
 from deploykit.engine.flow import RunContext, RunOptions, Work, run
@@ -31,6 +33,8 @@ from deploykit.paths import under_root
 from deploykit.report import Reporter, redact_value
 
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+INSIDE_READ_WORKERS = 8  # at most this many connections at once while planning, well inside any SKU's limit
+APPLY_WORKERS = 8  # roles' vault writes and databases' own connections overlap; admin SQL is one at a time
 ALLOW_LIST_TYPE = "Microsoft.DBforPostgreSQL/flexibleServers/configurations"
 
 
@@ -63,6 +67,8 @@ class DbContext:
     platform: Platform
     env_cfg: EnvConfig
     _admin: str | None = None
+    _vault: Any | None = None
+    _endpoint: tuple[str, int] | None = None
 
     @property
     def reporter(self) -> Reporter:
@@ -76,8 +82,16 @@ class DbContext:
         return self.run.provider()
 
     def vault(self) -> Any | None:
-        """SecretClient for the env vault, or None when it does not exist yet."""
-        return self.provider().vault_secret_client(self.provider().vault_id(self.platform, self.req.env))
+        """SecretClient for the env vault, or None when it does not exist yet (kept once found: one ARM read a run)."""
+        if self._vault is None:
+            self._vault = self.provider().vault_secret_client(self.provider().vault_id(self.platform, self.req.env))
+        return self._vault
+
+    def endpoint(self) -> tuple[str, int] | None:
+        """The server's host and port (kept once found), or None while it does not exist."""
+        if self._endpoint is None:
+            self._endpoint = server_endpoint(self)
+        return self._endpoint
 
     def admin_conninfo(self) -> str:
         if self._admin is None:
@@ -170,7 +184,7 @@ def server_id(ctx: DbContext) -> str:
 def server_conninfo(ctx: DbContext) -> str:
     """The admin connection as on Azure: the server's FQDN, the admin login, the password from the env vault."""
     pg = ctx.env_cfg.postgres
-    endpoint = server_endpoint(ctx)
+    endpoint = ctx.endpoint()
     if endpoint is None:
         raise UserError(f"server {pg.name} does not exist yet; {run_first('step3')} (nothing was changed)")
     vault = ctx.vault()
@@ -258,6 +272,18 @@ def read_inside(conninfo: str, db: DatabaseConfig, shared_roles: list[str], crea
         return {"extensions": extensions, "grants": grants}
 
 
+def _read_each_inside(conninfo: str, dbs: list[DatabaseConfig], owners: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """read_inside for every database at once: one connection each, so one round, not one per database."""
+    if not dbs:
+        return {}
+
+    def read(db: DatabaseConfig) -> dict[str, Any]:
+        return read_inside(conninfo, db, [role_name(a) for a in db.shared_with], owners[db.name])
+
+    with ThreadPoolExecutor(max_workers=min(INSIDE_READ_WORKERS, len(dbs)), thread_name_prefix="db-read") as pool:
+        return dict(zip([db.name for db in dbs], pool.map(read, dbs), strict=True))
+
+
 def plan_create(ctx: DbContext, conninfo: str) -> tuple[Plan, dict[str, Any]]:
     dbs = databases_for(ctx.env_cfg, ctx.req.db)
     apps = sorted({a for d in dbs for a in [d.owner, *d.shared_with] if a})
@@ -284,16 +310,16 @@ def plan_create(ctx: DbContext, conninfo: str) -> tuple[Plan, dict[str, Any]]:
             changes.append(
                 Change(address, "postgresql/role", role, Action.UNCHANGED, "exists: login, no superuser, createdb or createrole")
             )
-    inside: dict[str, dict[str, Any]] = {}
+    owners = {db.name: role_name(db.owner) if db.owner else state.admin for db in dbs}
+    existing = [db for db in dbs if db.name in state.databases]
+    inside = _read_each_inside(conninfo, existing, owners)
     for db in dbs:
-        want_owner = role_name(db.owner) if db.owner else state.admin
-        shared = [role_name(a) for a in db.shared_with]
+        want_owner = owners[db.name]
         have = state.databases.get(db.name)
         address = f"db.{db.name}"
         if have is None:
             changes.append(Change(address, "postgresql/database", db.name, Action.CREATE, f"does not exist; owner {want_owner}"))
             continue
-        inside[db.name] = read_inside(conninfo, db, shared, want_owner)
         diff: dict[str, dict[str, Any]] = {}
         if have["owner"] != want_owner:
             diff["owner"] = {"old": have["owner"], "new": want_owner}
@@ -343,22 +369,21 @@ def create_work(ctx: DbContext) -> Work:
     require_allowed_extensions(ctx, facts["dbs"])
     urls = database_urls(ctx, vault, conninfo, facts["apps"])
     changes = list(plan.changes) + [change for change, _ in urls.values()]
-    connection: list[Any] = []
-
-    def admin() -> Any:
-        if not connection:
-            connection.append(ctx.run.stack.enter_context(connect(conninfo)))
-        return connection[0]
-
+    admin = AdminSession(ctx.run.stack, conninfo)
     appliers: dict[str, Any] = {}
+    depends_on: dict[str, tuple[str, ...]] = {}
     for change in plan.pending:
         appliers[change.address] = sql_errors(functools.partial(_apply_change, admin, conninfo, vault, change, facts))
-    for change, apply in urls.values():
+        if change.type == "postgresql/database":
+            db = next(d for d in facts["dbs"] if d.name == change.id)
+            depends_on[change.address] = tuple(f"role.{role_name(a)}" for a in (db.owner, *db.shared_with) if a)
+    role_of_url = {f"secret.{ctx.env_cfg.connection_secrets.database_url_for(a)}": f"role.{role_name(a)}" for a in facts["apps"]}
+    for address, (change, apply) in urls.items():
         if change.action is not Action.UNCHANGED:
-            appliers[change.address] = apply
-    # Sequential, in plan order: roles, then databases, then the URLs built from the roles' passwords.
-    order = [c.address for c in changes if c.address in appliers]
-    depends_on = {a: tuple(order[:i]) for i, a in enumerate(order)}
+            appliers[address] = apply
+            depends_on[address] = (role_of_url[address],)
+    # A database waits for its roles, a URL for its role's password; the rest overlaps (vault
+    # writes, each database's own connection), while the admin connection runs one at a time.
 
     def verify() -> Plan:
         again, _ = plan_create(ctx, conninfo)
@@ -370,7 +395,7 @@ def create_work(ctx: DbContext) -> Work:
         Plan(tuple(changes)),
         appliers,
         depends_on,
-        workers=1,
+        workers=APPLY_WORKERS,
         verify=verify,
         no_changes="No changes: every database, role, grant and database URL is in place.",
     )
@@ -385,22 +410,20 @@ def app_database(env_cfg: EnvConfig, app: str) -> DatabaseConfig | None:
 
 def database_urls(ctx: DbContext, vault: Any, conninfo: str, apps: list[str]) -> dict[str, tuple[Change, Any]]:
     """One `database-url-<app>` secret per app: its own role, its own password, the server's FQDN."""
-    endpoint = server_endpoint(ctx) if ctx.req.target == "azure" or not ctx.req.admin_dsn else None
+    endpoint = ctx.endpoint() if ctx.req.target == "azure" or not ctx.req.admin_dsn else None
     if endpoint is None:  # --admin-dsn or PGHOST: the apps reach the server the operator named
         params = conninfo_to_dict(conninfo) if conninfo else {}
         endpoint = (str(params.get("host") or os.environ.get("PGHOST") or "localhost"), int(params.get("port") or 5432))
     names = ctx.env_cfg.connection_secrets
     vault_id = ctx.provider().vault_id(ctx.platform, ctx.req.env or "")
+    wanted = {app: db for app in apps if (db := app_database(ctx.env_cfg, app)) is not None}
+    values = read_secrets(vault, [n for app in wanted for n in (names.database_url_for(app), role_secret(app))])
     out: dict[str, tuple[Change, Any]] = {}
-    for app in apps:
-        db = app_database(ctx.env_cfg, app)
-        if db is None:
-            continue
+    for app, db in wanted.items():
         name = names.database_url_for(app)
         address = f"secret.{name}"
 
-        def url(app: str = app, db: DatabaseConfig = db) -> str | None:
-            password = read_secret(vault, role_secret(app))
+        def url(password: str | None, app: str = app, db: DatabaseConfig = db) -> str | None:
             if password is None:
                 return None
             redact_value(password)
@@ -409,20 +432,20 @@ def database_urls(ctx: DbContext, vault: Any, conninfo: str, apps: list[str]) ->
             redact_value(value)
             return value
 
-        current = read_secret(vault, name)
+        current = values[name]
         if current is not None:
             redact_value(current)
         change = secret_change(
             address,
             f"{vault_id}/secrets/{name}",
             current,
-            url(),
+            url(values[role_secret(app)]),
             f"{db.name} as {role_name(app)}",
             "known after the role is created",
         )
 
-        def apply(name: str = name, url: Any = url) -> dict[str, Any]:
-            value = url()
+        def apply(name: str = name, url: Any = url, app: str = app) -> dict[str, Any]:
+            value = url(read_secret(vault, role_secret(app)))  # read again: the role's apply may have just stored it
             if value is None:
                 raise ApplyError(f"{name}: the role's password is not in the vault")
             with translated_errors(name):
@@ -433,29 +456,45 @@ def database_urls(ctx: DbContext, vault: Any, conninfo: str, apps: list[str]) ->
     return out
 
 
-def _apply_change(admin: Callable[[], Any], conninfo: str, vault: Any, change: Change, facts: dict[str, Any]) -> None:
-    conn = admin()
+class AdminSession:
+    """The admin connection of one apply: opened on first use, used by one applier at a time."""
+
+    def __init__(self, stack: ExitStack, conninfo: str) -> None:
+        self._stack, self._conninfo = stack, conninfo
+        self._lock = threading.Lock()
+        self._conn: Any = None
+
+    @contextmanager
+    def use(self) -> Iterator[Any]:
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._stack.enter_context(connect(self._conninfo))
+            yield self._conn
+
+
+def _apply_change(admin: AdminSession, conninfo: str, vault: Any, change: Change, facts: dict[str, Any]) -> None:
     if change.type == "postgresql/role":
         app = next(a for a in facts["apps"] if role_name(a) == change.id)
-        _apply_role(conn, vault, app, change, facts["state"])
+        _apply_role(admin, vault, app, change, facts["state"])
     else:
         db = next(d for d in facts["dbs"] if d.name == change.id)
-        _apply_database(conn, conninfo, db, change, facts["state"])
+        _apply_database(admin, conninfo, db, change, facts["state"])
 
 
-def _apply_role(conn: Any, vault: Any, app: str, change: Change, state: ServerState) -> None:
+def _apply_role(admin: AdminSession, vault: Any, app: str, change: Change, state: ServerState) -> None:
     role = role_name(app)
     password = _role_password(vault, app)
     ident = sql.Identifier(role)
-    # The SCRAM verifier is computed here, as `psql \password` does: the password itself never
-    # travels as SQL text, so a failing statement cannot put it in the server log.
-    verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
-    attrs = sql.SQL("LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}").format(sql.Literal(verifier))
-    verb = "CREATE" if change.action is Action.CREATE else "ALTER"
-    conn.execute(sql.SQL(verb + " ROLE {} WITH ").format(ident) + attrs)
-    if not state.is_superuser:
-        # Azure's admin is not a superuser: to hand a database to the role it must be a member.
-        conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(ident))
+    with admin.use() as conn:
+        # The SCRAM verifier is computed here, as `psql \password` does: the password itself never
+        # travels as SQL text, so a failing statement cannot put it in the server log.
+        verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
+        attrs = sql.SQL("LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}").format(sql.Literal(verifier))
+        verb = "CREATE" if change.action is Action.CREATE else "ALTER"
+        conn.execute(sql.SQL(verb + " ROLE {} WITH ").format(ident) + attrs)
+        if not state.is_superuser:
+            # Azure's admin is not a superuser: to hand a database to the role it must be a member.
+            conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(ident))
 
 
 def _role_password(vault: Any, app: str) -> str:
@@ -471,17 +510,18 @@ def _role_password(vault: Any, app: str) -> str:
     return password
 
 
-def _apply_database(conn: Any, conninfo: str, db: DatabaseConfig, change: Change, state: ServerState) -> None:
+def _apply_database(admin: AdminSession, conninfo: str, db: DatabaseConfig, change: Change, state: ServerState) -> None:
     owner = role_name(db.owner) if db.owner else state.admin
     name = sql.Identifier(db.name)
-    if change.action is Action.CREATE:
-        # CREATE DATABASE cannot run inside a transaction: the connection is in autocommit mode.
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(name, sql.Identifier(owner)))
-    else:
-        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(name, sql.Identifier(owner)))
-    conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(name))
-    for app in db.shared_with:
-        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(name, sql.Identifier(role_name(app))))
+    with admin.use() as conn:
+        if change.action is Action.CREATE:
+            # CREATE DATABASE cannot run inside a transaction: the connection is in autocommit mode.
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(name, sql.Identifier(owner)))
+        else:
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(name, sql.Identifier(owner)))
+        conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(name))
+        for app in db.shared_with:
+            conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(name, sql.Identifier(role_name(app))))
     with connect(conninfo, db.name) as inner:
         for extension in db.extensions:
             inner.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension)))
@@ -507,7 +547,7 @@ def require_allowed_extensions(ctx: DbContext, dbs: list[DatabaseConfig]) -> Non
         return
     current = ctx.provider().read(f"{server_id(ctx)}/configurations/azure.extensions", api_version(ALLOW_LIST_TYPE))
     if current is None:
-        if server_endpoint(ctx) is None:
+        if ctx.endpoint() is None:
             return  # no Azure server: the operator's own PostgreSQL (--admin-dsn, PGHOST) has no allow-list
         current = {}
     have = {v.strip().upper() for v in str((current.get("properties") or {}).get("value", "")).split(",") if v.strip()}

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -344,9 +345,17 @@ def merge(title: str, works: list[Work], extra_depends: Mapping[str, Iterable[st
         appliers,
         depends,
         workers=max((w.workers for w in works), default=1),
-        verify=(lambda: Plan(tuple(c for v in verifies for c in v().changes))) if verifies else None,
-        checks=(lambda: [p for check in checks for p in check()]) if checks else None,
+        verify=(lambda: Plan(tuple(c for plan in _all_at_once(verifies) for c in plan.changes))) if verifies else None,
+        checks=(lambda: [p for found in _all_at_once(checks) for p in found]) if checks else None,
     )
+
+
+def _all_at_once(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Independent reads (each planner's verify, each check) side by side, results in order."""
+    if len(calls) == 1:
+        return [calls[0]()]
+    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="verify") as pool:
+        return list(pool.map(lambda call: call(), calls))
 
 
 def _change_fields(change: Change) -> dict[str, Any]:
