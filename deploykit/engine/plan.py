@@ -46,7 +46,8 @@ class StateCache:
         self._lock = threading.Lock()
 
     def read_all(self, addresses: Iterable[str], workers: int = READ_WORKERS) -> None:
-        todo = [a for a in dict.fromkeys(addresses) if a in self.specs]
+        """One round of ARM reads; a type whose plug-in reads its state elsewhere is left to it."""
+        todo = [a for a in dict.fromkeys(addresses) if a in self.specs and plugin_for(self.specs[a].type).arm_state]
         if not todo:
             return
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as pool:

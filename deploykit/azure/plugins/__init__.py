@@ -25,6 +25,10 @@ class TypePlugin:
     apply: Callable[[Change, ResourceSpec, StateCache], Mapping[str, Any] | None] | None = None
     read_value: Callable[[ResourceSpec, str, StateCache], Any] | None = None
     serial_per_parent: bool = False
+    # False: the plan reads this type where it lives (a secret's value, in the vault's data
+    # plane), so the plan's read round sends no ARM GET for it; a reference to another field
+    # still reads ARM when it is needed.
+    arm_state: bool = True
     # After apply (and on a no-op run): problems with this type's resources that ARM state does
     # not show (an app whose new revision never became healthy). Gets every spec of the type.
     check: Callable[[list[ResourceSpec], StateCache, Any], list[str]] | None = None

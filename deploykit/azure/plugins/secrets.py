@@ -148,4 +148,4 @@ def read_value(spec: ResourceSpec, path: str, cache: StateCache) -> Any:
     return value
 
 
-PLUGIN = TypePlugin(plan=plan, apply=apply, read_value=read_value)
+PLUGIN = TypePlugin(plan=plan, apply=apply, read_value=read_value, arm_state=False)
