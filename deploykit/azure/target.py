@@ -91,6 +91,7 @@ def _sandbox_target(platform: Platform, url: str, ca: str) -> Target:
         connection_verify=ca,
         polling_interval=1.0,
         verify_challenge_resource=False,  # the sandbox vault's host is 127.0.0.1, not *.vault.azure.net
+        use_env_settings=False,  # loopback: no proxy, and no scan of the environment per request
     )
 
 

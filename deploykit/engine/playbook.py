@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -75,22 +76,35 @@ def render_playbook(
     return build_specs(book.resources, subscription_id, step, shown, known or {})
 
 
+@cache
+def _environment(folder: Path) -> jinja2.Environment:
+    """One Jinja environment per playbook folder, its compiled templates cached on disk.
+
+    Compiling the playbooks costs more than rendering them; Jinja's bytecode cache (a private
+    folder under the system's temporary directory, keyed by each template's source checksum)
+    keeps that to the first run after a change.
+    """
+    # YAML, not HTML: autoescape would corrupt values; tojson does the quoting.
+    environment = jinja2.Environment(
+        # A step may render another's playbook ({% include "step4.yaml.j2" %}: step 8 is step 4 for prod).
+        loader=jinja2.FileSystemLoader(folder),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701
+        bytecode_cache=jinja2.FileSystemBytecodeCache(),
+        auto_reload=True,
+    )
+    environment.globals.update(JINJA_GLOBALS)
+    environment.filters.update(JINJA_FILTERS)
+    return environment
+
+
 def render_template(path: Path, context: Mapping[str, Any]) -> Any:
     """A Jinja YAML file rendered for `context` and parsed; one-line errors name the file."""
     shown = display(path)
-    source = read_text_file(path, shown, missing="playbook not found")
+    read_text_file(path, shown, missing="playbook not found")  # a missing or unreadable file: the one-line error
     try:
-        # YAML, not HTML: autoescape would corrupt values; tojson does the quoting.
-        environment = jinja2.Environment(
-            # A step may render another's playbook ({% include "step4.yaml.j2" %}: step 8 is step 4 for prod).
-            loader=jinja2.FileSystemLoader(path.parent),
-            undefined=jinja2.StrictUndefined,
-            keep_trailing_newline=True,
-            autoescape=False,  # noqa: S701
-        )
-        environment.globals.update(JINJA_GLOBALS)
-        environment.filters.update(JINJA_FILTERS)
-        text = environment.from_string(source).render(**context)
+        text = _environment(path.parent).get_template(path.name).render(**context)
     except ConfigProblem as exc:
         raise UserError(str(exc)) from None
     except jinja2.UndefinedError as exc:

@@ -82,6 +82,7 @@ class Registry:
             target.credential,
             audience=AUDIENCE,
             connection_verify=target.connection_verify,
+            use_env_settings=target.use_env_settings,
             **RETRY_SETTINGS,
         )
 

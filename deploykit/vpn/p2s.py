@@ -677,6 +677,7 @@ def _package_url(ctx: VpnContext, spec: ResourceSpec) -> str:
         base_url=target.arm_endpoint,
         credential_scopes=[target.credential_scope],
         connection_verify=target.connection_verify,
+        use_env_settings=target.use_env_settings,
     )
     with translated_errors(spec.id):
         poller = network.virtual_network_gateways.begin_generatevpnclientpackage(
