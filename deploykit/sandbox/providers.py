@@ -276,11 +276,15 @@ def spec_for(type_name: str) -> ArmType:
 
 # ---- answers -------------------------------------------------------------------------------------
 def present(record: dict[str, Any], vault_url: Callable[[str], str] | None = None) -> dict[str, Any]:
-    """The GET shape: id, name, the canonical type, the location form, computed read-only fields."""
+    """The GET shape: id, name, the canonical type, the location form, computed read-only fields.
+
+    `record` is the caller's own copy (every store read returns one): its body's parts are
+    reused, not copied again.
+    """
     spec = spec_for(record["type"])
     resource_id = record["id"]
     out: dict[str, Any] = {"id": resource_id, "name": resource_id.rsplit("/", 1)[-1], "type": spec.name}
-    out.update(copy.deepcopy(record["body"]))
+    out.update(record["body"])
     out["type"] = spec.name
     location = out.get("location")
     if isinstance(location, str) and spec.display_location:
