@@ -40,7 +40,14 @@ ActionHook = Callable[[State, "dict[str, Any]", "dict[str, Any] | None"], Any]
 # After a PUT stored the body, for a type backed by a real service (a PostgreSQL cluster per
 # flexible server, pgcluster.py): sees the sandbox's state folder, the id, the stored body (which
 # it may complete, e.g. with PRIVATE data) and the request with its write-only fields (passwords).
-BackingHook = Callable[[Path, ParsedId, "dict[str, Any]", "dict[str, Any]", bool], None]
+# It runs inside the PUT's transaction, so it does only the cheap part there and returns the
+# slow part (the backing work: initdb, start, the admin login) as a zero-argument callable, or
+# None when there is nothing to do. The store runs that work in a background thread for a
+# long-running type, whose operation stays InProgress until the work is done (Failed with the
+# ArmError it raised), as Azure's creation runs inside its operation; for any other type at
+# once, inside the PUT. The work must not touch the store's data: it runs outside the transaction.
+BackingWork = Callable[[], None]
+BackingHook = Callable[[Path, ParsedId, "dict[str, Any]", "dict[str, Any]", bool], "BackingWork | None"]
 # A child Azure always has, though nobody created it (every server parameter of a PostgreSQL
 # server): the body a GET answers for this name, or None when the name is unknown.
 ImpliedHook = Callable[[str], "dict[str, Any] | None"]

@@ -2,7 +2,10 @@
 
 Each server is backed by a real cluster (pgcluster.py): created with the server, given the
 admin login and password of each PUT, deleted with it; its GET reports the live endpoint as
-`fullyQualifiedDomainName` = `127.0.0.1:<port>`.
+`fullyQualifiedDomainName` = `127.0.0.1:<port>`. The cluster is prepared (initdb, start, the
+admin login) by the PUT's backing work, which the store runs inside the server's long-running
+operation, as Azure creates a server after answering 201; until it is done the GET answers
+`<name>.postgres.database.azure.com`, as for a server without a cluster.
 
 Shapes: postgresql-flexible-server/ServerCreate.json, ServersGet.json; ConfigurationsGet.json
 and ConfigurationsUpdateUsingPut.json (Azure/azure-rest-api-specs, 2025-08-01, copied to
@@ -20,7 +23,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote
 
-from deploykit.sandbox.armtype import PRIVATE, ArmType, State
+from deploykit.sandbox.armtype import PRIVATE, ArmType, BackingWork, State
 from deploykit.sandbox.bodies import ABSENT, get_path, properties
 from deploykit.sandbox.ids import ArmError, ParsedId
 from deploykit.sandbox.netrules import check_range
@@ -63,15 +66,27 @@ def _server_created(body: dict[str, Any]) -> None:
     props["minorVersion"] = binary_version()[1]  # the embedded server's real minor version
 
 
-def _server_after_put(state_dir: Path, parsed: ParsedId, body: dict[str, Any], request: dict[str, Any], created: bool) -> None:
-    """The real cluster: started if needed; the admin login created, or given the PUT's new password."""
+def _server_after_put(
+    state_dir: Path, parsed: ParsedId, body: dict[str, Any], request: dict[str, Any], created: bool
+) -> BackingWork:
+    """Name the cluster in the stored body now; return the slow part: started if needed, the admin login set.
+
+    The cluster's folder is made here, in the PUT, so a parameter PUT that follows knows the
+    server has a cluster even before its backing work has begun.
+    """
     cluster = Cluster.for_server(state_dir, parsed.name)
-    cluster.ensure()
-    login = properties(body).get("administratorLogin")
-    if isinstance(login, str) and login:
-        password = properties(request).get("administratorLoginPassword")
-        cluster.set_admin(login, password if isinstance(password, str) else None)
+    cluster.home.mkdir(parents=True, exist_ok=True)
     body[PRIVATE] = {"cluster": str(cluster.home)}
+    login = properties(body).get("administratorLogin")
+    password = properties(request).get("administratorLoginPassword")  # kept in memory only, for the work
+
+    def prepare() -> None:
+        with cluster.preparing():
+            cluster.ensure(make_home=False)  # a server deleted meanwhile gets no new cluster
+            if isinstance(login, str) and login:
+                cluster.set_admin(login, password if isinstance(password, str) else None)
+
+    return prepare
 
 
 def _server_after_delete(state: State, record: dict[str, Any]) -> None:
@@ -92,7 +107,13 @@ def endpoint(record_body: dict[str, Any]) -> str | None:
 
 def _server_computed(out: dict[str, Any], vault_url: Callable[[str], str] | None) -> None:
     props = out.setdefault("properties", {})
-    props["fullyQualifiedDomainName"] = endpoint(out) or f"{out['name']}.postgres.database.azure.com"
+    try:
+        found = endpoint(out)
+    except ArmError:
+        if str(props.get("provisioningState")).lower() != "failed":
+            raise
+        found = None  # a server whose creation failed still answers its GET, as on Azure; it has no endpoint
+    props["fullyQualifiedDomainName"] = found or f"{out['name']}.postgres.database.azure.com"
     storage = props.setdefault("storage", {})
     size = int(storage.get("storageSizeGB") or 32)
     tier, iops = next(((t, i) for gb, t, i in STORAGE_TIERS if size <= gb), STORAGE_TIERS[-1][1:])
@@ -235,14 +256,26 @@ def _parameter_before_put(
     return body
 
 
-def _parameter_after_put(state_dir: Path, parsed: ParsedId, body: dict[str, Any], request: dict[str, Any], created: bool) -> None:
-    """azure.extensions reaches the real cluster, which enforces it as Azure does (pgcluster.py)."""
+def _parameter_after_put(
+    state_dir: Path, parsed: ParsedId, body: dict[str, Any], request: dict[str, Any], created: bool
+) -> BackingWork | None:
+    """azure.extensions reaches the real cluster, which enforces it as Azure does (pgcluster.py).
+
+    Only for a server with a cluster folder (a seeded body has none); the work waits on the
+    cluster's lock while the server's own backing work is still making it.
+    """
     if parsed.name.lower() != "azure.extensions":
-        return
+        return None
     cluster = Cluster.for_server(state_dir, _server_key(parsed).rsplit("/", 1)[-1])
-    if cluster.exists():
-        cluster.ensure()
-        cluster.set_extensions(str(properties(body).get("value") or ""))
+    if not cluster.home.is_dir():
+        return None
+    value = str(properties(body).get("value") or "")
+
+    def apply() -> None:
+        cluster.ensure(make_home=False)
+        cluster.set_extensions(value)
+
+    return apply
 
 
 PARAMETER = ArmType(

@@ -6,6 +6,14 @@ into ARM error bodies in one place. What differs between resource types comes fr
 
 State is shared by threads (one lock) and by processes (each CLI run starts its own in-process
 sandbox on the same folder): see SandboxState.
+
+A long-running type's backing work (a PostgreSQL server's initdb, start and admin login:
+armtype.BackingHook) runs after the PUT's transaction, in a background thread: the PUT answers
+at once, no other write waits for it, and the operation stays InProgress until both its time
+has come and the work is done, as Azure's creation is the operation's duration. The work's
+ArmError ends the operation Failed with its code and message. While it runs this process holds
+an flock on `backing/<operation>.lock` beside the state; an operation whose work nobody holds
+any more (its process was killed) ends Failed (InternalServerError) when next settled.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from typing import IO, Any
 from deploykit.errors import UserError
 from deploykit.paths import display
 from deploykit.sandbox import pgcluster, pgtypes, providers, rbac
-from deploykit.sandbox.armtype import PRIVATE
+from deploykit.sandbox.armtype import PRIVATE, BackingWork
 from deploykit.sandbox.ids import ArmError, ParsedId, parse_id
 
 __all__ = ["ArmError", "ParsedId", "SandboxState", "parse_id", "remove_state"]
@@ -43,6 +51,16 @@ COMPACT_MIN_BYTES = 256 * 1024
 # Finished long-running operations are kept this long for late polls, and at most this many.
 OPERATION_TTL_SECONDS = 600.0
 MAX_FINISHED_OPERATIONS = 1000
+# Backing work (see the module docstring): its locks live in this folder beside the state. While
+# it runs after the operation's own time, polls are told to come back after this long.
+BACKING_DIR = "backing"
+BACKING_POLL_SECONDS = 0.2
+# How long close() (the sandbox stopping) waits for backing work still running: initdb and a
+# start are bounded by pgcluster's own timeouts (60 s and 30 s).
+BACKING_CLOSE_SECONDS = 180.0
+STOPPED_WHILE_PREPARING = (
+    "The sandbox stopped while preparing '{name}' (its process ended before the work was done); send the PUT again."
+)
 
 
 def new_etag() -> str:
@@ -246,6 +264,9 @@ class SandboxState:
         self._before: dict[str, dict[str, Any]] = {}  # each section's entries when the transaction began
         self._touched: set[tuple[str, str]] = set()  # (section, key) changed in place by the transaction
         self._scratch: Path | None = None  # an in-memory state's folder for real services
+        # Backing work this instance runs: operation id -> its lock's descriptor (None in memory).
+        self._backing: dict[str, int | None] = {}
+        self._backing_done = threading.Condition()  # guards self._backing; notified as each ends
         if path is not None:
             with self._lock:
                 self._refresh()
@@ -449,9 +470,12 @@ class SandboxState:
     def close(self) -> None:
         """Let go of the state file this process holds open (the data stays usable; it reloads).
 
-        The TLS fronts this process opened for PostgreSQL servers close; the clusters keep
-        running for the next process (an in-memory state's are deleted: nothing can find them).
+        Backing work still running is let finish first (at most BACKING_CLOSE_SECONDS), so a run
+        that exits right after a PUT was accepted (`--no-wait`) leaves a complete resource. The
+        TLS fronts this process opened for PostgreSQL servers close; the clusters keep running
+        for the next process (an in-memory state's are deleted: nothing can find them).
         """
+        self.wait_for_backing(BACKING_CLOSE_SECONDS)
         with self._lock:
             if self._path is not None:
                 self._hold(None, None)
@@ -467,8 +491,9 @@ class SandboxState:
         """Stop the real services behind resources (PostgreSQL clusters), keeping their data.
 
         For a test suite's teardown: the clusters otherwise outlive the sandbox, as they should
-        between CLI runs. A later GET or PUT starts them again.
+        between CLI runs. A later GET or PUT starts them again. Backing work finishes first.
         """
+        self.wait_for_backing(BACKING_CLOSE_SECONDS)
         pgcluster.stop_all(self.home())
 
     def home(self) -> Path:
@@ -490,7 +515,8 @@ class SandboxState:
         self._dirty = True
 
     def reset(self) -> None:
-        """Empty the state; the real services behind resources are stopped and deleted."""
+        """Empty the state; the real services behind resources are stopped and deleted (after their backing work)."""
+        self.wait_for_backing(BACKING_CLOSE_SECONDS)
         with self._writing():
             self._data = _empty()
             pgcluster.remove_all(self.home())
@@ -528,13 +554,38 @@ class SandboxState:
 
         A long-running type gets an operation and stays Creating/Updating until it settles;
         any other type is Succeeded at once (if it has a provisioningState at all). A type
-        backed by a real service (a PostgreSQL server) has it started and configured before the
-        answer. The first value is False for a creation the provider answers with 200 (keyValues).
+        backed by a real service (a PostgreSQL server) gets it started and configured by the
+        hook's backing work: for a long-running type after this transaction, in the background,
+        its operation InProgress until the work is done (see the module docstring); for any
+        other type before the answer. The first value is False for a creation the provider
+        answers with 200 (keyValues).
         `lro_seconds` may depend on the type and on whether it is a creation (type name, created)
         -> seconds: a VPN gateway takes its own time (network.operation_seconds).
         """
         parsed = parse_id(rid)
         spec = providers.spec_for(parsed.type)
+        background: list[tuple[str, BackingWork]] = []  # the work to start once the transaction is committed
+        try:
+            answer = self._put(parsed, spec, request, lro_seconds, failure, if_match, background)
+        except BaseException:
+            for op_id, _ in background:
+                self._release_backing(op_id)
+            raise
+        for op_id, work in background:
+            self._start_backing(op_id, work)
+        return answer
+
+    def _put(
+        self,
+        parsed: ParsedId,
+        spec: providers.ArmType,
+        request: dict[str, Any],
+        lro_seconds: float | Callable[[str, bool], float],
+        failure: dict[str, str] | None,
+        if_match: str | None,
+        background: list[tuple[str, BackingWork]],
+    ) -> tuple[bool, dict[str, Any], str | None]:
+        """put_resource's transaction; a long-running type's backing work is added to `background`, not run."""
         with self._writing():
             self._settle()
             self._require_container(parsed)
@@ -551,14 +602,18 @@ class SandboxState:
             created = existing is None
             if spec.etag:
                 body["etag"] = new_etag()
-            if spec.after_put is not None:
-                spec.after_put(self.home(), parsed, body, request, created)
+            work = spec.after_put(self.home(), parsed, body, request, created) if spec.after_put is not None else None
+            if work is not None and not spec.long_running:
+                work()  # nothing to wait for: the answer comes after the work, as before
             record = {"id": existing["id"] if existing else parsed.id, "type": spec.name, "body": body}
             resources[parsed.key] = record
             op_id = None
             if spec.long_running:
                 seconds = lro_seconds(spec.name, created) if callable(lro_seconds) else lro_seconds
                 op_id = self._start_operation(parsed.key, seconds, failure)
+                if work is not None:
+                    self._claim_backing(op_id)
+                    background.append((op_id, work))
                 self._set_provisioning_state(record, "Creating" if created else "Updating")
             else:
                 self._set_provisioning_state(record, "Succeeded")
@@ -897,19 +952,47 @@ class SandboxState:
             return copy.deepcopy(op)
 
     def operation_remaining(self, op_id: str) -> float:
+        """Seconds until the operation may end (a poll's Retry-After): at least BACKING_POLL_SECONDS while its work runs."""
         with self._reading():
             op = self._data["operations"].get(op_id)
-            return max(0.0, op["ready_at"] - time.time()) if op else 0.0
+            if op is None:
+                return 0.0
+            remaining = max(0.0, op["ready_at"] - time.time())
+            if op["status"] == "InProgress" and op.get("backing"):
+                remaining = max(remaining, BACKING_POLL_SECONDS)
+            return remaining
 
     def _due(self) -> bool:
-        now = time.time()
-        return any(op["status"] == "InProgress" and op["ready_at"] <= now for op in self._data["operations"].values())
-
-    def _settle(self) -> None:
-        """Finish every operation whose time has come (lazily, on any access; inside a transaction)."""
+        """Whether an operation can be settled now: its time has come, or its backing work was abandoned."""
         now = time.time()
         for op_id, op in self._data["operations"].items():
-            if op["status"] != "InProgress" or op["ready_at"] > now:
+            if op["status"] != "InProgress":
+                continue
+            if op.get("backing"):
+                if not self._backing_running(op_id):
+                    return True
+            elif op["ready_at"] <= now:
+                return True
+        return False
+
+    def _settle(self) -> None:
+        """Finish every operation whose time has come and whose backing work is done (lazily; inside a transaction).
+
+        An operation whose backing work nobody runs any more (its process was killed: no flock
+        on its lock) ends Failed at once; a re-PUT makes the resource again.
+        """
+        now = time.time()
+        for op_id, op in self._data["operations"].items():
+            if op["status"] != "InProgress":
+                continue
+            if op.get("backing"):
+                if self._backing_running(op_id):
+                    continue
+                del op["backing"]
+                name = op["resource"].rsplit("/", 1)[-1]
+                op["failure"] = {"code": "InternalServerError", "message": STOPPED_WHILE_PREPARING.format(name=name)}
+                self._forget_lock(op_id)
+            elif op["ready_at"] > now:
                 continue
             op["status"] = "Failed" if op["failure"] else "Succeeded"
             op["end"] = providers.now_iso()
@@ -919,6 +1002,101 @@ class SandboxState:
             if record is not None:
                 self._set_provisioning_state(record, op["status"])
                 self._touch("resources", op["resource"])
+
+    # ---- backing work (armtype.BackingHook): after the PUT, inside its operation --------------
+    def _lock_file(self, op_id: str) -> Path | None:
+        return self._path.parent / BACKING_DIR / f"{op_id}.lock" if self._path is not None else None
+
+    def _claim_backing(self, op_id: str) -> None:
+        """Mark the new operation as waiting for backing work this instance runs (inside the PUT's transaction).
+
+        The lock is taken before the operation is committed, so any process that sees the
+        operation also sees its lock held for as long as this process lives.
+        """
+        self._data["operations"][op_id]["backing"] = True
+        fd = None
+        lock = self._lock_file(op_id)
+        if lock is not None:
+            lock.parent.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a new, unique file: free
+        with self._backing_done:
+            self._backing[op_id] = fd
+
+    def _start_backing(self, op_id: str, work: BackingWork) -> None:
+        """Run the work on its own (non-daemon) thread: the interpreter lets it finish before exiting."""
+        thread = threading.Thread(target=self._run_backing, args=(op_id, work), name=f"sandbox-backing-{op_id}")
+        try:
+            thread.start()
+        except BaseException:
+            self._release_backing(op_id)  # the operation is then abandoned: Failed when next settled
+            raise
+
+    def _run_backing(self, op_id: str, work: BackingWork) -> None:
+        """The work, then its outcome recorded on the operation (which settles once its time has come too)."""
+        failure: dict[str, str] | None = None
+        try:
+            work()
+        except ArmError as exc:
+            failure = {"code": exc.code, "message": exc.message}
+        except Exception as exc:  # any failure must end the operation, not leave it InProgress
+            failure = {"code": "InternalServerError", "message": f"The sandbox failed while preparing the resource: {exc}"}
+        try:
+            # When the state cannot be written (invalid file), the lock released below leaves the
+            # operation abandoned: the next settle ends it Failed.
+            with suppress(Exception), self._writing():
+                op = self._data["operations"].get(op_id)
+                if op is not None and op.get("backing"):
+                    del op["backing"]
+                    if failure is not None:
+                        op["failure"] = failure
+                    self._touch("operations", op_id)
+                    self._settle()
+        finally:
+            self._release_backing(op_id)
+
+    def _release_backing(self, op_id: str) -> None:
+        """Forget the work: its lock file removed, then released (after its outcome was committed)."""
+        with self._backing_done:
+            fd = self._backing.pop(op_id, None)
+            self._backing_done.notify_all()
+        if fd is not None:
+            self._forget_lock(op_id)
+            os.close(fd)
+
+    def _forget_lock(self, op_id: str) -> None:
+        lock = self._lock_file(op_id)
+        if lock is not None:
+            lock.unlink(missing_ok=True)
+
+    def _backing_running(self, op_id: str) -> bool:
+        """Whether someone still runs the operation's backing work: this instance, or a process holding its lock."""
+        with self._backing_done:
+            if op_id in self._backing:
+                return True
+        lock = self._lock_file(op_id)
+        if lock is None:
+            return False
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def wait_for_backing(self, timeout: float | None = None) -> bool:
+        """Wait until this instance's backing work is done (at most `timeout` seconds); whether it all is.
+
+        SandboxServer.stop() gets this through close(). Never call it while holding the store's
+        lock: each work commits its outcome through that lock.
+        """
+        with self._backing_done:
+            return self._backing_done.wait_for(lambda: not self._backing, timeout)
 
     def counts(self) -> dict[str, Any]:
         with self._reading():
