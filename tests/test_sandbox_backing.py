@@ -122,6 +122,27 @@ def test_put_answers_before_the_cluster_is_ready(box: Sandbox) -> None:
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
 
 
+def test_writes_while_preparing_take_effect_in_order(box: Sandbox) -> None:
+    """A second PUT (a new password) and an azure.extensions PUT sent while the cluster is being made."""
+    state = box.server.state
+    name = "psql-backing-order"
+    rid = server_id(name)
+    operations = [
+        state.put_resource(rid, server_body("Order-pass-1"), 0.0)[2],
+        state.put_resource(rid, server_body("Order-pass-2"), 0.0)[2],
+        state.put_resource(f"{rid}/configurations/azure.extensions", {"properties": {"value": "VECTOR"}}, 0.0)[2],
+    ]
+    assert [state.get_operation(op)["status"] for op in operations].count("InProgress") == len(operations)
+    assert [wait_until_ended(state, op)["status"] for op in operations] == ["Succeeded"] * len(operations)
+    shown = box.provider.read(rid, API)
+    assert shown is not None
+    fqdn = shown["properties"]["fullyQualifiedDomainName"]
+    with connect(fqdn, "Order-pass-2") as conn:  # the later PUT's password won
+        assert conn.execute("SELECT current_setting('azure.extensions')").fetchone() == ("VECTOR",)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        connect(fqdn, "Order-pass-1").close()
+
+
 def test_failed_preparation_fails_the_operation_and_a_re_put_converges(box: Sandbox) -> None:
     """A socket folder that is not the sandbox's own (a symlink in /tmp): the cluster cannot start."""
     name = "psql-backing-fails"

@@ -80,6 +80,7 @@ class ArmType:
     computed: PresentHook | None = None
     # POST {resource id}/{action} (listKeys, ...): lower-cased action name -> hook (below)
     actions: Mapping[str, ActionHook] = field(default_factory=lambda: MappingProxyType({}))
+    # After a PUT stored the body: the real service behind it; returns the backing work (BackingHook)
     after_put: BackingHook | None = None
     implied: ImpliedHook | None = None
     created_status: int = 201  # a PUT that creates answers this; 200 where the provider does (keyValues)

@@ -20,8 +20,8 @@ sandbox's own, valid for 127.0.0.1) and a SCRAM password, as on Azure.
   the clear text is in no statement and no log; it is never stored.
 - The cluster outlives the sandbox process (CLI runs reuse it: no initdb; a start only if its
   postmaster died). A cluster runs with `fsync = off` and `synchronous_commit = off`: a
-  sandbox's data need not survive an OS crash, and without them CREATE DATABASE takes up to
-  twice as long (about 70 ms instead of up to 140 ms).
+  sandbox's data need not survive an OS crash, so no commit or CREATE DATABASE waits for a
+  disk flush (where flushes are slow, CREATE DATABASE took up to 140 ms instead of about 70 ms).
 - The store prepares a cluster (initdb, start, the admin login) in the background, inside the
   server's long-running operation (store.SandboxState, armtype.BackingHook). While this process
   prepares one (`Cluster.preparing`), its `endpoint` answers None at once instead of waiting for

@@ -266,7 +266,10 @@ class SandboxState:
         self._scratch: Path | None = None  # an in-memory state's folder for real services
         # Backing work this instance runs: operation id -> its lock's descriptor (None in memory).
         self._backing: dict[str, int | None] = {}
-        self._backing_done = threading.Condition()  # guards self._backing; notified as each ends
+        # The last work started per resource: the next one for that resource waits for it, so
+        # two PUTs' works (two passwords) take effect in the order the PUTs were answered.
+        self._last_work: dict[str, threading.Thread] = {}
+        self._backing_done = threading.Condition()  # guards both; notified as each work ends
         if path is not None:
             with self._lock:
                 self._refresh()
@@ -572,7 +575,7 @@ class SandboxState:
                 self._release_backing(op_id)
             raise
         for op_id, work in background:
-            self._start_backing(op_id, work)
+            self._start_backing(op_id, parsed.key, work)
         return answer
 
     def _put(
@@ -1023,17 +1026,30 @@ class SandboxState:
         with self._backing_done:
             self._backing[op_id] = fd
 
-    def _start_backing(self, op_id: str, work: BackingWork) -> None:
+    def _start_backing(self, op_id: str, key: str, work: BackingWork) -> None:
         """Run the work on its own (non-daemon) thread: the interpreter lets it finish before exiting."""
-        thread = threading.Thread(target=self._run_backing, args=(op_id, work), name=f"sandbox-backing-{op_id}")
+        with self._backing_done:
+            previous = self._last_work.get(key)
+            thread = threading.Thread(
+                target=self._run_backing, args=(op_id, key, work, previous), name=f"sandbox-backing-{op_id}"
+            )
+            self._last_work[key] = thread
         try:
             thread.start()
         except BaseException:
+            with self._backing_done:
+                if self._last_work.get(key) is thread:
+                    del self._last_work[key]
             self._release_backing(op_id)  # the operation is then abandoned: Failed when next settled
             raise
 
-    def _run_backing(self, op_id: str, work: BackingWork) -> None:
-        """The work, then its outcome recorded on the operation (which settles once its time has come too)."""
+    def _run_backing(self, op_id: str, key: str, work: BackingWork, previous: threading.Thread | None) -> None:
+        """The work (after the resource's previous one), then its outcome recorded on the operation.
+
+        The operation settles once its time has come too (here, or on a later access).
+        """
+        if previous is not None:
+            previous.join()
         failure: dict[str, str] | None = None
         try:
             work()
@@ -1053,6 +1069,9 @@ class SandboxState:
                     self._touch("operations", op_id)
                     self._settle()
         finally:
+            with self._backing_done:
+                if self._last_work.get(key) is threading.current_thread():
+                    del self._last_work[key]
             self._release_backing(op_id)
 
     def _release_backing(self, op_id: str) -> None:
