@@ -27,9 +27,10 @@ sandbox's own, valid for 127.0.0.1) and a SCRAM password, as on Azure.
   prepares one (`Cluster.preparing`), its `endpoint` answers None at once instead of waiting for
   it; another process waits on the cluster's flock as before. An init that never finished (a
   killed process) leaves an `initialising` marker, so the next `ensure` makes the cluster anew
-  and a GET never starts a half-made one. The TLS front lives as long as the sandbox process that opened it, and
-  takes the same port again when it is free (a second process on the same state gets another).
-  Deleting the server, `SandboxState.reset` and `remove_state` stop and delete clusters.
+  and a GET never starts a half-made one.
+- The TLS front lives as long as the sandbox process that opened it, and takes the same port
+  again when it is free (a second process on the same state gets another). Deleting the
+  server, `SandboxState.reset` and `remove_state` stop and delete clusters.
 
 When the sandbox runs as root, PostgreSQL runs as the `pgserver` user (its package's convention).
 """
