@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from deploykit.config import EnvConfig
 from deploykit.engine.flow import RunContext, RunOptions, Work, apply_deferred, merge, run
 from deploykit.engine.model import Action, Change, Plan
 from deploykit.engine.runner import plan_steps
@@ -35,11 +36,7 @@ def plan_deploy(ctx: RunContext) -> Work:
 
     request = DbRequest(options.task, options.env, options.target, options.dry_run, options.as_json, options.yes)
     db = DbContext(request, ctx, ctx.platform, env)  # type: ignore[arg-type]
-    e = env.env
-    # The server, its password and extension allow-list; on a private network also the server's
-    # private endpoint and its DNS record (the only way in).
-    wanted = (f"pg.{e}", f"secret.{e}.{env.postgres.admin_password_secret}", f"pg.{e}.azure-extensions", f"pe.{e}.pg.zones")
-    inputs = [a for a in wanted if a in by_address]
+    inputs = [a for a in db_inputs(env) if a in by_address]
     server_ready = all(by_address[a].action is Action.UNCHANGED for a in inputs)
     create = _create_work(db, server_ready)
     migrate = _migrate_work(db, server_ready and not create.plan.pending)
@@ -54,6 +51,13 @@ def plan_deploy(ctx: RunContext) -> Work:
     work = merge(title, [steps, create, migrate], extra)
     work.no_changes = "No changes: every step, database and migration matches the desired state."
     return work
+
+
+def db_inputs(env: EnvConfig) -> tuple[str, ...]:
+    """What the databases wait for: the server, its password and extension allow-list; on a
+    private network also the server's private endpoint and its DNS record (the only way in)."""
+    e = env.env
+    return (f"pg.{e}", f"secret.{e}.{env.postgres.admin_password_secret}", f"pg.{e}.azure-extensions", f"pe.{e}.pg.zones")
 
 
 def _create_work(db: Any, server_ready: bool) -> Work:
@@ -96,4 +100,4 @@ def _deferred(ctx: RunContext, address: str, kind: str, target: str, reason: str
     return Work(address, Plan((change,)), {address: lambda: apply_deferred(ctx, make)})
 
 
-__all__: Sequence[str] = ["deploy", "plan_deploy"]
+__all__: Sequence[str] = ["APP_TYPE", "db_inputs", "deploy", "plan_deploy"]

@@ -343,7 +343,7 @@ def plan_create(ctx: DbContext, conninfo: str) -> tuple[Plan, dict[str, Any]]:
                     f"owner {want_owner}, PUBLIC revoked, extensions and grants in place",
                 )
             )
-    return Plan(tuple(changes)), {"state": state, "dbs": dbs, "apps": apps}
+    return Plan(tuple(changes)), {"state": state, "dbs": dbs, "apps": apps, "passwords": {}}
 
 
 def create(req: DbRequest) -> int:
@@ -357,19 +357,26 @@ def _plan_create(run_ctx: RunContext) -> Work:
 def create_work(ctx: DbContext) -> Work:
     """Roles, databases, grants and extensions, then one database URL secret per app."""
     req = ctx.req
-    databases_for(ctx.env_cfg, req.db)  # an unknown --db is a user error before anything else
-    vault = ctx.vault()
-    if vault is None:
-        raise UserError(
-            f"vault {ctx.env_cfg.key_vault.name} does not exist yet: role passwords are stored there; "
-            f"{run_first('step3')} (nothing was changed)"
-        )
-    conninfo = ctx.admin_conninfo()
-    plan, facts = plan_create(ctx, conninfo)
-    require_allowed_extensions(ctx, facts["dbs"])
-    urls = database_urls(ctx, vault, conninfo, facts["apps"])
+    dbs = databases_for(ctx.env_cfg, req.db)  # an unknown --db is a user error before anything else
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="db-plan") as pool:
+        # Independent reads side by side: the vault and the server (ARM), then the server's
+        # roles and databases (SQL) beside its extension allow-list (ARM).
+        server = pool.submit(ctx.endpoint) if not (req.admin_dsn or os.environ.get("PGHOST")) else None
+        vault = ctx.vault()
+        if server is not None:
+            server.result()
+        if vault is None:
+            raise UserError(
+                f"vault {ctx.env_cfg.key_vault.name} does not exist yet: role passwords are stored there; "
+                f"{run_first('step3')} (nothing was changed)"
+            )
+        conninfo = ctx.admin_conninfo()
+        allowed = pool.submit(require_allowed_extensions, ctx, dbs)
+        plan, facts = plan_create(ctx, conninfo)
+        allowed.result()
+    urls = database_urls(ctx, vault, conninfo, facts["apps"], facts["passwords"])
     changes = list(plan.changes) + [change for change, _ in urls.values()]
-    admin = AdminSession(ctx.run.stack, conninfo)
+    admin = AdminSessions(ctx.run.stack, conninfo)
     appliers: dict[str, Any] = {}
     depends_on: dict[str, tuple[str, ...]] = {}
     for change in plan.pending:
@@ -382,8 +389,7 @@ def create_work(ctx: DbContext) -> Work:
         if change.action is not Action.UNCHANGED:
             appliers[address] = apply
             depends_on[address] = (role_of_url[address],)
-    # A database waits for its roles, a URL for its role's password; the rest overlaps (vault
-    # writes, each database's own connection), while the admin connection runs one at a time.
+    # A database waits for its roles, a URL for its role's password; the rest runs side by side.
 
     def verify() -> Plan:
         again, _ = plan_create(ctx, conninfo)
@@ -408,8 +414,15 @@ def app_database(env_cfg: EnvConfig, app: str) -> DatabaseConfig | None:
     return (owned or shared or [None])[0]
 
 
-def database_urls(ctx: DbContext, vault: Any, conninfo: str, apps: list[str]) -> dict[str, tuple[Change, Any]]:
-    """One `database-url-<app>` secret per app: its own role, its own password, the server's FQDN."""
+def database_urls(
+    ctx: DbContext, vault: Any, conninfo: str, apps: list[str], stored: dict[str, str] | None = None
+) -> dict[str, tuple[Change, Any]]:
+    """One `database-url-<app>` secret per app: its own role, its own password, the server's FQDN.
+
+    `stored`: role passwords this run has just stored (app -> password), so a URL written after
+    its role need not read the password back from the vault.
+    """
+    stored = {} if stored is None else stored
     endpoint = ctx.endpoint() if ctx.req.target == "azure" or not ctx.req.admin_dsn else None
     if endpoint is None:  # --admin-dsn or PGHOST: the apps reach the server the operator named
         params = conninfo_to_dict(conninfo) if conninfo else {}
@@ -445,7 +458,7 @@ def database_urls(ctx: DbContext, vault: Any, conninfo: str, apps: list[str]) ->
         )
 
         def apply(name: str = name, url: Any = url, app: str = app) -> dict[str, Any]:
-            value = url(read_secret(vault, role_secret(app)))  # read again: the role's apply may have just stored it
+            value = url(stored.get(app) or read_secret(vault, role_secret(app)))
             if value is None:
                 raise ApplyError(f"{name}: the role's password is not in the vault")
             with translated_errors(name):
@@ -456,34 +469,47 @@ def database_urls(ctx: DbContext, vault: Any, conninfo: str, apps: list[str]) ->
     return out
 
 
-class AdminSession:
-    """The admin connection of one apply: opened on first use, used by one applier at a time."""
+class AdminSessions:
+    """Admin connections of one apply: each applier borrows one, opened on demand and reused.
+
+    Appliers run side by side (up to APPLY_WORKERS), so roles are created and databases made
+    at once instead of one after another on a single connection.
+    """
 
     def __init__(self, stack: ExitStack, conninfo: str) -> None:
         self._stack, self._conninfo = stack, conninfo
         self._lock = threading.Lock()
-        self._conn: Any = None
+        self._idle: list[Any] = []
 
     @contextmanager
     def use(self) -> Iterator[Any]:
         with self._lock:
-            if self._conn is None:
-                self._conn = self._stack.enter_context(connect(self._conninfo))
-            yield self._conn
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = connect(self._conninfo)
+            with self._lock:
+                self._stack.callback(conn.close)
+        try:
+            yield conn
+        finally:
+            with self._lock:
+                self._idle.append(conn)
 
 
-def _apply_change(admin: AdminSession, conninfo: str, vault: Any, change: Change, facts: dict[str, Any]) -> None:
+def _apply_change(admin: AdminSessions, conninfo: str, vault: Any, change: Change, facts: dict[str, Any]) -> None:
     if change.type == "postgresql/role":
         app = next(a for a in facts["apps"] if role_name(a) == change.id)
-        _apply_role(admin, vault, app, change, facts["state"])
+        _apply_role(admin, vault, app, change, facts)
     else:
         db = next(d for d in facts["dbs"] if d.name == change.id)
         _apply_database(admin, conninfo, db, change, facts["state"])
 
 
-def _apply_role(admin: AdminSession, vault: Any, app: str, change: Change, state: ServerState) -> None:
+def _apply_role(admin: AdminSessions, vault: Any, app: str, change: Change, facts: dict[str, Any]) -> None:
     role = role_name(app)
     password = _role_password(vault, app)
+    facts["passwords"][app] = password  # the URL's apply takes it from here
+    state: ServerState = facts["state"]
     ident = sql.Identifier(role)
     with admin.use() as conn:
         # The SCRAM verifier is computed here, as `psql \password` does: the password itself never
@@ -510,7 +536,7 @@ def _role_password(vault: Any, app: str) -> str:
     return password
 
 
-def _apply_database(admin: AdminSession, conninfo: str, db: DatabaseConfig, change: Change, state: ServerState) -> None:
+def _apply_database(admin: AdminSessions, conninfo: str, db: DatabaseConfig, change: Change, state: ServerState) -> None:
     owner = role_name(db.owner) if db.owner else state.admin
     name = sql.Identifier(db.name)
     with admin.use() as conn:

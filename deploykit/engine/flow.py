@@ -132,6 +132,11 @@ def run(options: RunOptions, planner: Planner) -> int:
         confirm(options, plan, reporter)
         execution = _apply(ctx, work, plan)
         applied_ok = {o.change.address for o in execution.outcomes if o.ok and not o.accepted}
+        failed = [o for o in execution.outcomes if not o.ok]
+        checkable = not failed and not execution.interrupted and not execution.deferred
+        checkable = checkable and not any(o.accepted for o in execution.outcomes)
+        # The result checks only read, as verify does: they start now and run beside it.
+        checks = _Background(work.checks) if checkable and work.checks is not None else None
         leftover: list[Change] = []
         if work.verify is not None and applied_ok and not execution.interrupted:
             try:
@@ -140,9 +145,7 @@ def run(options: RunOptions, planner: Planner) -> int:
                 reporter.warn(f"could not re-read after applying ({exc}); run the plan again to check")
             for change in leftover:
                 reporter.warn(f"{change.address} did not converge: {change.reason}")
-        failed = [o for o in execution.outcomes if not o.ok]
-        finished = not failed and not leftover and not execution.interrupted and not execution.deferred
-        problems = _run_checks(ctx, work) if finished and not any(o.accepted for o in execution.outcomes) else []
+        problems = _run_checks(ctx, work, checks) if checks is not None and not leftover else []
         _flush_notes(ctx)
         reporter.info(recap_line(execution.outcomes, len(leftover), time.monotonic() - started))
         _report_not_waited(reporter, execution)
@@ -172,11 +175,35 @@ def _report_not_waited(reporter: Reporter, execution: Execution) -> None:
     )
 
 
-def _run_checks(ctx: RunContext, work: Work) -> list[str]:
-    """The work's result checks; each problem is warned about, audited and put in --json."""
+class _Background:
+    """A call on a daemon thread, its result (or exception) kept for whoever asks: never waited
+    for at exit, so checks whose answer is no longer wanted do not hold the process."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(call,), name="checks", daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], Any]) -> None:
+        try:
+            self._result = call()
+        except BaseException as exc:  # re-raised in the caller's thread by result()
+            self._error = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+def _run_checks(ctx: RunContext, work: Work, started: _Background | None = None) -> list[str]:
+    """The work's result checks (or those already started); each problem is warned about,
+    audited and put in --json."""
     if work.checks is None:
         return []
-    problems = work.checks()
+    problems = started.result() if started is not None else work.checks()
     for problem in problems:
         ctx.reporter.warn(problem)
     if not problems:

@@ -835,15 +835,19 @@ class AppRuntime:
         return 1 if last is not None and time.time() - last < cooldown else 0
 
     def _last_request_at(self, revision: dict[str, Any]) -> float | None:
-        """When the revision last served a request (wall clock), from this process or the state.
+        """When the revision last had a running replica (wall clock), from this process or the state.
 
         Kept in the state, so replicas outlive the sandbox process as they outlive a CLI run on
-        Azure: a revision scaled to zero stays warm for its cooldown period after a request.
+        Azure: a revision scaled to zero stays warm for its cooldown period after a request, and
+        after it started (a new revision is ready once one of its replicas has started: Learn,
+        "Examine application lifecycle management in Azure Container Apps").
         """
         with self._lock:
             last = self._last_request.get(revision["id"].lower())
-        stored = _dict(revision["body"].get(PRIVATE)).get("last_request")
-        known = [t for t in (last, stored) if isinstance(t, int | float)]
+        private = _dict(revision["body"].get(PRIVATE))
+        created = private.get("created")
+        started = created + self._timings().start_seconds if isinstance(created, int | float) else None
+        known = [t for t in (last, private.get("last_request"), started) if isinstance(t, int | float)]
         return max(known) if known else None
 
     def snapshot(self) -> list[dict[str, Any]]:
