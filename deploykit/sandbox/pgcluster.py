@@ -22,7 +22,13 @@ sandbox's own, valid for 127.0.0.1) and a SCRAM password, as on Azure.
   postmaster died). A cluster runs with `fsync = off` and `synchronous_commit = off`: a
   sandbox's data need not survive an OS crash, so no commit or CREATE DATABASE waits for a
   disk flush (where flushes are slow, CREATE DATABASE took up to 140 ms instead of about 70 ms).
-- The store prepares a cluster (initdb, start, the admin login) in the background, inside the
+- A new cluster is a copy of a machine-wide template (`PgTemplate`), not a fresh initdb: one per
+  PostgreSQL binary version under `<cache>/pg-template/<major.minor>/` (`cache_dir()`), made once
+  with initdb and what every Azure server has before its admin exists (azure_pg_admin, the
+  extension gate, azure_maintenance and azure_sys), then stopped cleanly. The copy's first start
+  gives it its own superuser password (the template's is never shared). Without a writable cache
+  folder a cluster is made with initdb as before.
+- The store prepares a cluster (copy or initdb, start, the admin login) in the background, inside the
   server's long-running operation (store.SandboxState, armtype.BackingHook). While this process
   prepares one (`Cluster.preparing`), its `endpoint` answers None at once instead of waiting for
   it; another process waits on the cluster's flock as before. An init that never finished (a
@@ -49,6 +55,7 @@ import ssl
 import stat
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 import warnings
@@ -131,6 +138,10 @@ CREATE EVENT TRIGGER azure_extension_gate ON ddl_command_start WHEN TAG IN ('CRE
 HBA = """# Written by the deploykit sandbox: a SCRAM password for everyone; TLS is the sandbox's front.
 local all all scram-sha-256
 """
+
+
+INITDB_ARGS = ("-U", "postgres", "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
+CONF_INCLUDES = f"\ninclude_if_exists = 'sandbox.conf'\ninclude_if_exists = '{PARAMETERS_FILE}'\n"
 
 
 def _conf(socket_dir: Path) -> str:
@@ -304,10 +315,21 @@ class Cluster:
     def _init(self, user: str | None) -> None:
         marker = self.home / INIT_MARKER
         marker.touch()  # removed once the cluster is complete; left behind by a killed process
-        if self.data.exists():
-            shutil.rmtree(self.data)  # a half-made cluster from an interrupted init
+        if self.data.exists():  # a half-made cluster from an interrupted init (a copy may have been started)
+            self._kill_postmaster()
+            shutil.rmtree(self.data)
+        self._reachable_home()
+        if not self._copy_template(user):
+            self._fresh(user)
+        marker.unlink()
+
+    def _reachable_home(self) -> None:
+        """The PostgreSQL user may pass through the home (o+x on it and its parents), never list it."""
         _traversable(self.home.parent)
         self.home.chmod(0o711)
+
+    def _fresh(self, user: str | None) -> None:
+        """initdb into `data` with a new superuser password (the template's own recipe, and the fallback)."""
         self.data.mkdir(mode=0o700)
         _give(self.data, user)
         password = secrets.token_urlsafe(24)
@@ -315,15 +337,56 @@ class Cluster:
         pwfile = self.home / "initdb.pw"  # read by initdb as the cluster's user, removed at once
         _write(pwfile, password + "\n", user)
         try:
-            self._pg("initdb", ["-U", "postgres", f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8",
-                                "--locale=C.UTF-8", "--no-sync"], user)  # fmt: skip
+            self._pg("initdb", [*INITDB_ARGS, f"--pwfile={pwfile}"], user)
         finally:
             pwfile.unlink(missing_ok=True)
+        self._configure(user)
+
+    def _configure(self, user: str | None) -> None:
+        """The cluster's own files: postgresql.conf's includes (once), pg_hba.conf; sandbox.conf comes on start."""
         conf = self.data / "postgresql.conf"
-        includes = f"\ninclude_if_exists = 'sandbox.conf'\ninclude_if_exists = '{PARAMETERS_FILE}'\n"
-        _write(conf, conf.read_text() + includes, user)
+        text = conf.read_text()
+        _write(conf, text if CONF_INCLUDES in text else text + CONF_INCLUDES, user)
         _write(self.data / "pg_hba.conf", HBA, user)
-        marker.unlink()
+
+    def _copy_template(self, user: str | None) -> bool:
+        """Make `data` a copy of the template, started, with its own superuser password; False without a template."""
+        with PgTemplate.held(user) as template:
+            if template is None:
+                return False
+            try:
+                _copy_tree(template.data, self.data)
+                shared = (template.home / "superuser").read_text()
+            except (OSError, subprocess.SubprocessError):
+                shutil.rmtree(self.data, ignore_errors=True)
+                return False
+        self._configure(user)
+        self._start(user)
+        self._own_superuser(shared)
+        return True
+
+    def _own_superuser(self, shared: str) -> None:
+        """Replace the template's superuser password (every copy has it) with this cluster's own."""
+        from psycopg import sql
+
+        password = secrets.token_urlsafe(24)
+        with self.connect(password=shared) as conn:
+            verifier = conn.pgconn.encrypt_password(password.encode(), b"postgres", b"scram-sha-256")
+            conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(verifier.decode())))
+        _write(self.home / "superuser", password, None)
+
+    def _kill_postmaster(self) -> None:
+        """Stop at once (SIGQUIT) a postmaster left running on this data folder by a killed process."""
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])  # negative: a standalone backend
+            if pid <= 0 or str(self.data).encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return
+            os.kill(pid, signal.SIGQUIT)
+        except (OSError, ValueError):
+            return
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _start(self, user: str | None) -> None:
         if user is not None:  # again: a parent may have lost o+x since the init (pytest resets its base folder)
@@ -374,11 +437,12 @@ class Cluster:
         return open_front(self, tls_dir)
 
     # ---- the admin login -----------------------------------------------------------------
-    def connect(self, database: str = "postgres") -> Any:
+    def connect(self, database: str = "postgres", password: str | None = None) -> Any:
         """A superuser connection over the socket (the sandbox's own password, never the admin's)."""
         import psycopg
 
-        password = (self.home / "superuser").read_text()
+        if password is None:
+            password = (self.home / "superuser").read_text()
         return psycopg.connect(
             host=str(self.socket_dir), port=SOCKET_PORT, user="postgres", password=password, dbname=database,
             connect_timeout=10, autocommit=True,
@@ -389,17 +453,7 @@ class Cluster:
         from psycopg import sql
 
         with self.connect() as conn:
-            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ADMIN_GROUP,)).fetchone():
-                conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(ADMIN_GROUP)))
-                # Azure's postgres database belongs to azure_pg_admin, so the admin may use its public schema.
-                conn.execute(sql.SQL("ALTER DATABASE postgres OWNER TO {}").format(sql.Identifier(ADMIN_GROUP)))
-            if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'azure_sandbox'").fetchone():
-                for database in ("template1", "postgres"):
-                    with self.connect(database) as inner:
-                        inner.execute(EXTENSION_GATE)
-            for database in AZURE_DATABASES:
-                if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
-                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+            self._install_base(conn)
             if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (login,)).fetchone():
                 conn.execute(
                     sql.SQL("CREATE ROLE {} LOGIN CREATEDB CREATEROLE IN ROLE {}").format(
@@ -409,6 +463,22 @@ class Cluster:
             if password is not None:
                 verifier = conn.pgconn.encrypt_password(password.encode(), login.encode(), b"scram-sha-256")
                 conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(login), sql.Literal(verifier.decode())))
+
+    def _install_base(self, conn: Any) -> None:
+        """What a new Azure server has before its admin exists; each part only when missing (a copy has them all)."""
+        from psycopg import sql
+
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ADMIN_GROUP,)).fetchone():
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(ADMIN_GROUP)))
+            # Azure's postgres database belongs to azure_pg_admin, so the admin may use its public schema.
+            conn.execute(sql.SQL("ALTER DATABASE postgres OWNER TO {}").format(sql.Identifier(ADMIN_GROUP)))
+        if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'azure_sandbox'").fetchone():
+            for database in ("template1", "postgres"):
+                with self.connect(database, password=conn.info.password) as inner:
+                    inner.execute(EXTENSION_GATE)
+        for database in AZURE_DATABASES:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
 
     def set_extensions(self, value: str) -> None:
         """azure.extensions for the cluster: written beside postgresql.conf, then a reload."""
@@ -423,6 +493,171 @@ class Cluster:
             time.sleep(0.02)
 
 
+# ---- the template every new cluster is a copy of ------------------------------------------------
+TEMPLATE_ROOT = "pg-template"
+TEMPLATE_DONE = "complete"  # written last, before the rename: the recipe's digest
+SCRATCH_PREFIX = "deploykit-pg-template-"  # the template is made in <tmp>/<prefix><pid>-*/, then copied in
+
+
+def cache_dir() -> Path:
+    """The machine-wide cache: $DEPLOYKIT_CACHE_DIR, else $XDG_CACHE_HOME/deploykit, else ~/.cache/deploykit."""
+    if explicit := os.environ.get("DEPLOYKIT_CACHE_DIR"):
+        return Path(explicit).absolute()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"  # the XDG spec ignores a relative value
+    return base / "deploykit"
+
+
+@cache
+def _recipe() -> str:
+    """What a template is made of: one made by other code (other initdb options, another gate) is made anew."""
+    parts = [*INITDB_ARGS, EXTENSION_GATE, ADMIN_GROUP, *AZURE_DATABASES, HBA, CONF_INCLUDES]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    """`cp -a`: owners and modes kept (the PostgreSQL user's files when we are root); a clone where the file system can."""
+    subprocess.run(["cp", "-a", "--reflink=auto", str(source), str(target)], check=True, capture_output=True, timeout=120)
+
+
+class PgTemplate:
+    """The stopped cluster new clusters are copies of, one per binary version: `<cache>/pg-template/<major.minor>/`.
+
+    `data/` (PGDATA after initdb and what every Azure server has before its admin exists, stopped
+    with a fast shutdown: a copy needs no crash recovery), `superuser` (the template's password,
+    0600: each copy replaces it on its first start), `complete` (the recipe's digest, written last).
+    It is made under an exclusive flock on `<major.minor>.lock` into `.<major.minor>.building-*` and
+    renamed into place, so a folder without `complete` (or with another recipe's) is never copied,
+    only made anew. Copies hold the flock shared: a rebuild never removes a template being copied.
+    """
+
+    def __init__(self, cache: Path) -> None:
+        version = ".".join(binary_version())
+        self.root = cache / TEMPLATE_ROOT
+        self.home = self.root / version
+        self.data = self.home / "data"
+        self.lock = self.root / f"{version}.lock"
+
+    def complete(self) -> bool:
+        try:
+            return (self.home / TEMPLATE_DONE).read_text() == _recipe()
+        except OSError:
+            return False
+
+    @classmethod
+    @contextmanager
+    def held(cls, user: str | None) -> Iterator[PgTemplate | None]:
+        """The complete template (made first if needed), unchanged during the block; None when it cannot be had.
+
+        None (the caller runs initdb) when the cache folder cannot be written or the template
+        cannot be made: the sandbox works without it, only slower.
+        """
+        import psycopg
+
+        template = cls(cache_dir())
+        try:
+            template.root.mkdir(parents=True, exist_ok=True)
+            fd: int | None = os.open(template.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            fd = None
+        if fd is None:
+            yield None
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if not template.complete():
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if not template.complete():  # nobody made it while we waited
+                    with suppress(OSError, subprocess.SubprocessError, ArmError, psycopg.Error):
+                        template._build(user)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_SH)
+            yield template if template.complete() else None
+        finally:
+            os.close(fd)
+
+    def _build(self, user: str | None) -> None:
+        """Make the template (under the exclusive flock) where the PostgreSQL user can reach it, then copy it in.
+
+        The cache may be in a home folder the PostgreSQL user cannot pass through (root's is 0700),
+        so the cluster is made in a scratch folder under the system's temporary folder, stopped,
+        copied into a temporary sibling of the template with its password and `complete`, and that
+        sibling renamed into place.
+        """
+        self._sweep()
+        sweep_scratch()
+        scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
+        cluster = Cluster(scratch / "cluster")
+        building = self.root / f".{self.home.name}.building-{os.getpid()}-{secrets.token_hex(4)}"
+        old = self.root / f".{self.home.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
+        fd = None
+        try:
+            fd = os.open(scratch / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held while building: a sweep leaves this scratch alone
+            cluster.home.mkdir()
+            cluster._reachable_home()
+            cluster._fresh(user)
+            cluster._start(user)
+            with cluster.connect() as conn:
+                cluster._install_base(conn)
+            cluster._pg("pg_ctl", ["-w", "-t", "60", "-s", "-m", "fast", "stop"], user)
+            for name in ("log", "sandbox.conf", "postmaster.opts"):  # the scratch cluster's, not a copy's
+                (cluster.data / name).unlink(missing_ok=True)
+            building.mkdir(mode=0o700)
+            _copy_tree(cluster.data, building / "data")
+            _write(building / "superuser", (cluster.home / "superuser").read_text(), None)
+            (building / TEMPLATE_DONE).write_text(_recipe())
+            if self.home.exists():  # half-made or of another recipe: never copied, replaced
+                self.home.rename(old)
+            building.rename(self.home)
+        finally:
+            cluster._kill_postmaster()  # a build that failed with it running
+            for path in (scratch, cluster.socket_dir, building, old):
+                shutil.rmtree(path, ignore_errors=True)
+            if fd is not None:
+                os.close(fd)
+
+    def _sweep(self) -> None:
+        """Remove the temporary siblings killed builds left (under the exclusive flock: nobody else builds here)."""
+        for pattern in (f".{self.home.name}.building-*", f".{self.home.name}.old-*"):
+            for leftover in self.root.glob(pattern):
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process
+    return True
+
+
+def sweep_scratch() -> None:
+    """Stop and remove scratch templates whose builder was killed: its process is gone, nobody holds its flock."""
+    for scratch in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = scratch.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue  # its builder may still be at work (between making the folder and locking it)
+        try:
+            fd = os.open(scratch / "lock", os.O_RDWR)
+        except OSError:
+            fd = None  # killed before it locked: nothing started there
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # still held (a pid reused by another builder's child is not ours to judge)
+            finally:
+                os.close(fd)
+        cluster = Cluster(scratch / "cluster")
+        cluster._kill_postmaster()
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(cluster.socket_dir, ignore_errors=True)
+
+
 _REAPED = threading.Event()
 
 
@@ -432,6 +667,7 @@ def reap_orphans() -> None:
     A test's temporary folder, or a state folder removed by hand, leaves its cluster running with
     nothing that could reach it again; only postmasters of this package's binaries, with a
     `postgres-servers/<name>/data` folder that no longer exists, are stopped.
+    So are the scratch clusters of template builds that were killed (`sweep_scratch`).
     """
     if _REAPED.is_set():
         return
@@ -449,6 +685,7 @@ def reap_orphans() -> None:
             with suppress(OSError):
                 os.kill(int(proc.name), signal.SIGQUIT)  # immediate shutdown: there is nothing to flush to
             shutil.rmtree(Cluster(data.parent).socket_dir, ignore_errors=True)
+    sweep_scratch()  # a template build killed after its scratch cluster started
 
 
 def remove_all(state_dir: Path) -> None:
