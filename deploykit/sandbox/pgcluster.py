@@ -44,6 +44,7 @@ When the sandbox runs as root, PostgreSQL runs as the `pgserver` user (its packa
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import hashlib
 import os
@@ -582,8 +583,8 @@ class PgTemplate:
 
         The cache may be in a home folder the PostgreSQL user cannot pass through (root's is 0700),
         so the cluster is made in a scratch folder under the system's temporary folder, stopped,
-        copied into a temporary sibling of the template with its password and `complete`, and that
-        sibling renamed into place.
+        moved (copied across file systems) into a temporary sibling of the template with its
+        password and `complete`, and that sibling renamed into place.
         """
         self._sweep()
         sweep_scratch()
@@ -605,7 +606,12 @@ class PgTemplate:
             for name in ("log", "sandbox.conf", "postmaster.opts"):  # the scratch cluster's, not a copy's
                 (cluster.data / name).unlink(missing_ok=True)
             building.mkdir(mode=0o700)
-            _copy_tree(cluster.data, building / "data")
+            try:
+                cluster.data.rename(building / "data")  # the same file system: no copy
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                _copy_tree(cluster.data, building / "data")
             _write(building / "superuser", (cluster.home / "superuser").read_text(), None)
             (building / TEMPLATE_DONE).write_text(_recipe())
             if self.home.exists():  # half-made or of another recipe: never copied, replaced
