@@ -540,8 +540,10 @@ class PgTemplate:
         self.lock = self.root / f"{version}.lock"
 
     def complete(self) -> bool:
+        """Renamed into place by a build of this user with this code's recipe: only then is it copied."""
         try:
-            return (self.home / TEMPLATE_DONE).read_text() == _recipe()
+            st = self.home.lstat()  # a folder of ours, not a link or another user's planted one
+            return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and (self.home / TEMPLATE_DONE).read_text() == _recipe()
         except OSError:
             return False
 
