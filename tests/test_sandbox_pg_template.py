@@ -252,6 +252,14 @@ def running_postmaster(pattern: str) -> tuple[int, Path] | None:
     return None
 
 
+def running(pid: int) -> bool:
+    """The process has not exited (a zombie has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 BUILD_AND_WAIT = textwrap.dedent(
     """
     import time
@@ -282,7 +290,7 @@ def test_a_killed_build_leaves_nothing_used_or_running(
         os.killpg(child.pid, signal.SIGKILL)
         child.wait()
     pid, scratch = postmaster
-    assert Path(f"/proc/{pid}").exists()  # left running by the killed build
+    assert running(pid)  # left running by the killed build
     assert not PgTemplate(cache).complete()
 
     cluster = clusters("after-kill")
@@ -290,7 +298,7 @@ def test_a_killed_build_leaves_nothing_used_or_running(
     template = PgTemplate(cache)
     assert template.complete() and not scratch.exists()
     deadline = time.monotonic() + 10
-    while Path(f"/proc/{postmaster}").exists():
+    while running(pid):
         assert time.monotonic() < deadline, "the killed build's postmaster still runs"
         time.sleep(0.01)
     assert system_identifier(cluster.data) == system_identifier(template.data)

@@ -386,7 +386,7 @@ class Cluster:
         except (OSError, ValueError):
             return
         deadline = time.monotonic() + 10
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        while _exists(pid) and time.monotonic() < deadline:
             time.sleep(0.01)
 
     def _start(self, user: str | None) -> None:
@@ -631,6 +631,14 @@ class PgTemplate:
         for pattern in (f".{self.home.name}.building-*", f".{self.home.name}.old-*"):
             for leftover in self.root.glob(pattern):
                 shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _exists(pid: int) -> bool:
+    """A process that has not exited (a zombie waiting for its parent has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _alive(pid: int) -> bool:
