@@ -115,7 +115,10 @@ def main() -> None:
     args = parser.parse_args()
     latency, lro = args.latency_ms / 1000, args.lro_seconds
     faults = {"latency_ms": args.latency_ms, "lro_seconds": lro, "poll_ms": 100}
-    with tempfile.TemporaryDirectory() as tmp:
+    # Under the repository's .sandbox/, where the default sandbox keeps its state (and its
+    # PostgreSQL clusters): file creation costs differ a lot between folders on some machines.
+    (REPO / ".sandbox").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=REPO / ".sandbox", prefix="bench-") as tmp:
         server = SandboxServer(Path(tmp) / "sandbox", run_id="bench")
         os.environ["DEPLOYKIT_SANDBOX_URL"] = server.url
         os.environ["DEPLOYKIT_SANDBOX_CA"] = str(server.cert_path)

@@ -73,7 +73,10 @@ def main() -> None:
     specs = render_steps(platform, steps, "prod", SANDBOX_SUBSCRIPTION)
     floor, chain = critical_path(specs, latency, lro, args.gateway_seconds)
     walls, noops, counts = [], [], None
-    with tempfile.TemporaryDirectory() as tmp:
+    # Under the repository's .sandbox/, where the default sandbox keeps its state (and its
+    # PostgreSQL clusters): file creation costs differ a lot between folders on some machines.
+    (REPO / ".sandbox").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=REPO / ".sandbox", prefix="bench-") as tmp:
         server = SandboxServer(Path(tmp) / "sandbox", run_id="bench-prod")
         env = {
             **os.environ,

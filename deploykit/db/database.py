@@ -36,6 +36,7 @@ TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 INSIDE_READ_WORKERS = 8  # at most this many connections at once while planning, well inside any SKU's limit
 APPLY_WORKERS = 8  # roles' vault writes and databases' own connections overlap; admin SQL is one at a time
 ALLOW_LIST_TYPE = "Microsoft.DBforPostgreSQL/flexibleServers/configurations"
+VAULT_TYPE = "Microsoft.KeyVault/vaults"
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,20 @@ class DbContext:
     def provider(self) -> Any:
         return self.run.provider()
 
+    def read_arm(self, resource_id: str, version: str) -> dict[str, Any] | None:
+        """A resource's ARM state: as this run's steps read or applied it when they did, else read now."""
+        state = self.run.state
+        if state is not None:
+            found, actual = state.known(resource_id)
+            if found:
+                return actual
+        return self.provider().read(resource_id, version)
+
     def vault(self) -> Any | None:
-        """SecretClient for the env vault, or None when it does not exist yet (kept once found: one ARM read a run)."""
+        """SecretClient for the env vault, or None when it does not exist yet (kept once found)."""
         if self._vault is None:
-            self._vault = self.provider().vault_secret_client(self.provider().vault_id(self.platform, self.req.env))
+            actual = self.read_arm(self.provider().vault_id(self.platform, self.req.env), api_version(VAULT_TYPE))
+            self._vault = None if actual is None else self.provider().secret_client(actual["properties"]["vaultUri"])
         return self._vault
 
     def endpoint(self) -> tuple[str, int] | None:
@@ -168,7 +179,7 @@ def server_endpoint(ctx: DbContext) -> tuple[str, int] | None:
     server_id = provider.resource_id(
         ctx.env_cfg.resource_groups["data"].name, f"Microsoft.DBforPostgreSQL/flexibleServers/{pg.name}"
     )
-    actual = provider.read(server_id, api_version("Microsoft.DBforPostgreSQL/flexibleServers"))
+    actual = ctx.read_arm(server_id, api_version("Microsoft.DBforPostgreSQL/flexibleServers"))
     fqdn = ((actual or {}).get("properties") or {}).get("fullyQualifiedDomainName")
     if not fqdn:
         return None
@@ -343,7 +354,7 @@ def plan_create(ctx: DbContext, conninfo: str) -> tuple[Plan, dict[str, Any]]:
                     f"owner {want_owner}, PUBLIC revoked, extensions and grants in place",
                 )
             )
-    return Plan(tuple(changes)), {"state": state, "dbs": dbs, "apps": apps, "passwords": {}}
+    return Plan(tuple(changes)), {"state": state, "dbs": dbs, "apps": apps, "passwords": {}, "planned": {}}
 
 
 def create(req: DbRequest) -> int:
@@ -374,7 +385,7 @@ def create_work(ctx: DbContext) -> Work:
         allowed = pool.submit(require_allowed_extensions, ctx, dbs)
         plan, facts = plan_create(ctx, conninfo)
         allowed.result()
-    urls = database_urls(ctx, vault, conninfo, facts["apps"], facts["passwords"])
+    urls = database_urls(ctx, vault, conninfo, facts["apps"], facts["passwords"], facts["planned"])
     changes = list(plan.changes) + [change for change, _ in urls.values()]
     admin = AdminSessions(ctx.run.stack, conninfo)
     appliers: dict[str, Any] = {}
@@ -415,12 +426,18 @@ def app_database(env_cfg: EnvConfig, app: str) -> DatabaseConfig | None:
 
 
 def database_urls(
-    ctx: DbContext, vault: Any, conninfo: str, apps: list[str], stored: dict[str, str] | None = None
+    ctx: DbContext,
+    vault: Any,
+    conninfo: str,
+    apps: list[str],
+    stored: dict[str, str] | None = None,
+    seen: dict[str, str | None] | None = None,
 ) -> dict[str, tuple[Change, Any]]:
     """One `database-url-<app>` secret per app: its own role, its own password, the server's FQDN.
 
     `stored`: role passwords this run has just stored (app -> password), so a URL written after
-    its role need not read the password back from the vault.
+    its role need not read the password back from the vault. `seen` gets every secret this
+    plan read (name -> value, None when absent).
     """
     stored = {} if stored is None else stored
     endpoint = ctx.endpoint() if ctx.req.target == "azure" or not ctx.req.admin_dsn else None
@@ -431,6 +448,8 @@ def database_urls(
     vault_id = ctx.provider().vault_id(ctx.platform, ctx.req.env or "")
     wanted = {app: db for app in apps if (db := app_database(ctx.env_cfg, app)) is not None}
     values = read_secrets(vault, [n for app in wanted for n in (names.database_url_for(app), role_secret(app))])
+    if seen is not None:
+        seen.update(values)
     out: dict[str, tuple[Change, Any]] = {}
     for app, db in wanted.items():
         name = names.database_url_for(app)
@@ -507,7 +526,7 @@ def _apply_change(admin: AdminSessions, conninfo: str, vault: Any, change: Chang
 
 def _apply_role(admin: AdminSessions, vault: Any, app: str, change: Change, facts: dict[str, Any]) -> None:
     role = role_name(app)
-    password = _role_password(vault, app)
+    password = _role_password(vault, app, facts["planned"])
     facts["passwords"][app] = password  # the URL's apply takes it from here
     state: ServerState = facts["state"]
     ident = sql.Identifier(role)
@@ -523,10 +542,15 @@ def _apply_role(admin: AdminSessions, vault: Any, app: str, change: Change, fact
             conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(ident))
 
 
-def _role_password(vault: Any, app: str) -> str:
-    """The role's password from the env vault; generated and stored only when absent."""
+def _role_password(vault: Any, app: str, planned: dict[str, str | None]) -> str:
+    """The role's password from the env vault; generated and stored only when absent.
+
+    `planned`: what the plan read a moment ago (secret name -> value, None when absent); a name
+    it could not read is not there, and is read now.
+    """
     name = role_secret(app)
-    password = read_secret(vault, name)  # a read failure raises: never overwrite a password we could not see
+    # A read failure raises: never overwrite a password we could not see.
+    password = planned[name] if name in planned else read_secret(vault, name)
     if not password:
         password = secrets.token_urlsafe(32)
         redact_value(password)
@@ -571,7 +595,7 @@ def require_allowed_extensions(ctx: DbContext, dbs: list[DatabaseConfig]) -> Non
     wanted = sorted({e.upper() for d in dbs for e in d.extensions})
     if not wanted:
         return
-    current = ctx.provider().read(f"{server_id(ctx)}/configurations/azure.extensions", api_version(ALLOW_LIST_TYPE))
+    current = ctx.read_arm(f"{server_id(ctx)}/configurations/azure.extensions", api_version(ALLOW_LIST_TYPE))
     if current is None:
         if ctx.endpoint() is None:
             return  # no Azure server: the operator's own PostgreSQL (--admin-dsn, PGHOST) has no allow-list

@@ -84,6 +84,9 @@ class RunContext:
     opened: OpenTarget | None = None
     notes: list[str] = field(default_factory=list)
     cancel_hooks: list[Callable[[], None]] = field(default_factory=list)  # called on the first Ctrl-C
+    # What a step planner read and applied this run (its StateCache): deploy's db.create reads
+    # the vault, the server and its allow-list from here instead of asking ARM again.
+    state: Any = None
     _target_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def target(self) -> OpenTarget:

@@ -58,6 +58,16 @@ class StateCache:
         spec = self.specs[address]
         return self.provider.read(spec.id, spec.api_version)
 
+    def known(self, resource_id: str) -> tuple[bool, dict[str, Any] | None]:
+        """(True, state) when this run has read or applied the resource with this ARM id and the
+        state is current; (False, None) otherwise. Lets other planners of the run (deploy's
+        db.create) reuse the plan's reads instead of sending them again."""
+        wanted = resource_id.lower()
+        address = next((a for a, spec in self.specs.items() if spec.id.lower() == wanted), None)
+        with self._lock:
+            found = self._actual.get(address, _UNREAD) if address is not None else _UNREAD
+        return (False, None) if found is _UNREAD else (True, found)  # type: ignore[return-value]
+
     def get(self, address: str) -> dict[str, Any] | None:
         with self._lock:
             found = self._actual.get(address, _UNREAD)

@@ -121,6 +121,7 @@ def plan_steps(ctx: RunContext, step_names: Sequence[str] | None, values: Mappin
     if opened is None:
         return Work(title, _plan(specs, None, ctx, None))
     cache = StateCache(opened.provider, {**context, **{s.address: s for s in specs}})
+    ctx.state = cache
     read = _read_for_plan(specs, cache)
     if read and not options.tag:  # an explicit --tag sets images; otherwise what releases put there stays
         import contextlib
