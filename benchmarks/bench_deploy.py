@@ -107,6 +107,26 @@ def whole(env: dict[str, str], *args: str) -> float:
     return seconds
 
 
+def timeline(entries: list[dict], began: float, wall: float) -> dict[str, float]:
+    """Where one whole deploy's time went, from the sandbox's journal (seconds since process start)."""
+
+    def first(match) -> float:
+        return min(e["t"] - began for e in entries if match(e))
+
+    server = [e["t"] - began for e in entries if e["path"].split("?")[0].lower().endswith("/flexibleservers/psql-trading-beta")]
+    app_put = first(lambda e: e["method"] == "PUT" and "/containerApps/" in e["path"])
+    url_put = [e["t"] - began for e in entries if e["method"] == "PUT" and "/secrets/database-url-" in e["path"]]
+    return {
+        "first request": first(lambda e: True),
+        "server PUT": server[1],  # [0] is the plan's read (404)
+        "server ready": server[2],  # the final GET after the operation
+        "last database URL": max(url_put),
+        "first app PUT": app_put,
+        "last request": max(e["t"] - began for e in entries),
+        "exit": wall,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--latency-ms", type=float, default=50.0)
@@ -164,10 +184,13 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPATH"] = str(REPO)
         fresh_runs = []
+        phases = []
         for _ in range(args.runs):
             control("POST", "/reset")
             control("PUT", "/faults", faults)
+            began = time.time()
             fresh_runs.append(whole(env, "deploy", "--env", "beta", "--yes"))
+            phases.append(timeline(control("GET", "/journal?since=0")["entries"], began, fresh_runs[-1]))
         process_wall = statistics.median(fresh_runs)
         process_noop = statistics.median(whole(env, "deploy", "--env", "beta", "--yes") for _ in range(3))
         server.stop()
@@ -210,6 +233,10 @@ def main() -> None:
         f"no-op {process_noop:.2f} s (external sandbox, {args.latency_ms:.0f} ms per request, median of 3); "
         f"no-op against the default in-process sandbox {default_noop:.2f} s (no injected latency, median of 5)"
     )
+
+    print("    where a whole fresh deploy's time goes (seconds from process start, median of the runs):")
+    for key in phases[0]:
+        print(f"      {key:<18} {statistics.median(p[key] for p in phases):6.2f}")
 
 
 if __name__ == "__main__":
