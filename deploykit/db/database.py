@@ -34,7 +34,7 @@ from deploykit.report import Reporter, redact_value
 
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 INSIDE_READ_WORKERS = 8  # at most this many connections at once while planning, well inside any SKU's limit
-APPLY_WORKERS = 8  # roles' vault writes and databases' own connections overlap; admin SQL is one at a time
+APPLY_WORKERS = 8  # appliers at once, each on its own admin connection (AdminSessions)
 ALLOW_LIST_TYPE = "Microsoft.DBforPostgreSQL/flexibleServers/configurations"
 VAULT_TYPE = "Microsoft.KeyVault/vaults"
 
