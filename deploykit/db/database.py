@@ -354,7 +354,7 @@ def plan_create(ctx: DbContext, conninfo: str) -> tuple[Plan, dict[str, Any]]:
                     f"owner {want_owner}, PUBLIC revoked, extensions and grants in place",
                 )
             )
-    return Plan(tuple(changes)), {"state": state, "dbs": dbs, "apps": apps, "passwords": {}, "planned": {}}
+    return Plan(tuple(changes)), {"state": state, "dbs": dbs, "apps": apps, "passwords": {}}
 
 
 def create(req: DbRequest) -> int:
@@ -385,7 +385,7 @@ def create_work(ctx: DbContext) -> Work:
         allowed = pool.submit(require_allowed_extensions, ctx, dbs)
         plan, facts = plan_create(ctx, conninfo)
         allowed.result()
-    urls = database_urls(ctx, vault, conninfo, facts["apps"], facts["passwords"], facts["planned"])
+    urls = database_urls(ctx, vault, conninfo, facts["apps"], facts["passwords"])
     changes = list(plan.changes) + [change for change, _ in urls.values()]
     admin = AdminSessions(ctx.run.stack, conninfo)
     appliers: dict[str, Any] = {}
@@ -431,13 +431,11 @@ def database_urls(
     conninfo: str,
     apps: list[str],
     stored: dict[str, str] | None = None,
-    seen: dict[str, str | None] | None = None,
 ) -> dict[str, tuple[Change, Any]]:
     """One `database-url-<app>` secret per app: its own role, its own password, the server's FQDN.
 
     `stored`: role passwords this run has just stored (app -> password), so a URL written after
-    its role need not read the password back from the vault. `seen` gets every secret this
-    plan read (name -> value, None when absent).
+    its role need not read the password back from the vault.
     """
     stored = {} if stored is None else stored
     endpoint = ctx.endpoint() if ctx.req.target == "azure" or not ctx.req.admin_dsn else None
@@ -448,8 +446,6 @@ def database_urls(
     vault_id = ctx.provider().vault_id(ctx.platform, ctx.req.env or "")
     wanted = {app: db for app in apps if (db := app_database(ctx.env_cfg, app)) is not None}
     values = read_secrets(vault, [n for app in wanted for n in (names.database_url_for(app), role_secret(app))])
-    if seen is not None:
-        seen.update(values)
     out: dict[str, tuple[Change, Any]] = {}
     for app, db in wanted.items():
         name = names.database_url_for(app)
@@ -526,7 +522,7 @@ def _apply_change(admin: AdminSessions, conninfo: str, vault: Any, change: Chang
 
 def _apply_role(admin: AdminSessions, vault: Any, app: str, change: Change, facts: dict[str, Any]) -> None:
     role = role_name(app)
-    password = _role_password(vault, app, facts["planned"])
+    password = _role_password(vault, app)
     facts["passwords"][app] = password  # the URL's apply takes it from here
     state: ServerState = facts["state"]
     ident = sql.Identifier(role)
@@ -542,15 +538,14 @@ def _apply_role(admin: AdminSessions, vault: Any, app: str, change: Change, fact
             conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(ident))
 
 
-def _role_password(vault: Any, app: str, planned: dict[str, str | None]) -> str:
+def _role_password(vault: Any, app: str) -> str:
     """The role's password from the env vault; generated and stored only when absent.
 
-    `planned`: what the plan read a moment ago (secret name -> value, None when absent); a name
-    it could not read is not there, and is read now.
+    Read again here, not taken from the plan: another run may have stored one since, and
+    replacing it would leave the vault and the role with different passwords.
     """
     name = role_secret(app)
-    # A read failure raises: never overwrite a password we could not see.
-    password = planned[name] if name in planned else read_secret(vault, name)
+    password = read_secret(vault, name)  # a read failure raises: never overwrite a password we could not see
     if not password:
         password = secrets.token_urlsafe(32)
         redact_value(password)
