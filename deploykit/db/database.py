@@ -395,12 +395,17 @@ def create_work(ctx: DbContext) -> Work:
         if change.type == "postgresql/database":
             db = next(d for d in facts["dbs"] if d.name == change.id)
             depends_on[change.address] = tuple(f"role.{role_name(a)}" for a in (db.owner, *db.shared_with) if a)
-    role_of_url = {f"secret.{ctx.env_cfg.connection_secrets.database_url_for(a)}": f"role.{role_name(a)}" for a in facts["apps"]}
+    # A URL is written once what it names exists: its role (and password) and its database.
+    url_inputs = {
+        f"secret.{ctx.env_cfg.connection_secrets.database_url_for(a)}": (f"role.{role_name(a)}", f"db.{db.name}")
+        for a in facts["apps"]
+        if (db := app_database(ctx.env_cfg, a)) is not None
+    }
     for address, (change, apply) in urls.items():
         if change.action is not Action.UNCHANGED:
             appliers[address] = apply
-            depends_on[address] = (role_of_url[address],)
-    # A database waits for its roles, a URL for its role's password; the rest runs side by side.
+            depends_on[address] = url_inputs[address]
+    # A database waits for its roles, a URL for its role and database; the rest runs side by side.
 
     def verify() -> Plan:
         again, _ = plan_create(ctx, conninfo)
@@ -506,9 +511,11 @@ class AdminSessions:
                 self._stack.callback(conn.close)
         try:
             yield conn
-        finally:
-            with self._lock:
-                self._idle.append(conn)
+        except BaseException:
+            conn.close()  # it may be broken (a dropped connection): the next applier opens its own
+            raise
+        with self._lock:
+            self._idle.append(conn)
 
 
 def _apply_change(admin: AdminSessions, conninfo: str, vault: Any, change: Change, facts: dict[str, Any]) -> None:

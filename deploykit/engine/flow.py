@@ -141,13 +141,19 @@ def run(options: RunOptions, planner: Planner) -> int:
         # The result checks only read, as verify does: they start now and run beside it.
         checks = _Background(work.checks) if checkable and work.checks is not None else None
         leftover: list[Change] = []
-        if work.verify is not None and applied_ok and not execution.interrupted:
-            try:
-                leftover = [c for c in work.verify().pending if c.address in applied_ok]
-            except DeployKitError as exc:
-                reporter.warn(f"could not re-read after applying ({exc}); run the plan again to check")
-            for change in leftover:
-                reporter.warn(f"{change.address} did not converge: {change.reason}")
+        try:
+            if work.verify is not None and applied_ok and not execution.interrupted:
+                try:
+                    leftover = [c for c in work.verify().pending if c.address in applied_ok]
+                except DeployKitError as exc:
+                    reporter.warn(f"could not re-read after applying ({exc}); run the plan again to check")
+                for change in leftover:
+                    reporter.warn(f"{change.address} did not converge: {change.reason}")
+        except BaseException:
+            _stop_checks(ctx, checks)
+            raise
+        if leftover:
+            _stop_checks(ctx, checks, wait=STOPPED_CHECKS_WAIT_SECONDS)
         problems = _run_checks(ctx, work, checks) if checks is not None and not leftover else []
         _flush_notes(ctx)
         reporter.info(recap_line(execution.outcomes, len(leftover), time.monotonic() - started))
@@ -178,6 +184,9 @@ def _report_not_waited(reporter: Reporter, execution: Execution) -> None:
     )
 
 
+STOPPED_CHECKS_WAIT_SECONDS = 15.0  # a health GET in flight ends within its own 10 s timeout
+
+
 class _Background:
     """A call on a daemon thread, its result (or exception) kept for whoever asks: never waited
     for at exit, so checks whose answer is no longer wanted do not hold the process."""
@@ -194,11 +203,25 @@ class _Background:
         except BaseException as exc:  # re-raised in the caller's thread by result()
             self._error = exc
 
+    def wait(self, seconds: float) -> None:
+        self._thread.join(seconds)
+
     def result(self) -> Any:
         self._thread.join()
         if self._error is not None:
             raise self._error
         return self._result
+
+
+def _stop_checks(ctx: RunContext, checks: _Background | None, wait: float = 0.0) -> None:
+    """Checks started beside verify whose answer is not wanted (verify failed or was interrupted):
+    end their waits now (the cancel hooks the first Ctrl-C would call), so they neither hold the
+    process nor print after the recap; `wait` seconds at most for them to end."""
+    if checks is None:
+        return
+    for hook in list(ctx.cancel_hooks):
+        hook()
+    checks.wait(wait)
 
 
 def _run_checks(ctx: RunContext, work: Work, started: _Background | None = None) -> list[str]:
