@@ -97,3 +97,22 @@ def test_prod_changes_need_confirmation_without_a_terminal(sandbox) -> None:
     assert "--yes" in result.stderr
     assert sandbox.resource_ids() == []
     assert run_invoke("step1", "--env", "prod", "--yes", env=sandbox.env()).returncode == 0
+
+
+def test_a_change_azure_does_not_keep_is_reported_and_exits_1_then_converges(sandbox) -> None:
+    # Azure accepts the group's PUT but keeps no tags (a provider dropping a property, once).
+    shared = next(s for s in specs_for(["step1"]) if s.address == "rg.shared")
+    sandbox.faults(rules=[{"method": "PUT", "path_contains": shared.id.rsplit("/", 1)[-1], "ignore": ["tags"]}])
+    result = run_invoke("step1", "--env", "beta", env=sandbox.env())
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    warned = [i for i, line in enumerate(lines) if "did not converge" in line]
+    assert len(warned) == 1 and lines[warned[0]].startswith("warning: rg.shared did not converge: differs in tags")
+    recap = next(i for i, line in enumerate(lines) if line.startswith("Apply finished:"))
+    assert warned[0] < recap and "1 failed" in lines[recap], result.stdout  # the recap counts it, after the warning
+    assert "Traceback" not in result.stderr
+    # Once Azure keeps what it is sent, the same command converges: one update, then nothing.
+    again = run_invoke("step1", "--env", "beta", "--json", env=sandbox.env())
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["summary"]["update"] == 1
+    assert all(c.action is Action.UNCHANGED for c in plan_for(sandbox, ["step1"]).changes)

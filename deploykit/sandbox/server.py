@@ -51,6 +51,9 @@ class FaultRule:
     retry_after_ms: int | None = None  # Retry-After-Ms, as ARM and Key Vault also send it
     count: int = 1
     lro_fail: dict[str, str] | None = None
+    # A PUT is accepted but these dotted fields of its body are not kept (a provider that drops
+    # or rewrites a property): the next read differs from what was sent, so a plan never converges.
+    ignore: list[str] | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return (
@@ -412,7 +415,8 @@ class SandboxServer:
     def take_fault(self, method: str, path: str) -> FaultRule | None:
         with self._faults_lock:
             for rule in self.faults.rules:
-                if rule.matches(method, path) and (rule.status is not None or (method == "PUT" and rule.lro_fail)):
+                acts_on_put = method == "PUT" and (rule.lro_fail or rule.ignore)
+                if rule.matches(method, path) and (rule.status is not None or acts_on_put):
                     rule.count -= 1
                     return rule
         return None
@@ -674,7 +678,15 @@ class ArmHandler(_Handler):
                 type_name, created, faults.lro_seconds, faults.gateway_seconds, faults.gateway_update_seconds
             )
 
-        created, record, op_id = self.sandbox.state.put_resource(path, self._body(), seconds, failure, self._if_match())
+        body = self._body()
+        for dotted in (rule.ignore or []) if rule is not None else []:
+            *parents, leaf = dotted.split(".")
+            node = body
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(leaf, None)
+        created, record, op_id = self.sandbox.state.put_resource(path, body, seconds, failure, self._if_match())
         status = 201 if created else 200
         headers: dict[str, str] = {}
         if op_id is not None:
