@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from deploykit.errors import DeployKitError
 from deploykit.sandbox import apps, network, providers, rbac, registry
+from deploykit.sandbox.bodies import pop_path
 from deploykit.sandbox.ids import split_collection
 from deploykit.sandbox.store import ArmError, SandboxState, parse_id
 from deploykit.sandbox.tls import ensure_certificate
@@ -680,12 +681,7 @@ class ArmHandler(_Handler):
 
         body = self._body()
         for dotted in (rule.ignore or []) if rule is not None else []:
-            *parents, leaf = dotted.split(".")
-            node = body
-            for part in parents:
-                node = node.get(part) if isinstance(node, dict) else None
-            if isinstance(node, dict):
-                node.pop(leaf, None)
+            pop_path(body, dotted)
         created, record, op_id = self.sandbox.state.put_resource(path, body, seconds, failure, self._if_match())
         status = 201 if created else 200
         headers: dict[str, str] = {}

@@ -46,10 +46,7 @@ def _vault_address(spec: ResourceSpec, cache: StateCache) -> str:
 
 
 def _client(spec: ResourceSpec, cache: StateCache) -> Any | None:
-    vault = cache.get(_vault_address(spec, cache))
-    if vault is None:
-        return None
-    return cache.provider.secret_client(vault["properties"]["vaultUri"])
+    return cache.provider.client_for_vault(cache.get(_vault_address(spec, cache)))
 
 
 def _value_spec(spec: ResourceSpec) -> Any:
