@@ -9,7 +9,6 @@ Retry-After is ours (`LroPolling`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -29,6 +28,7 @@ from deploykit.azure.api_versions import api_version
 from deploykit.config import Platform
 from deploykit.engine.model import ResourceSpec
 from deploykit.errors import AzureOperationError, ResourceLockedError
+from deploykit.parallel import each
 
 SECRET_READ_WORKERS = 16  # as many as the plan's reads: one round of the vault's data plane
 
@@ -311,8 +311,11 @@ class ArmProvider:
 
     def vault_secret_client(self, vault_id: str) -> Any | None:
         """A SecretClient for the vault's data plane, or None when the vault does not exist."""
-        actual = self.read(vault_id, api_version("Microsoft.KeyVault/vaults"))
-        return None if actual is None else self.secret_client(actual["properties"]["vaultUri"])
+        return self.client_for_vault(self.read(vault_id, api_version("Microsoft.KeyVault/vaults")))
+
+    def client_for_vault(self, vault: Mapping[str, Any] | None) -> Any | None:
+        """A SecretClient for a vault already read (its ARM JSON), or None for an absent one."""
+        return None if vault is None else self.secret_client(vault["properties"]["vaultUri"])
 
 
 def read_secret(client: Any, name: str) -> str | None:
@@ -327,7 +330,5 @@ def read_secret(client: Any, name: str) -> str | None:
 def read_secrets(client: Any, names: Iterable[str]) -> dict[str, str | None]:
     """Several secrets in one round of the data plane (in parallel), each as read_secret reads it."""
     unique = list(dict.fromkeys(names))
-    if len(unique) <= 1:
-        return {name: read_secret(client, name) for name in unique}
-    with ThreadPoolExecutor(max_workers=min(SECRET_READ_WORKERS, len(unique)), thread_name_prefix="secrets") as pool:
-        return dict(zip(unique, pool.map(lambda name: read_secret(client, name), unique), strict=True))
+    values = each(lambda name: read_secret(client, name), unique, SECRET_READ_WORKERS, "secrets")
+    return dict(zip(unique, values, strict=True))

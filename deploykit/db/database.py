@@ -29,6 +29,7 @@ from deploykit.engine.model import Action, Change, Plan
 from deploykit.engine.runner import load_for
 from deploykit.engine.steps import run_first
 from deploykit.errors import ApplyError, UserError
+from deploykit.parallel import each
 from deploykit.paths import under_root
 from deploykit.report import Reporter, redact_value
 
@@ -94,8 +95,8 @@ class DbContext:
     def vault(self) -> Any | None:
         """SecretClient for the env vault, or None when it does not exist yet (kept once found)."""
         if self._vault is None:
-            actual = self.read_arm(self.provider().vault_id(self.platform, self.req.env), api_version(VAULT_TYPE))
-            self._vault = None if actual is None else self.provider().secret_client(actual["properties"]["vaultUri"])
+            vault_id = self.provider().vault_id(self.platform, self.req.env)
+            self._vault = self.provider().client_for_vault(self.read_arm(vault_id, api_version(VAULT_TYPE)))
         return self._vault
 
     def endpoint(self) -> tuple[str, int] | None:
@@ -285,14 +286,11 @@ def read_inside(conninfo: str, db: DatabaseConfig, shared_roles: list[str], crea
 
 def _read_each_inside(conninfo: str, dbs: list[DatabaseConfig], owners: dict[str, str]) -> dict[str, dict[str, Any]]:
     """read_inside for every database at once: one connection each, so one round, not one per database."""
-    if not dbs:
-        return {}
 
     def read(db: DatabaseConfig) -> dict[str, Any]:
         return read_inside(conninfo, db, [role_name(a) for a in db.shared_with], owners[db.name])
 
-    with ThreadPoolExecutor(max_workers=min(INSIDE_READ_WORKERS, len(dbs)), thread_name_prefix="db-read") as pool:
-        return dict(zip([db.name for db in dbs], pool.map(read, dbs), strict=True))
+    return dict(zip([db.name for db in dbs], each(read, dbs, INSIDE_READ_WORKERS, "db-read"), strict=True))
 
 
 def plan_create(ctx: DbContext, conninfo: str) -> tuple[Plan, dict[str, Any]]:

@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from deploykit.engine.apply import Applier, Execution, Outcome, execute, in_flight_limit
 from deploykit.engine.model import Change, Plan
 from deploykit.errors import EXIT_INTERRUPTED, EXIT_PENDING, DeployKitError, UserError
+from deploykit.parallel import each
 from deploykit.report import Reporter, audit, recap_line
 
 if TYPE_CHECKING:
@@ -405,10 +405,7 @@ def merge(title: str, works: list[Work], extra_depends: Mapping[str, Iterable[st
 
 def _all_at_once(calls: list[Callable[[], Any]]) -> list[Any]:
     """Independent reads (each planner's verify, each check) side by side, results in order."""
-    if len(calls) == 1:
-        return [calls[0]()]
-    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="verify") as pool:
-        return list(pool.map(lambda call: call(), calls))
+    return each(lambda call: call(), calls, len(calls), "verify")
 
 
 def _change_fields(change: Change) -> dict[str, Any]:

@@ -15,11 +15,11 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from deploykit.engine.compare import adopt_running, at_path, rules_for
 from deploykit.engine.model import ResourceSpec
+from deploykit.parallel import each
 
 _FIELD = re.compile(r"\{([A-Za-z0-9_.]+)\}")
 READERS = 8
@@ -34,8 +34,7 @@ def keep_running_values(specs: Sequence[ResourceSpec], cache: Any) -> list[Resou
     kept = [s for s in specs if rules_for(s.type).kept_once_created]
     if not kept:
         return list(specs)
-    with ThreadPoolExecutor(max_workers=max(1, min(READERS, len(kept)))) as pool:
-        adopted = dict(zip((s.address for s in kept), pool.map(lambda s: _adopt(s, cache), kept), strict=True))
+    adopted = dict(zip((s.address for s in kept), each(lambda s: _adopt(s, cache), kept, READERS, "kept"), strict=True))
     return [adopted.get(s.address, s) for s in specs]
 
 

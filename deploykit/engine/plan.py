@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from deploykit.azure.arm import ArmProvider
@@ -23,6 +22,7 @@ from deploykit.engine.references import (
     refs_in,
     resolve,
 )
+from deploykit.parallel import each
 from deploykit.report import redact_value
 
 READ_WORKERS = 16
@@ -48,11 +48,8 @@ class StateCache:
     def read_all(self, addresses: Iterable[str], workers: int = READ_WORKERS) -> None:
         """One round of ARM reads; a type whose plug-in reads its state elsewhere is left to it."""
         todo = [a for a in dict.fromkeys(addresses) if a in self.specs and plugin_for(self.specs[a].type).arm_state]
-        if not todo:
-            return
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as pool:
-            for address, actual in zip(todo, pool.map(self._read, todo), strict=True):
-                self.set(address, actual)
+        for address, actual in zip(todo, each(self._read, todo, workers, "read"), strict=True):
+            self.set(address, actual)
 
     def _read(self, address: str) -> dict[str, Any] | None:
         spec = self.specs[address]
@@ -133,9 +130,7 @@ def compute_plan(
     cache = cache or StateCache(provider, {**(context or {}), **{s.address: s for s in specs}})
     if read:
         cache.read_all(plan_addresses(specs), workers)
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(specs) or 1))) as pool:
-        changes = tuple(pool.map(lambda spec: plan_resource(spec, provider, cache), specs))
-    return Plan(changes=changes)
+    return Plan(changes=tuple(each(lambda spec: plan_resource(spec, provider, cache), specs, workers, "plan")))
 
 
 def plan_addresses(specs: Sequence[ResourceSpec]) -> list[str]:
