@@ -57,6 +57,21 @@ def exclusive(
         os.close(fd)  # closing releases the lock
 
 
+def held(path: Path) -> bool:
+    """Whether some process holds an flock on `path` now (a missing file: nobody); never waits."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases the probe's own lock
+    return False
+
+
 def _holder(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8").strip() or "unknown"

@@ -66,6 +66,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from deploykit import locks
 from deploykit.sandbox.ids import ArmError
 from deploykit.sandbox.tls import ensure_certificate
 
@@ -641,33 +642,17 @@ def _exists(pid: int) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # someone else's process
-    return True
-
-
 def sweep_scratch() -> None:
     """Stop and remove scratch templates whose builder was killed: its process is gone, nobody holds its flock."""
     for scratch in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
         pid = scratch.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or _exists(int(pid)):
             continue  # its builder may still be at work (between making the folder and locking it)
         try:
-            fd = os.open(scratch / "lock", os.O_RDWR)
-        except OSError:
-            fd = None  # killed before it locked: nothing started there
-        if fd is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            if locks.held(scratch / "lock"):  # no lock file: killed before it locked, nothing started
                 continue  # still held (a pid reused by another builder's child is not ours to judge)
-            finally:
-                os.close(fd)
+        except OSError:
+            continue  # cannot tell: not ours to judge either
         cluster = Cluster(scratch / "cluster")
         cluster._kill_postmaster()
         shutil.rmtree(scratch, ignore_errors=True)

@@ -32,6 +32,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
+from deploykit import locks
 from deploykit.errors import UserError
 from deploykit.paths import display
 from deploykit.sandbox import pgcluster, pgtypes, providers, rbac
@@ -1101,19 +1102,7 @@ class SandboxState:
             if op_id in self._backing:
                 return True
         lock = self._lock_file(op_id)
-        if lock is None:
-            return False
-        try:
-            fd = os.open(lock, os.O_RDWR)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return lock is not None and locks.held(lock)
 
     def wait_for_backing(self, timeout: float | None = None) -> bool:
         """Wait until this instance's backing work is done (at most `timeout` seconds); whether it all is.
