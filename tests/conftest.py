@@ -57,14 +57,20 @@ class Sandbox:
     def resource_ids(self) -> list[str]:
         return sorted(r["id"] for r in self.control("GET", "/resources")["value"])
 
+    def make_group(self, group_id: str) -> None:
+        """A resource group (its full ARM id) in centralus, through the SDK."""
+        from deploykit.engine.model import ResourceSpec
+
+        self.provider.put(
+            ResourceSpec("rg", "Microsoft.Resources/resourceGroups", "2025-04-01", group_id, {}, "t"), {"location": "centralus"}
+        )
+
     def seed_vault(self, group: str, vault: str) -> str:
         """Create a group and a vault through the SDK (for vaults whose step is not built yet); returns its id."""
         from deploykit.engine.model import ResourceSpec
 
         rg = f"/subscriptions/{SANDBOX_SUBSCRIPTION}/resourceGroups/{group}"
-        self.provider.put(
-            ResourceSpec("rg", "Microsoft.Resources/resourceGroups", "2025-04-01", rg, {}, "t"), {"location": "centralus"}
-        )
+        self.make_group(rg)
         vault_id = f"{rg}/providers/Microsoft.KeyVault/vaults/{vault}"
         body = {
             "location": "centralus",
@@ -166,6 +172,19 @@ def beta_vault(sandbox) -> Sandbox:
     """The beta vault step 3 will create, seeded so db.create can store role passwords."""
     sandbox.seed_vault("rg-trading-beta-data", "kv-trading-beta")
     return sandbox
+
+
+@contextmanager
+def module_sandbox(folder: Path, run_id: str, group_id: str) -> Iterator[Sandbox]:
+    """One module's sandbox with a resource group made; its PostgreSQL clusters stopped and deleted after."""
+    server = SandboxServer(folder / "sandbox", run_id=run_id)
+    box = Sandbox(server)
+    box.make_group(group_id)
+    try:
+        yield box
+    finally:
+        server.state.reset()
+        server.stop()
 
 
 @contextmanager

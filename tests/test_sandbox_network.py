@@ -21,7 +21,7 @@ from deploykit.azure.target import SANDBOX_SUBSCRIPTION, SandboxCredential
 from deploykit.engine.model import ResourceSpec
 from deploykit.errors import AzureOperationError
 from deploykit.sandbox.server import SandboxServer
-from tests.conftest import Sandbox, load_example
+from tests.conftest import Sandbox, load_example, module_sandbox
 
 SUB = f"/subscriptions/{SANDBOX_SUBSCRIPTION}"
 GROUP = "rg-net"
@@ -57,13 +57,8 @@ JOIN = "Microsoft.Network/virtualNetworks/subnets/join/action"
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    server = SandboxServer(tmp_path_factory.mktemp("network") / "sandbox", run_id="network")
-    sandbox = Sandbox(server)
-    put(sandbox, "Microsoft.Resources/resourceGroups", RG, {"location": "centralus"})
-    try:
+    with module_sandbox(tmp_path_factory.mktemp("network"), "network", RG) as sandbox:
         yield sandbox
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

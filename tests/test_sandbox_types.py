@@ -22,7 +22,7 @@ from deploykit.azure.target import SANDBOX_SUBSCRIPTION
 from deploykit.engine.model import ResourceSpec
 from deploykit.errors import AzureOperationError
 from deploykit.sandbox.server import SandboxServer
-from tests.conftest import Sandbox, load_example
+from tests.conftest import Sandbox, load_example, module_sandbox
 
 SUB = f"/subscriptions/{SANDBOX_SUBSCRIPTION}"
 RG = f"{SUB}/resourceGroups/rg-types"
@@ -46,14 +46,8 @@ ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    server = SandboxServer(tmp_path_factory.mktemp("types") / "sandbox", run_id="types")
-    sandbox = Sandbox(server)
-    put(sandbox, "Microsoft.Resources/resourceGroups", RG, {"location": "centralus"})
-    try:
+    with module_sandbox(tmp_path_factory.mktemp("types"), "types", RG) as sandbox:
         yield sandbox
-    finally:
-        server.state.reset()  # stops and deletes the PostgreSQL clusters
-        server.stop()
 
 
 def spec(kind: str, rid: str) -> ResourceSpec:
