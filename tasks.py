@@ -11,11 +11,12 @@ from typing import Any
 
 from invoke import Collection, Task, task
 
-from deploykit.cli import exits, install_parse_errors
+from deploykit.cli import exits, install_fast_exit, install_parse_errors
 from deploykit.engine.steps import STEPS, Step
 from deploykit.errors import UserError
 
 install_parse_errors()
+install_fast_exit()
 
 ENVS_HELP = "environment: beta or prod"
 HELP = {

@@ -8,6 +8,7 @@ and no hint; `install_parse_errors` makes them ours: one line, status 2, "did yo
 
 from __future__ import annotations
 
+import atexit
 import difflib
 import functools
 import os
@@ -89,6 +90,61 @@ def install_parse_errors() -> None:
     for method in ("parse_tasks", "parse_cleanup"):
         setattr(Program, method, _translating(getattr(Program, method)))
     Program._deploykit_parse_errors = True  # type: ignore[attr-defined]
+
+
+def install_fast_exit() -> None:
+    """A command line run ends at once when its tasks are done, without the interpreter's teardown.
+
+    Freeing every module and object at exit costs a run about 0.2 s (as long as a no-op's reads).
+    When `invoke` runs as the command (its module-level `program`, on the main thread) and only
+    daemon threads are left, the exit handlers run, stdout and stderr are flushed and the process
+    leaves with its status: nothing of ours is buffered (the audit log is written with os.write;
+    connections are closed by their tasks). Invoke's `run` is already under way when tasks.py
+    loads, so this wraps `execute`, the step after loading. Any other Program (tests, embedders),
+    an interrupt, or a run that still has a worker thread alive gets Invoke's own exit.
+    """
+    from invoke.program import Program
+
+    if getattr(Program, "_deploykit_fast_exit", False):
+        return
+    Program.execute = _exiting_at_once(Program.execute)  # type: ignore[method-assign]
+    Program._deploykit_fast_exit = True  # type: ignore[attr-defined]
+
+
+def _exiting_at_once(execute: Callable[[Any], None]) -> Callable[[Any], None]:
+    @functools.wraps(execute)
+    def wrapper(self: Any) -> None:
+        from invoke.main import program
+
+        if self is not program or threading.current_thread() is not threading.main_thread():
+            return execute(self)
+        try:
+            execute(self)
+        except Exit as done:
+            if _workers_left():
+                raise
+            if done.message:
+                print(done.message, file=sys.stderr)  # as Invoke's run prints it
+            _exit_now(done.code)
+        if not _workers_left():
+            _exit_now(0)
+
+    return wrapper
+
+
+def _workers_left() -> bool:
+    main = threading.main_thread()
+    return any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate())
+
+
+def _exit_now(code: int) -> None:
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said there
+            _quiet_stdout()
+    os._exit(code)
 
 
 def _translating(method: Callable[..., None]) -> Callable[..., None]:

@@ -6,12 +6,11 @@ import datetime as dt
 import fcntl
 import ipaddress
 import os
+import ssl
+import time
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+VALID_DAYS = 365
 
 
 def ensure_certificate(directory: Path) -> tuple[Path, Path]:
@@ -33,13 +32,18 @@ def ensure_certificate(directory: Path) -> tuple[Path, Path]:
 
 
 def _still_valid(cert_path: Path, key_path: Path) -> bool:
-    if not (cert_path.exists() and key_path.exists()):
-        return False
+    """A pair that loads together and was written less than VALID_DAYS - 1 days ago.
+
+    The age comes from the certificate file's mtime (we write it once, with that validity), and
+    the check uses `ssl`, not `cryptography`: every sandbox start makes it, and importing
+    cryptography's x509 costs a CLI run about 0.05 s.
+    """
     try:
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    except ValueError:
+        written = cert_path.stat().st_mtime
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_path, key_path)
+    except (OSError, ssl.SSLError):
         return False
-    return cert.not_valid_after_utc > dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    return time.time() < written + (VALID_DAYS - 1) * 86400
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
@@ -52,6 +56,11 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 
 
 def _create(cert_path: Path, key_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "deploykit sandbox")])
     now = dt.datetime.now(dt.UTC)
@@ -62,7 +71,7 @@ def _create(cert_path: Path, key_path: Path) -> None:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=365))
+        .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
         .add_extension(
             x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False,
