@@ -13,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from deploykit.azure.arm import READING
 from deploykit.config import EnvConfig
 from deploykit.engine.flow import RunContext, RunOptions, Work, apply_deferred, merge, run
 from deploykit.engine.model import Action, Change, Plan
 from deploykit.engine.runner import plan_steps
+from deploykit.parallel import import_meanwhile
 
 APP_TYPE = "microsoft.app/containerapps"
 
@@ -26,6 +28,8 @@ def deploy(options: RunOptions) -> int:
 
 
 def plan_deploy(ctx: RunContext) -> Work:
+    # Needed once the plan's reads are back (db.create: psycopg) or the vault exists: 0.1 s of imports.
+    import_meanwhile("deploykit.db.database", "azure.keyvault.secrets", after=READING)
     steps = plan_steps(ctx, None)
     options = ctx.options
     env = ctx.platform.envs[options.env or ""] if ctx.platform else None

@@ -1,7 +1,9 @@
-"""One way to run independent I/O side by side: each item on a bounded pool, results in order."""
+"""Independent work side by side: I/O on a bounded pool (results in order), imports off the critical path."""
 
 from __future__ import annotations
 
+import importlib
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -21,3 +23,25 @@ def each(call: Callable[[T], R], items: Iterable[T], limit: int, name: str = "ea
         return [call(item) for item in todo]
     with ThreadPoolExecutor(max_workers=max(1, min(limit, len(todo))), thread_name_prefix=name) as pool:
         return list(pool.map(call, todo))
+
+
+def import_meanwhile(*modules: str, after: threading.Event | None = None) -> None:
+    """Import modules on a daemon thread once `after` is set (the run waits on the network).
+
+    For modules a run needs soon but not yet (deploy's database layer with psycopg, the vault's
+    SDK: 0.1 s), so their import overlaps the plan's reads instead of following them, without
+    slowing the imports the first request needs. Only modules that cannot import the caller's
+    own in-progress modules (no import cycle across the two threads). A failure is left for the
+    real import to raise where it is needed.
+    """
+
+    def load() -> None:
+        if after is not None:
+            after.wait(timeout=10)
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except BaseException:  # the caller's own import raises it where it is needed
+                return
+
+    threading.Thread(target=load, name="import-meanwhile", daemon=True).start()

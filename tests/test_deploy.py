@@ -6,7 +6,7 @@ import json
 
 from deploykit.engine.model import Action
 from tests.conftest import REPO, run_invoke
-from tests.helpers import plan_for, run, specs_for
+from tests.helpers import plan_for, run, spec, specs_for
 
 BETA_STEPS = ["step1", "step2a", "step2b"]
 ALL_BETA_STEPS = __import__("yaml").safe_load((REPO / "config" / "beta.yaml").read_text(encoding="utf-8"))["steps"]
@@ -116,3 +116,17 @@ def test_a_change_azure_does_not_keep_is_reported_and_exits_1_then_converges(san
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["summary"]["update"] == 1
     assert all(c.action is Action.UNCHANGED for c in plan_for(sandbox, ["step1"]).changes)
+
+
+def test_a_secret_written_in_the_run_is_not_read_back_for_what_refers_to_it(sandbox) -> None:
+    """The server's admin password comes from the secret's own apply; only verify reads the vault again."""
+    steps = ["step1", "step2a", "step2b", "step3"]
+    name = spec(steps, "secret.beta.postgres-admin-password").name
+    mark = sandbox.journal_mark()
+    assert run(steps, task="deploy") == 0
+    entries = sandbox.control("GET", f"/journal?since={mark}")["entries"]
+    reads = [e["status"] for e in entries if e["method"] == "GET" and e["path"].rstrip("/").endswith(f"/secrets/{name}")]
+    assert 404 in reads  # read just before generating: never overwrite a password another run stored
+    assert reads.count(200) == 1, reads  # verify's read; the server's PUT took the value from the write
+    server = spec(steps, "pg.beta")
+    assert "administratorLoginPassword" not in json.dumps(sandbox.provider.read(server.id, server.api_version))

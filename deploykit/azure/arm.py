@@ -8,6 +8,7 @@ Retry-After is ours (`LroPolling`).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ from deploykit.engine.model import ResourceSpec
 from deploykit.errors import AzureOperationError, ResourceLockedError
 from deploykit.parallel import each
 
+# Set when the process's first ARM read is back: from then on a run mostly waits on Azure, and
+# work that can wait until then (imports needed later: parallel.import_meanwhile) uses idle CPU.
+READING = threading.Event()
 SECRET_READ_WORKERS = 16  # as many as the plan's reads: one round of the vault's data plane
 
 
@@ -184,11 +188,14 @@ class ArmProvider:
 
     def read(self, resource_id: str, api_version: str) -> dict[str, Any] | None:
         """The resource's JSON, or None when it (or its group) does not exist."""
-        with translated_errors(self.target.arm_endpoint):
-            try:
-                return self.resources.resources.get_by_id(resource_id, api_version=api_version, cls=_raw_json)
-            except ResourceNotFoundError:
-                return None
+        try:
+            with translated_errors(self.target.arm_endpoint):
+                try:
+                    return self.resources.resources.get_by_id(resource_id, api_version=api_version, cls=_raw_json)
+                except ResourceNotFoundError:
+                    return None
+        finally:
+            READING.set()  # after the first read: the SDK and its transport are imported by then
 
     def put(self, spec: ResourceSpec, body: Mapping[str, Any], if_match: str | None = None) -> dict[str, Any] | None:
         """Create or update, waiting for the long-running operation to finish.

@@ -99,6 +99,16 @@ class DbContext:
             self._vault = self.provider().client_for_vault(self.read_arm(vault_id, api_version(VAULT_TYPE)))
         return self._vault
 
+    def secret(self, vault: Any, name: str) -> str | None:
+        """A secret of the env vault: as this run's steps read or stored it when they did, else read now."""
+        state = self.run.state
+        if state is not None:
+            vault_id = self.provider().vault_id(self.platform, self.req.env)
+            found, value = state.recall_by_id(f"{vault_id}/secrets/{name}")
+            if found:
+                return value
+        return read_secret(vault, name)
+
     def endpoint(self) -> tuple[str, int] | None:
         """The server's host and port (kept once found), or None while it does not exist."""
         if self._endpoint is None:
@@ -202,7 +212,7 @@ def server_conninfo(ctx: DbContext) -> str:
     vault = ctx.vault()
     if vault is None:
         raise UserError(f"vault {ctx.env_cfg.key_vault.name} does not exist yet; {run_first('step3')}")
-    password = read_secret(vault, pg.admin_password_secret)
+    password = ctx.secret(vault, pg.admin_password_secret)
     if password is None:
         raise UserError(f"{pg.admin_password_secret} is not in {ctx.env_cfg.key_vault.name}; {run_first('step3')}")
     redact_value(password)

@@ -43,13 +43,32 @@ class StateCache:
         self.specs = dict(specs)
         self._actual: dict[str, Any] = {}
         self._actions: dict[tuple[str, str], Any] = {}
+        self._values: dict[str, Any] = {}  # what plug-ins read or wrote outside ARM (a secret's value)
+        self._recoverable: dict[str, str | None] = {}  # absent entries: why a soft-deleted one will be recovered
         self._lock = threading.Lock()
 
     def read_all(self, addresses: Iterable[str], workers: int = READ_WORKERS) -> None:
         """One round of ARM reads; a type whose plug-in reads its state elsewhere is left to it."""
         todo = [a for a in dict.fromkeys(addresses) if a in self.specs and plugin_for(self.specs[a].type).arm_state]
-        for address, actual in zip(todo, each(self._read, todo, workers, "read"), strict=True):
+        for address, actual in zip(todo, each(self._read_in_round, todo, workers, "read"), strict=True):
             self.set(address, actual)
+
+    def _read_in_round(self, address: str) -> dict[str, Any] | None:
+        """The entry's state; when absent, also whether a soft-deleted twin holds its name (the
+        second read follows the first in the same worker, not after the whole round)."""
+        actual = self._read(address)
+        if actual is None:
+            reason = find_recoverable(self.specs[address], self.provider)
+            with self._lock:
+                self._recoverable[address] = reason
+        return actual
+
+    def recoverable(self, spec: ResourceSpec) -> str | None:
+        """find_recoverable() for an absent entry, from the read round when it asked already."""
+        with self._lock:
+            if spec.address in self._recoverable:
+                return self._recoverable[spec.address]
+        return find_recoverable(spec, self.provider)
 
     def _read(self, address: str) -> dict[str, Any] | None:
         spec = self.specs[address]
@@ -59,11 +78,32 @@ class StateCache:
         """(True, state) when this run has read or applied the resource with this ARM id and the
         state is current; (False, None) otherwise. Lets other planners of the run (deploy's
         db.create) reuse the plan's reads instead of sending them again."""
-        wanted = resource_id.lower()
-        address = next((a for a, spec in self.specs.items() if spec.id.lower() == wanted), None)
+        return self._found(self._actual, self._address_of(resource_id))
+
+    def remember(self, address: str, value: Any) -> None:
+        """A value a plug-in read or wrote where it lives (a secret's, in its vault; None: absent).
+
+        Later references in this run take it from here instead of reading it again; verify and
+        the checks use a fresh cache, so they still read what Azure holds."""
         with self._lock:
-            found = self._actual.get(address, _UNREAD) if address is not None else _UNREAD
-        return (False, None) if found is _UNREAD else (True, found)  # type: ignore[return-value]
+            self._values[address] = value
+
+    def recall(self, address: str) -> tuple[bool, Any]:
+        """(True, value) when this run remembered one for the address, else (False, None)."""
+        return self._found(self._values, address)
+
+    def recall_by_id(self, resource_id: str) -> tuple[bool, Any]:
+        """recall() for the entry with this ARM id (db.create knows its secrets by name, not address)."""
+        return self._found(self._values, self._address_of(resource_id))
+
+    def _address_of(self, resource_id: str) -> str | None:
+        wanted = resource_id.lower()
+        return next((a for a, spec in self.specs.items() if spec.id.lower() == wanted), None)
+
+    def _found(self, table: Mapping[str, Any], address: str | None) -> tuple[bool, Any]:
+        with self._lock:
+            found = table.get(address, _UNREAD) if address is not None else _UNREAD  # type: ignore[arg-type]
+        return (False, None) if found is _UNREAD else (True, found)
 
     def get(self, address: str) -> dict[str, Any] | None:
         with self._lock:
@@ -160,12 +200,11 @@ def plan_resource(spec: ResourceSpec, provider: ArmProvider, cache: StateCache |
 
 def generic_plan(spec: ResourceSpec, cache: StateCache) -> Change:
     """Read, resolve references, compare: create, recover, wait, update or unchanged."""
-    provider = cache.provider
     actual = cache.get(spec.address)
     # Write-only fields (a password from the vault) are resolved when applied, never while planning.
     body = cache.resolved(spec, skip=spec.write_only)
     if actual is None:
-        recover_reason = find_recoverable(spec, provider)
+        recover_reason = cache.recoverable(spec)
         if recover_reason:
             return Change(spec.address, spec.type, spec.id, Action.RECOVER, recover_reason, create_diff(body, spec.write_only))
         return Change(spec.address, spec.type, spec.id, Action.CREATE, "does not exist", create_diff(body, spec.write_only))

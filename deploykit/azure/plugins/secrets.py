@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 from deploykit.azure.arm import read_secret
 from deploykit.azure.plugins import TypePlugin
 from deploykit.engine.model import Action, Change, ResourceSpec
-from deploykit.engine.references import GENERATE, SENSITIVE, UNKNOWN, Unresolved, resolve
+from deploykit.engine.references import GENERATE, SENSITIVE, UNKNOWN, Unresolved, refs_in, resolve
 from deploykit.errors import ApplyError
+from deploykit.parallel import each
 from deploykit.report import redact_value
 
 if TYPE_CHECKING:
@@ -93,14 +94,18 @@ def plan(spec: ResourceSpec, cache: StateCache) -> Change:
     if client is None:
         what = "generated when applied" if raw == GENERATE else "value known after apply"
         return change(Action.CREATE, f"the vault is created in this run; {what}")
-    current = read_secret(client, spec.name)
+    if raw == GENERATE or not refs_in(raw):
+        current, desired = read_secret(client, spec.name), raw
+    else:  # the vault's value and what it refers to (a key from listKeys) in one round, not two
+        reads = [lambda: read_secret(client, spec.name), lambda: resolve(raw, cache.lookup)]
+        current, desired = each(lambda read: read(), reads, 2, "secret")
     if current is not None:
         redact_value(current)
+    cache.remember(spec.address, current)
     if raw == GENERATE:
         if current is not None:
             return change(Action.UNCHANGED, "generated once and stored; never regenerated while the vault holds it", False)
         return change(Action.CREATE, "does not exist; generated when applied (never shown)")
-    desired = resolve(raw, cache.lookup)
     if desired is not UNKNOWN:
         redact_value(str(desired))
     return secret_change(
@@ -114,7 +119,10 @@ def apply(change: Change, spec: ResourceSpec, cache: StateCache) -> Mapping[str,
         raise ApplyError(f"{spec.address}: the vault does not exist")
     raw = _value_spec(spec)
     if raw == GENERATE:
-        if read_secret(client, spec.name) is not None:
+        stored = read_secret(client, spec.name)  # again, just before: never overwrite a password another run stored
+        if stored is not None:
+            redact_value(stored)
+            cache.remember(spec.address, stored)
             return {"value": "kept: already generated and stored"}
         value = generate_password()
     else:
@@ -128,6 +136,7 @@ def apply(change: Change, spec: ResourceSpec, cache: StateCache) -> Mapping[str,
     with translated_errors(spec.name):
         client.set_secret(spec.name, value, content_type=_content_type(spec))
     cache.forget(spec.address)
+    cache.remember(spec.address, value)  # what refers to it (the server's password) need not read it back
     return {"value": "(not recorded)"}
 
 
@@ -137,8 +146,12 @@ def read_value(spec: ResourceSpec, path: str, cache: StateCache) -> Any:
         from deploykit.engine.references import dig
 
         return dig(cache.get(spec.address), path)
-    client = _client(spec, cache)
-    value = read_secret(client, spec.name) if client is not None else None
+    found, value = cache.recall(spec.address)
+    if not found:
+        client = _client(spec, cache)
+        value = read_secret(client, spec.name) if client is not None else None
+        if client is not None:
+            cache.remember(spec.address, value)
     if value is None:
         raise Unresolved(f"{spec.address} has no value yet")
     redact_value(value)
