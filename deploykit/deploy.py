@@ -28,8 +28,9 @@ def deploy(options: RunOptions) -> int:
 
 
 def plan_deploy(ctx: RunContext) -> Work:
-    # Needed once the plan's reads are back (db.create: psycopg) or the vault exists: 0.1 s of imports.
-    import_meanwhile("deploykit.db.database", "azure.keyvault.secrets", after=READING)
+    # Needed once the plan's reads are back (the plan's table, db.create's psycopg) or the vault
+    # exists: 0.15 s of imports, done while the reads are in flight.
+    import_meanwhile("rich.console", "rich.table", "deploykit.db.database", "azure.keyvault.secrets", after=READING)
     steps = plan_steps(ctx, None)
     options = ctx.options
     env = ctx.platform.envs[options.env or ""] if ctx.platform else None

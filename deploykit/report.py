@@ -14,12 +14,9 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterable
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from deploykit.engine.model import Action, Change, Plan
 from deploykit.paths import audit_dir
@@ -76,11 +73,26 @@ def _redact_json(value: Any) -> Any:
     return value
 
 
-class _Console(Console):
-    """Rich exits 1 on a broken pipe by itself; hand it to the CLI's handler instead (exit 2, one line)."""
+# rich is imported when a run first prints, not when the CLI starts: 0.03 s of every command
+# (`invoke --list` included), and deploy imports it beside the plan's reads (import_meanwhile).
+def escape(text: str) -> str:
+    """rich's markup escape: the text prints as it is, brackets included."""
+    from rich.markup import escape as rich_escape
 
-    def on_broken_pipe(self) -> None:
-        raise BrokenPipeError
+    return rich_escape(text)
+
+
+@cache
+def _console_class() -> type:
+    from rich.console import Console
+
+    class _Console(Console):
+        """Rich exits 1 on a broken pipe by itself; hand it to the CLI's handler instead (exit 2, one line)."""
+
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError
+
+    return _Console
 
 
 class Reporter:
@@ -88,10 +100,14 @@ class Reporter:
 
     def __init__(self, task: str, env: str | None, target: str, dry_run: bool, as_json: bool) -> None:
         self.task, self.env, self.target, self.dry_run, self.as_json = task, env, target, dry_run, as_json
-        self.console = _Console(stderr=as_json, highlight=False, soft_wrap=True)
-        if not self.console.is_terminal and not os.environ.get("COLUMNS"):
-            self.console.width = PIPE_WIDTH
         self._lock = threading.Lock()
+
+    @cached_property
+    def console(self) -> Any:
+        console = _console_class()(stderr=self.as_json, highlight=False, soft_wrap=True)
+        if not console.is_terminal and not os.environ.get("COLUMNS"):
+            console.width = PIPE_WIDTH
+        return console
 
     def info(self, message: str) -> None:
         with self._lock:
@@ -102,6 +118,8 @@ class Reporter:
             self.console.print(f"[yellow]warning:[/] {escape(redact(message))}")
 
     def show_plan(self, plan: Plan, title: str) -> None:
+        from rich.table import Table
+
         table = Table(title=redact(title), title_justify="left", show_lines=False, expand=False)
         table.add_column("address")
         table.add_column("type")
