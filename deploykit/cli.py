@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from invoke import Exit
@@ -100,8 +101,10 @@ def install_fast_exit() -> None:
     daemon threads are left, the exit handlers run, stdout and stderr are flushed and the process
     leaves with its status: nothing of ours is buffered (the audit log is written with os.write;
     connections are closed by their tasks). Invoke's `run` is already under way when tasks.py
-    loads, so this wraps `execute`, the step after loading. Any other Program (tests, embedders),
-    an interrupt, or a run that still has a worker thread alive gets Invoke's own exit.
+    loads, so this wraps `execute`, the step after loading. An interrupt ends the same way (the
+    task turned it into status 130). Any other Program (tests, embedders), a process that is not
+    the `invoke`/`inv` command, or a run that still has a worker thread alive (an apply pool
+    after Ctrl-C) gets Invoke's own exit.
     """
     from invoke.program import Program
 
@@ -116,7 +119,7 @@ def _exiting_at_once(execute: Callable[[Any], None]) -> Callable[[Any], None]:
     def wrapper(self: Any) -> None:
         from invoke.main import program
 
-        if self is not program or threading.current_thread() is not threading.main_thread():
+        if self is not program or not _is_the_command() or threading.current_thread() is not threading.main_thread():
             return execute(self)
         try:
             execute(self)
@@ -130,6 +133,12 @@ def _exiting_at_once(execute: Callable[[Any], None]) -> Callable[[Any], None]:
             _exit_now(0)
 
     return wrapper
+
+
+def _is_the_command() -> bool:
+    """This process is `invoke`/`inv` (its script or `python -m invoke`), not code that imported it."""
+    started = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    return started.name in ("invoke", "inv") or started.parts[-2:] == ("invoke", "__main__.py")
 
 
 def _workers_left() -> bool:

@@ -26,7 +26,8 @@ def each(call: Callable[[T], R], items: Iterable[T], limit: int, name: str = "ea
 
 
 def import_meanwhile(*modules: str, after: threading.Event | None = None) -> None:
-    """Import modules on a daemon thread once `after` is set (the run waits on the network).
+    """Import modules on a daemon thread once `after` is set (the run waits on the network), or
+    after 10 s without it.
 
     For modules a run needs soon but not yet (deploy's database layer with psycopg, the vault's
     SDK: 0.1 s), so their import overlaps the plan's reads instead of following them, without

@@ -12,16 +12,16 @@ import pytest
 from deploykit.parallel import each, import_meanwhile
 
 
-def test_each_keeps_the_items_order_and_raises_the_first_error() -> None:
+def test_each_keeps_the_items_order_and_raises_the_first_failing_item_s_error() -> None:
     assert each(lambda n: n * n, range(20), 4) == [n * n for n in range(20)]
 
-    def fail_on_three(n: int) -> int:
-        if n == 3:
-            raise ValueError("three")
+    def fail_from_three(n: int) -> int:
+        if n >= 3:
+            raise ValueError(f"item {n}")
         return n
 
-    with pytest.raises(ValueError, match="three"):
-        each(fail_on_three, range(6), 3)
+    with pytest.raises(ValueError, match="item 3"):  # the first in the items' order, whichever finished first
+        each(fail_from_three, range(8), 4)
 
 
 def _wait_for(condition, seconds: float = 10.0) -> bool:
@@ -47,6 +47,13 @@ def test_import_meanwhile_imports_only_once_its_signal_is_set(tmp_path: Path, mo
     with pytest.raises(ImportError, match="broken on purpose"):
         __import__("later_module_b")
 
-    import_meanwhile("later_module_a", after=signal)
-    assert _wait_for(lambda: "later_module_a" in sys.modules)
-    monkeypatch.delitem(sys.modules, "later_module_a")
+    waiting = threading.Event()
+    import_meanwhile("later_module_a", after=waiting)
+    helper = next(t for t in threading.enumerate() if t.name == "import-meanwhile" and t.is_alive())
+    assert helper.daemon  # never holds the process's exit
+    waiting.set()
+    try:
+        assert _wait_for(lambda: "later_module_a" in sys.modules)
+    finally:
+        sys.modules.pop("later_module_a", None)
+        sys.modules.pop("later_module_b", None)

@@ -31,7 +31,7 @@ from deploykit.engine.model import ResourceSpec
 from deploykit.errors import AzureOperationError, ResourceLockedError
 from deploykit.parallel import each
 
-# Set when the process's first ARM read is back: from then on a run mostly waits on Azure, and
+# Set when the process's first ARM read is back (answered or failed): from then on a run mostly waits on Azure, and
 # work that can wait until then (imports needed later: parallel.import_meanwhile) uses idle CPU.
 READING = threading.Event()
 SECRET_READ_WORKERS = 16  # as many as the plan's reads: one round of the vault's data plane

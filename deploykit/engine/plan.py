@@ -22,6 +22,7 @@ from deploykit.engine.references import (
     refs_in,
     resolve,
 )
+from deploykit.errors import AzureOperationError
 from deploykit.parallel import each
 from deploykit.report import redact_value
 
@@ -43,25 +44,36 @@ class StateCache:
         self.specs = dict(specs)
         self._actual: dict[str, Any] = {}
         self._actions: dict[tuple[str, str], Any] = {}
-        self._values: dict[str, Any] = {}  # what plug-ins read or wrote outside ARM (a secret's value)
+        self._values: dict[str, tuple[Any, bool]] = {}  # plug-ins' values outside ARM: (value, seen while applying)
         self._recoverable: dict[str, str | None] = {}  # absent entries: why a soft-deleted one will be recovered
         self._lock = threading.Lock()
 
-    def read_all(self, addresses: Iterable[str], workers: int = READ_WORKERS) -> None:
-        """One round of ARM reads; a type whose plug-in reads its state elsewhere is left to it."""
+    def read_all(self, addresses: Iterable[str], workers: int = READ_WORKERS, planned: Iterable[str] = ()) -> None:
+        """One round of ARM reads; a type whose plug-in reads its state elsewhere is left to it.
+
+        An absent entry of `planned` (what this plan may create) is also checked for a
+        soft-deleted twin right after its read, in the same worker, not after the whole round.
+        """
+        probe = set(planned)
         todo = [a for a in dict.fromkeys(addresses) if a in self.specs and plugin_for(self.specs[a].type).arm_state]
-        for address, actual in zip(todo, each(self._read_in_round, todo, workers, "read"), strict=True):
+
+        def read(address: str) -> dict[str, Any] | None:
+            actual = self._read(address)
+            if actual is None and address in probe:
+                self._probe_recoverable(address)
+            return actual
+
+        for address, actual in zip(todo, each(read, todo, workers, "read"), strict=True):
             self.set(address, actual)
 
-    def _read_in_round(self, address: str) -> dict[str, Any] | None:
-        """The entry's state; when absent, also whether a soft-deleted twin holds its name (the
-        second read follows the first in the same worker, not after the whole round)."""
-        actual = self._read(address)
-        if actual is None:
+    def _probe_recoverable(self, address: str) -> None:
+        """Ask early; a failure here is left to recoverable(), which asks again and reports it as planning does."""
+        try:
             reason = find_recoverable(self.specs[address], self.provider)
-            with self._lock:
-                self._recoverable[address] = reason
-        return actual
+        except AzureOperationError:
+            return
+        with self._lock:
+            self._recoverable[address] = reason
 
     def recoverable(self, spec: ResourceSpec) -> str | None:
         """find_recoverable() for an absent entry, from the read round when it asked already."""
@@ -78,32 +90,41 @@ class StateCache:
         """(True, state) when this run has read or applied the resource with this ARM id and the
         state is current; (False, None) otherwise. Lets other planners of the run (deploy's
         db.create) reuse the plan's reads instead of sending them again."""
-        return self._found(self._actual, self._address_of(resource_id))
+        address = self._address_of(resource_id)
+        with self._lock:
+            found = self._actual.get(address, _UNREAD) if address is not None else _UNREAD
+        return (False, None) if found is _UNREAD else (True, found)
 
-    def remember(self, address: str, value: Any) -> None:
+    def remember(self, address: str, value: Any, applying: bool = False) -> None:
         """A value a plug-in read or wrote where it lives (a secret's, in its vault; None: absent).
 
-        Later references in this run take it from here instead of reading it again; verify and
-        the checks use a fresh cache, so they still read what Azure holds."""
+        `applying`: written, or read just before writing, by this run's apply. Only those answer
+        references while applying (`recall(..., applying=True)`): a value read while planning may
+        have been rotated since (a prompt, a long wait), and a write-only field (the server's
+        password) sent from it would undo the rotation unseen. Verify and the checks use a fresh
+        cache, so they still read what Azure holds.
+        """
         with self._lock:
-            self._values[address] = value
+            self._values[address] = (value, applying)
 
-    def recall(self, address: str) -> tuple[bool, Any]:
-        """(True, value) when this run remembered one for the address, else (False, None)."""
-        return self._found(self._values, address)
+    def recall(self, address: str, applying: bool = False) -> tuple[bool, Any]:
+        """(True, value) when this run remembered one for the address (with `applying`, one seen
+        while applying), else (False, None)."""
+        with self._lock:
+            found = self._values.get(address)
+        if found is None or (applying and not found[1]):
+            return False, None
+        return True, found[0]
 
     def recall_by_id(self, resource_id: str) -> tuple[bool, Any]:
-        """recall() for the entry with this ARM id (db.create knows its secrets by name, not address)."""
-        return self._found(self._values, self._address_of(resource_id))
+        """recall() for the entry with this ARM id, whenever it was seen (db.create connects with
+        the admin password the steps read or wrote; it never writes it)."""
+        address = self._address_of(resource_id)
+        return self.recall(address) if address is not None else (False, None)
 
     def _address_of(self, resource_id: str) -> str | None:
         wanted = resource_id.lower()
         return next((a for a, spec in self.specs.items() if spec.id.lower() == wanted), None)
-
-    def _found(self, table: Mapping[str, Any], address: str | None) -> tuple[bool, Any]:
-        with self._lock:
-            found = table.get(address, _UNREAD) if address is not None else _UNREAD  # type: ignore[arg-type]
-        return (False, None) if found is _UNREAD else (True, found)
 
     def get(self, address: str) -> dict[str, Any] | None:
         with self._lock:
@@ -169,7 +190,7 @@ def compute_plan(
     """
     cache = cache or StateCache(provider, {**(context or {}), **{s.address: s for s in specs}})
     if read:
-        cache.read_all(plan_addresses(specs), workers)
+        cache.read_all(plan_addresses(specs), workers, planned=[s.address for s in specs])
     return Plan(changes=tuple(each(lambda spec: plan_resource(spec, provider, cache), specs, workers, "plan")))
 
 

@@ -256,7 +256,7 @@ def _read_for_plan(specs: Sequence[ResourceSpec], cache: StateCache) -> bool:
     from deploykit.engine.plan import plan_addresses
 
     try:
-        cache.read_all(plan_addresses(specs))
+        cache.read_all(plan_addresses(specs), planned=[s.address for s in specs])
     except AzureOperationError:
         return False
     return True

@@ -32,18 +32,21 @@ def ensure_certificate(directory: Path) -> tuple[Path, Path]:
 
 
 def _still_valid(cert_path: Path, key_path: Path) -> bool:
-    """A pair that loads together and was written less than VALID_DAYS - 1 days ago.
+    """A certificate and key that load together, with more than a day of validity left.
 
-    The age comes from the certificate file's mtime (we write it once, with that validity), and
-    the check uses `ssl`, not `cryptography`: every sandbox start makes it, and importing
-    cryptography's x509 costs a CLI run about 0.05 s.
+    Read with `ssl`, not `cryptography`: every sandbox start checks it, and importing
+    cryptography's x509 costs a run about 0.05 s. Ours is a CA certificate (the clients trust it
+    as their CA), so `get_ca_certs` decodes it, expiry included.
     """
     try:
-        written = cert_path.stat().st_mtime
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_path, key_path)
-    except (OSError, ssl.SSLError):
+        trust = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        trust.load_verify_locations(cafile=cert_path)
+        decoded = trust.get_ca_certs()
+        expires = ssl.cert_time_to_seconds(decoded[0]["notAfter"]) if len(decoded) == 1 else 0.0
+    except (OSError, ssl.SSLError, ValueError, KeyError):
         return False
-    return time.time() < written + (VALID_DAYS - 1) * 86400
+    return expires > time.time() + 86400
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:

@@ -122,7 +122,7 @@ def apply(change: Change, spec: ResourceSpec, cache: StateCache) -> Mapping[str,
         stored = read_secret(client, spec.name)  # again, just before: never overwrite a password another run stored
         if stored is not None:
             redact_value(stored)
-            cache.remember(spec.address, stored)
+            cache.remember(spec.address, stored, applying=True)
             return {"value": "kept: already generated and stored"}
         value = generate_password()
     else:
@@ -136,7 +136,7 @@ def apply(change: Change, spec: ResourceSpec, cache: StateCache) -> Mapping[str,
     with translated_errors(spec.name):
         client.set_secret(spec.name, value, content_type=_content_type(spec))
     cache.forget(spec.address)
-    cache.remember(spec.address, value)  # what refers to it (the server's password) need not read it back
+    cache.remember(spec.address, value, applying=True)  # what refers to it (the server's password) need not read it back
     return {"value": "(not recorded)"}
 
 
@@ -146,12 +146,10 @@ def read_value(spec: ResourceSpec, path: str, cache: StateCache) -> Any:
         from deploykit.engine.references import dig
 
         return dig(cache.get(spec.address), path)
-    found, value = cache.recall(spec.address)
+    found, value = cache.recall(spec.address, applying=True)  # never a value read while planning: it may be stale now
     if not found:
         client = _client(spec, cache)
         value = read_secret(client, spec.name) if client is not None else None
-        if client is not None:
-            cache.remember(spec.address, value)
     if value is None:
         raise Unresolved(f"{spec.address} has no value yet")
     redact_value(value)
