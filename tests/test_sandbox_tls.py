@@ -2,7 +2,7 @@
 
 Every sandbox start checks the pair; the check reads the files with `ssl` (no `cryptography`
 import on a run's path), expiry included. `openssl` reads what was made, as a client would; the
-certificates about to expire are made here with `cryptography`.
+expired and expiring pairs are made as the sandbox makes its own, at an earlier moment.
 """
 
 from __future__ import annotations
@@ -12,12 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
-from deploykit.sandbox.tls import VALID_DAYS, ensure_certificate
+from deploykit.sandbox.tls import VALID_DAYS, ensure_certificate, make_certificate
 
 
 def _openssl(*args: str) -> str:
@@ -38,34 +33,13 @@ def test_a_good_pair_is_kept_as_it_is(tmp_path: Path) -> None:
     assert (cert.read_bytes(), key.read_bytes()) == before
 
 
-def _write_ca_pair(cert: Path, key: Path, valid_for: dt.timedelta) -> None:
-    """A CA certificate for 127.0.0.1 like the sandbox's, valid from a year ago for `valid_for` from now."""
-    private = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "deploykit sandbox")])
-    now = dt.datetime.now(dt.UTC)
-    made = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(private.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=365))
-        .not_valid_after(now + valid_for)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(private, hashes.SHA256())
-    )
-    key.write_bytes(
-        private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    cert.write_bytes(made.public_bytes(serialization.Encoding.PEM))  # a fresh file: its age says nothing
-
-
 def test_an_expired_expiring_unreadable_or_mismatched_pair_is_replaced(tmp_path: Path) -> None:
     folder = tmp_path / "tls"
     cert, key = ensure_certificate(folder)
 
     for left in (dt.timedelta(days=-2), dt.timedelta(hours=12)):  # expired; less than a day left
-        _write_ca_pair(cert, key, left)
+        make_certificate(cert, key, made_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=VALID_DAYS) + left)
+        os.utime(cert)  # a fresh file: its age says nothing
         before = cert.read_bytes()
         ensure_certificate(folder)
         assert cert.read_bytes() != before, left

@@ -25,7 +25,7 @@ def ensure_certificate(directory: Path) -> tuple[Path, Path]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         if not _still_valid(cert_path, key_path):
-            _create(cert_path, key_path)
+            make_certificate(cert_path, key_path)
     finally:
         os.close(fd)
     return cert_path, key_path
@@ -58,7 +58,8 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def _create(cert_path: Path, key_path: Path) -> None:
+def make_certificate(cert_path: Path, key_path: Path, made_at: dt.datetime | None = None) -> None:
+    """A new key and CA certificate for 127.0.0.1 and localhost, valid VALID_DAYS from `made_at` (now)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -66,7 +67,7 @@ def _create(cert_path: Path, key_path: Path) -> None:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "deploykit sandbox")])
-    now = dt.datetime.now(dt.UTC)
+    now = made_at or dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
