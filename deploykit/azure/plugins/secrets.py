@@ -54,6 +54,20 @@ def _value_spec(spec: ResourceSpec) -> Any:
     return (spec.body.get("properties") or {}).get("value")
 
 
+def _hide(spec: ResourceSpec, value: str) -> None:
+    """Redact the value from every output, unless it is the playbook's own literal.
+
+    A literal (the admin login from config/<env>.yaml) is already in the repository; redacting
+    it only hid the admin's name wherever it appears ("owner [redacted]"). A generated value, one
+    taken from another resource (a key), or a stored value that differs from the literal is
+    redacted as before.
+    """
+    raw = _value_spec(spec)
+    if isinstance(raw, str) and raw != GENERATE and not refs_in(raw) and value == raw:
+        return
+    redact_value(value)
+
+
 def _content_type(spec: ResourceSpec) -> str | None:
     return (spec.body.get("properties") or {}).get("contentType")
 
@@ -100,14 +114,14 @@ def plan(spec: ResourceSpec, cache: StateCache) -> Change:
         reads = [lambda: read_secret(client, spec.name), lambda: resolve(raw, cache.lookup)]
         current, desired = each(lambda read: read(), reads, 2, "secret")
     if current is not None:
-        redact_value(current)
+        _hide(spec, current)
     cache.remember(spec.address, current)
     if raw == GENERATE:
         if current is not None:
             return change(Action.UNCHANGED, "generated once and stored; never regenerated while the vault holds it", False)
         return change(Action.CREATE, "does not exist; generated when applied (never shown)")
     if desired is not UNKNOWN:
-        redact_value(str(desired))
+        _hide(spec, str(desired))
     return secret_change(
         spec.address, spec.id, current, desired, unknown="value known after apply (from a resource created in this run)"
     )
@@ -130,7 +144,7 @@ def apply(change: Change, spec: ResourceSpec, cache: StateCache) -> Mapping[str,
             value = str(resolve(raw, cache.lookup, strict=True))
         except Unresolved as exc:
             raise ApplyError(f"{spec.address}: its value is still unknown ({exc})") from None
-    redact_value(value)
+    _hide(spec, value)
     from deploykit.azure.arm import translated_errors
 
     with translated_errors(spec.name):
@@ -152,7 +166,7 @@ def read_value(spec: ResourceSpec, path: str, cache: StateCache) -> Any:
         value = read_secret(client, spec.name) if client is not None else None
     if value is None:
         raise Unresolved(f"{spec.address} has no value yet")
-    redact_value(value)
+    _hide(spec, value)
     return value
 
 
