@@ -103,8 +103,8 @@ def install_fast_exit() -> None:
     connections are closed by their tasks). Invoke's `run` is already under way when tasks.py
     loads, so this wraps `execute`, the step after loading. An interrupt ends the same way (the
     task turned it into status 130). Any other Program (tests, embedders), a process that is not
-    the `invoke`/`inv` command, or a run that still has a worker thread alive (an apply pool
-    after Ctrl-C) gets Invoke's own exit.
+    the `invoke`/`inv` command, one a profiler, debugger or coverage tool watches, or a run that
+    still has a worker thread alive (an apply pool after Ctrl-C) gets Invoke's own exit.
     """
     from invoke.program import Program
 
@@ -119,7 +119,8 @@ def _exiting_at_once(execute: Callable[[Any], None]) -> Callable[[Any], None]:
     def wrapper(self: Any) -> None:
         from invoke.main import program
 
-        if self is not program or not _is_the_command() or threading.current_thread() is not threading.main_thread():
+        on_main = threading.current_thread() is threading.main_thread()
+        if not (self is program and _is_the_command() and _unobserved() and on_main):
             return execute(self)
         try:
             execute(self)
@@ -139,6 +140,11 @@ def _is_the_command() -> bool:
     """This process is `invoke`/`inv` (its script or `python -m invoke`), not code that imported it."""
     started = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
     return started.name in ("invoke", "inv") or started.parts[-2:] == ("invoke", "__main__.py")
+
+
+def _unobserved() -> bool:
+    """No profiler, debugger or coverage tool is hooked in: they write their results at a normal exit."""
+    return sys.getprofile() is None and sys.gettrace() is None
 
 
 def _workers_left() -> bool:

@@ -77,3 +77,23 @@ def test_broken_playbook_names_file_and_entry(tmp_path, sandbox) -> None:
     result = run_invoke("deploy", "--env", "beta", cwd=workdir, env=sandbox.env())
     assert result.returncode == 2
     assert result.stderr.startswith("error: playbooks/step2b.yaml.j2: ") and "undefined_thing" in result.stderr
+
+
+def test_a_profiled_command_still_writes_its_profile(tmp_path) -> None:
+    """The command leaves without the interpreter's teardown, except when a tool watches it."""
+    import subprocess
+    import sys
+
+    from tests.conftest import invoke_path
+
+    out = tmp_path / "run.prof"
+    result = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(out), invoke_path(), "--search-root", str(REPO), "deploy", "--env", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    # cProfile's runner swallows the script's SystemExit, so the status is its own, not ours.
+    assert result.stderr.strip().splitlines() == ["error: --env: 'nope' is not an environment; allowed: beta, prod"]
+    assert out.is_file() and out.stat().st_size > 0, result
