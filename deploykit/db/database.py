@@ -185,12 +185,7 @@ def server_endpoint(ctx: DbContext) -> tuple[str, int] | None:
     Azure's FQDN takes port 5432; the sandbox's servers are on loopback and their FQDN carries
     the port (`127.0.0.1:54012`), so the same code reaches both.
     """
-    pg = ctx.env_cfg.postgres
-    provider = ctx.provider()
-    server_id = provider.resource_id(
-        ctx.env_cfg.resource_groups["data"].name, f"Microsoft.DBforPostgreSQL/flexibleServers/{pg.name}"
-    )
-    actual = ctx.read_arm(server_id, api_version("Microsoft.DBforPostgreSQL/flexibleServers"))
+    actual = ctx.read_arm(server_id(ctx), api_version("Microsoft.DBforPostgreSQL/flexibleServers"))
     fqdn = ((actual or {}).get("properties") or {}).get("fullyQualifiedDomainName")
     if not fqdn:
         return None

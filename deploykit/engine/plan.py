@@ -66,6 +66,10 @@ class StateCache:
         for address, actual in zip(todo, each(read, todo, workers, "read"), strict=True):
             self.set(address, actual)
 
+    def read_for_plan(self, specs: Sequence[ResourceSpec], workers: int = READ_WORKERS) -> None:
+        """The plan's one round: every spec and every entry a spec refers to, absent specs probed."""
+        self.read_all(plan_addresses(specs), workers, planned=[s.address for s in specs])
+
     def _probe_recoverable(self, address: str) -> None:
         """Ask early; a failure here is left to recoverable(), which asks again and reports it as planning does."""
         try:
@@ -185,12 +189,12 @@ def compute_plan(
 ) -> Plan:
     """One read per resource (and per entry referred to), all at once: a no-op costs one round.
 
-    `read=False`: the caller has just read `plan_addresses(specs)` into `cache` (one round shared
-    with what it needed first).
+    `read=False`: the caller has just made `cache.read_for_plan(specs)` (one round shared with
+    what it needed first).
     """
     cache = cache or StateCache(provider, {**(context or {}), **{s.address: s for s in specs}})
     if read:
-        cache.read_all(plan_addresses(specs), workers, planned=[s.address for s in specs])
+        cache.read_for_plan(specs, workers)
     return Plan(changes=tuple(each(lambda spec: plan_resource(spec, provider, cache), specs, workers, "plan")))
 
 

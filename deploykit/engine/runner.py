@@ -253,10 +253,8 @@ def _open(ctx: RunContext) -> OpenTarget | None:
 def _read_for_plan(specs: Sequence[ResourceSpec], cache: StateCache) -> bool:
     """The plan's one round of reads, before kept values are taken from it; False when it failed
     (the plan then reads again and reports the error its own way)."""
-    from deploykit.engine.plan import plan_addresses
-
     try:
-        cache.read_all(plan_addresses(specs), planned=[s.address for s in specs])
+        cache.read_for_plan(specs)
     except AzureOperationError:
         return False
     return True
