@@ -127,36 +127,48 @@ def timeline(entries: list[dict], began: float, wall: float) -> dict[str, float]
     }
 
 
-def fresh_deploys(server: SandboxServer, env: dict[str, str], faults: dict, runs: int) -> tuple[list[float], list[dict]]:
-    """Whole-process fresh deploys against `server` (reset before each): walls and timelines."""
-    env = {**env, "DEPLOYKIT_SANDBOX_URL": server.url, "DEPLOYKIT_SANDBOX_CA": str(server.cert_path)}
-    walls, phases = [], []
-    for _ in range(runs):
-        sandbox_control(server.url, str(server.cert_path), "POST", "/reset")
-        sandbox_control(server.url, str(server.cert_path), "PUT", "/faults", faults)
-        began = time.time()
-        walls.append(whole(env, "deploy", "--env", "beta", "--yes"))
-        entries = sandbox_control(server.url, str(server.cert_path), "GET", "/journal?since=0")["entries"]
-        phases.append(timeline(entries, began, walls[-1]))
+def fresh_deploys(root: Path, env: dict[str, str], faults: dict, runs: int) -> tuple[list[float], list[dict]]:
+    """Whole-process fresh deploys, each against a new sandbox in its own folder under `root`.
+
+    A new folder each, not a reset of one sandbox: a reset deletes the last run's cluster (about
+    1,600 files), and on this project's VM files made in the seconds after many were deleted are
+    slow to create (the next server's copy of the template took 0.9-1.5 s instead of 0.1 s), which
+    measured the benchmark's own clean-up. The clusters are removed once every run is measured.
+    """
+    walls, phases, servers = [], [], []
+    try:
+        for run in range(runs):
+            server = SandboxServer(root / f"fresh-{run}", run_id=f"bench-fresh-{run}")
+            servers.append(server)
+            sandbox_control(server.url, str(server.cert_path), "PUT", "/faults", faults)
+            run_env = {
+                **env,
+                "DEPLOYKIT_SANDBOX_URL": server.url,
+                "DEPLOYKIT_SANDBOX_CA": str(server.cert_path),
+                "DEPLOYKIT_AUDIT_DIR": str(root / f"fresh-{run}-audit"),
+            }
+            began = time.time()
+            walls.append(whole(run_env, "deploy", "--env", "beta", "--yes"))
+            entries = sandbox_control(server.url, str(server.cert_path), "GET", "/journal?since=0")["entries"]
+            phases.append(timeline(entries, began, walls[-1]))
+    finally:
+        for server in servers:
+            sandbox_control(server.url, str(server.cert_path), "POST", "/reset")  # stops and deletes its cluster
+            server.stop()
     return walls, phases
 
 
 # A machine's memory-backed folder: the sandbox's clusters without this disk's file-creation
-# stalls (on the project's VM, 1,600 new files take 0.05 s to 1.3 s depending on the moment).
+# stalls (on the project's VM, 1,600 new files take 0.05 s to 1.5 s depending on the moment).
 MEMORY_DIR = Path("/dev/shm")  # noqa: S108 - only a folder of our own (mkdtemp) inside it
 
 
 def memory_backed(env: dict[str, str], faults: dict, runs: int) -> tuple[list[float], list[dict]] | None:
-    """fresh_deploys() with the sandbox's state in MEMORY_DIR; None where there is none."""
+    """fresh_deploys() with the sandboxes' state in MEMORY_DIR; None where there is none."""
     if not (MEMORY_DIR.is_dir() and os.access(MEMORY_DIR, os.W_OK)):
         return None
     with tempfile.TemporaryDirectory(dir=MEMORY_DIR, prefix="deploykit-bench-") as tmp:
-        server = SandboxServer(Path(tmp) / "sandbox", run_id="bench-memory")
-        try:
-            return fresh_deploys(server, {**env, "DEPLOYKIT_AUDIT_DIR": str(Path(tmp) / "audit")}, faults, runs)
-        finally:
-            sandbox_control(server.url, str(server.cert_path), "POST", "/reset")  # stops the last run's cluster
-            server.stop()
+        return fresh_deploys(Path(tmp), env, faults, runs)
 
 
 def main() -> None:
@@ -170,27 +182,43 @@ def main() -> None:
     # Under the repository's .sandbox/, where the default sandbox keeps its state (and its
     # PostgreSQL clusters): file creation costs differ a lot between folders on some machines.
     (REPO / ".sandbox").mkdir(exist_ok=True)
+    # Whole processes (the figure an operator feels). Python's default: bytecode cached on the
+    # first run. (Some machines, this project's CI image among them, set PYTHONDONTWRITEBYTECODE=1,
+    # so every command would compile the package afresh; that is not what an operator's machine does.)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE" and not k.startswith("DEPLOYKIT_SANDBOX_")}
+    env["PYTHONPATH"] = str(REPO)
     with tempfile.TemporaryDirectory(dir=REPO / ".sandbox", prefix="bench-") as tmp:
-        server = SandboxServer(Path(tmp) / "sandbox", run_id="bench")
-        os.environ["DEPLOYKIT_SANDBOX_URL"] = server.url
-        os.environ["DEPLOYKIT_SANDBOX_CA"] = str(server.cert_path)
-        os.environ["DEPLOYKIT_AUDIT_DIR"] = str(Path(tmp) / "audit")
-        control = lambda method, path, body=None: sandbox_control(server.url, str(server.cert_path), method, path, body)  # noqa: E731
+        # First, before any measurement below deletes a cluster: fresh deploys on this disk, then in memory.
+        fresh_runs, phases = fresh_deploys(Path(tmp), env, faults, args.runs)
+        process_wall = statistics.median(fresh_runs)
+        memory = memory_backed(env, faults, args.runs)
+
+        # Each measurement below gets a sandbox of its own too, for the same reason; all are
+        # removed at the end.
+        servers: list[SandboxServer] = []
+
+        def fresh_server(name: str) -> SandboxServer:
+            server = SandboxServer(Path(tmp) / name, run_id=f"bench-{name}")
+            servers.append(server)
+            os.environ["DEPLOYKIT_SANDBOX_URL"] = server.url
+            os.environ["DEPLOYKIT_SANDBOX_CA"] = str(server.cert_path)
+            os.environ["DEPLOYKIT_AUDIT_DIR"] = str(Path(tmp) / f"{name}-audit")
+            sandbox_control(server.url, str(server.cert_path), "PUT", "/faults", faults)
+            return server
+
         specs = render_steps(load_platform(config_dir(), ["beta"]), STEPS, "beta", SANDBOX_SUBSCRIPTION)
         floor = critical_path(specs, latency, lro)
         deploy_floor = critical_path(specs, latency, lro, with_databases=True)
 
-        control("POST", "/reset")
-        control("PUT", "/faults", faults)
+        fresh_server("engine-sequential")
         sequential = run_engine(workers=1)
 
-        control("POST", "/reset")
-        control("PUT", "/faults", faults)
+        server = fresh_server("engine-parallel")
         parallel = run_engine(workers=APPLY_WORKERS)
-        fresh_counts = control("GET", "/journal?since=0")["counts"]
+        fresh_counts = sandbox_control(server.url, str(server.cert_path), "GET", "/journal?since=0")["counts"]
 
-        control("POST", "/reset")
-        control("PUT", "/faults", faults)
+        server = fresh_server("task")
+        control = lambda method, path, body=None: sandbox_control(server.url, str(server.cert_path), method, path, body)  # noqa: E731
         devnull = open(os.devnull, "w")  # noqa: SIM115 - the task's console output is not the figure
         stdout, sys.stdout = sys.stdout, devnull
         try:
@@ -208,22 +236,23 @@ def main() -> None:
         noop_parallel = timed_reads(16)
         noop_sequential = timed_reads(1)
 
-        # Whole processes: the deploy against this (external) sandbox, then no-op runs against
-        # the default one, started and stopped by the command itself.
-        # Python's default: bytecode cached on the first run. (Some machines, this project's CI
-        # image among them, set PYTHONDONTWRITEBYTECODE=1, so every command would compile the
-        # package afresh; that is not what an operator's machine does.)
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        env["PYTHONPATH"] = str(REPO)
-        fresh_runs, phases = fresh_deploys(server, env, faults, args.runs)
-        process_wall = statistics.median(fresh_runs)
-        process_noop = statistics.median(whole(env, "deploy", "--env", "beta", "--yes") for _ in range(3))
-        server.stop()
-        memory = memory_backed(env, faults, args.runs)
-        local = {k: v for k, v in env.items() if not k.startswith("DEPLOYKIT_SANDBOX_")}
-        local["DEPLOYKIT_SANDBOX_DIR"] = str(Path(tmp) / "default-sandbox")
+        # The no-op as a whole process: against this (external) sandbox, then against the default
+        # one, started and stopped by the command itself.
+        external = {**env, "DEPLOYKIT_SANDBOX_URL": server.url, "DEPLOYKIT_SANDBOX_CA": str(server.cert_path)}
+        process_noop = statistics.median(whole(external, "deploy", "--env", "beta", "--yes") for _ in range(3))
+        for each_server in servers:
+            sandbox_control(each_server.url, str(each_server.cert_path), "POST", "/reset")  # stops and deletes its cluster
+            each_server.stop()
+        local = {
+            **env,
+            "DEPLOYKIT_SANDBOX_DIR": str(Path(tmp) / "default-sandbox"),
+            "DEPLOYKIT_AUDIT_DIR": str(Path(tmp) / "default-audit"),
+        }
         whole(local, "deploy", "--env", "beta", "--yes")
         default_noop = statistics.median(whole(local, "deploy", "--env", "beta", "--yes") for _ in range(5))
+        default = SandboxServer(Path(tmp) / "default-sandbox", run_id="bench-cleanup")
+        sandbox_control(default.url, str(default.cert_path), "POST", "/reset")  # its cluster stopped, not orphaned
+        default.stop()
 
     print(
         f"deploy --env beta, sandbox, {args.latency_ms:.0f} ms per request, {lro:.1f} s per long-running operation, "
