@@ -11,6 +11,7 @@ import os
 import ssl
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,6 +88,15 @@ def test_second_run_changes_nothing_and_still_verifies_health(world: dict) -> No
     assert (summary["create"], summary["update"], summary["delete"], summary["failed"]) == (0, 0, 0, 0), doc["changes"]
     assert box.requests_since(mark)["writes"] == 0
     assert doc["checks"]["passed"] is True
+    # The checks start from the plan's reads (nothing changed since): each app and its serving
+    # revision are read once in the whole run; the health endpoints are still asked (checks passed).
+    entries = box.control("GET", f"/journal?since={mark}")["entries"]
+    app_reads = Counter(
+        e["path"].split("?")[0].lower() for e in entries if e["method"] == "GET" and "/containerapps/" in e["path"].lower()
+    )
+    revisions = [path for path in app_reads if "/revisions/" in path]
+    assert len(app_reads) - len(revisions) == len(revisions) == len(APPS), app_reads
+    assert set(app_reads.values()) == {1}, app_reads
     # The admin login is config, not a secret, although the vault keeps a copy: its databases name it.
     admin_owned = [d.name for d in BETA.databases if not d.owner]
     reasons = {c["address"]: c["reason"] for c in doc["changes"]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from deploykit.azure.health import RunReadsFirst
 from deploykit.engine.model import Action
 from deploykit.engine.plan import StateCache, compute_plan
 from tests.conftest import REPO, run_invoke
@@ -133,3 +134,27 @@ def test_a_password_rotated_after_the_plan_is_sent_as_the_vault_holds_it_when_ap
     vault.set_secret(secret.name, "rotated-password-Bb2")  # someone rotates it before the apply
     body = cache.resolved(server, strict=True)  # what the server's applier sends
     assert body["properties"]["administratorLoginPassword"] == "rotated-password-Bb2"
+
+
+def test_a_result_check_starts_from_the_runs_recent_read_until_the_run_writes_the_entry(sandbox) -> None:
+    """A check's first look at an entry the run read moments ago costs no request; its next look,
+    an entry the run is writing or has written, and a read older than the limit go to Azure."""
+    assert run(BETA_STEPS) == 0
+    specs = specs_for(BETA_STEPS)
+    by_address = {s.address: s for s in specs}
+    cache = StateCache(sandbox.provider, by_address)
+    cache.read_for_plan(specs)
+    first, applying, applied, old = specs[:4]
+    reads = RunReadsFirst(sandbox.provider, cache)
+    mark = sandbox.journal_mark()
+    assert reads.read(first.id, first.api_version) == cache.get(first.address) is not None
+    assert sandbox.requests_since(mark)["reads"] == 0  # the plan's read answered
+    assert reads.read(first.id, first.api_version)["id"].lower() == first.id.lower()
+    assert sandbox.requests_since(mark)["reads"] == 1  # a second look is live
+    cache.writing(applying.address)  # the run's apply starts on it (and may fail)
+    cache.set(applied.address, cache.get(applied.address))  # an apply's result
+    assert reads.read(applying.id, applying.api_version) is not None
+    assert reads.read(applied.id, applied.api_version) is not None
+    assert sandbox.requests_since(mark)["reads"] == 3
+    assert cache.recent_read(old.id, max_age=0.0) == (False, None)
+    assert cache.recent_read(old.id)[0] is True

@@ -5,7 +5,8 @@ keeps serving, so a check of the app's FQDN can pass against the old one (azure-
 So, per app and in parallel: read `latestRevisionName`, poll that revision (backing off) until it
 is Provisioned, Running and Healthy and the app's `latestReadyRevisionName` is that revision;
 stop at once when it Failed. Then, in `http` mode, GET the liveness and readiness paths on the
-*revision's* FQDN over HTTPS, allowing a cold start for apps that scale to zero.
+*revision's* FQDN over HTTPS, allowing a cold start for apps that scale to zero. An app the run
+did not change starts from the app and revision its plan read moments before (RunReadsFirst).
 
 Works the same against Azure and the sandbox: ARM reads through the provider, HTTPS with
 `requests` (azure-core's own transport).
@@ -109,7 +110,8 @@ def problems(results: Sequence[AppHealth]) -> list[str]:
 def check_apps(specs: Sequence[Any], cache: Any, ctx: Any) -> list[str]:
     """The container-app plug-in's result check: `verify_apps` over a run's apps, with the env's
     `health` settings (mode, timeout, paths); progress lines go to the run's reporter and the
-    first Ctrl-C ends the waits. `specs` are the run's Microsoft.App/containerApps ResourceSpecs."""
+    first Ctrl-C ends the waits. `specs` are the run's Microsoft.App/containerApps ResourceSpecs;
+    `cache` the run's StateCache (its recent reads may answer each app's first look)."""
     from deploykit.config import HealthConfig
 
     if ctx is None or not specs:
@@ -124,7 +126,34 @@ def check_apps(specs: Sequence[Any], cache: Any, ctx: Any) -> list[str]:
     stop = threading.Event()
     ctx.cancel_hooks.append(stop.set)
     verify = provider.target.connection_verify
-    return problems(verify_apps(provider, targets, health.mode, health.timeout_seconds, ctx.reporter.info, verify, stop))
+    reads = RunReadsFirst(provider, cache)
+    return problems(verify_apps(reads, targets, health.mode, health.timeout_seconds, ctx.reporter.info, verify, stop))
+
+
+class RunReadsFirst:
+    """A ReadsArm whose first read of each resource may be the run's own recent read of it.
+
+    `cache.recent_read` answers when the run read the resource moments ago and has not written
+    it since: a no-op deploy's check starts from the app and revision its plan read, instead of
+    reading both again; an app the run changed is read from Azure. Every later poll, and the
+    health endpoints, are live.
+    """
+
+    def __init__(self, provider: ReadsArm, cache: Any) -> None:
+        self.provider, self.cache = provider, cache
+        self._asked: set[str] = set()
+        self._lock = threading.Lock()
+
+    def read(self, resource_id: str, api_version: str) -> dict[str, Any] | None:
+        key = resource_id.lower()
+        with self._lock:
+            first = key not in self._asked
+            self._asked.add(key)
+        if first:
+            found, state = self.cache.recent_read(resource_id)
+            if found:
+                return state
+        return self.provider.read(resource_id, api_version)
 
 
 def _min_replicas(body: Any) -> int:

@@ -42,19 +42,21 @@ def _adopt(spec: ResourceSpec, cache: Any) -> ResourceSpec:
     actual = cache.get(spec.address)
     if actual is None:
         return spec  # created now: the declared values are used
-    running = _running(spec, actual, cache.provider) or actual
+    running = _running(spec, actual, cache) or actual
     body = adopt_running(spec.type, spec.body, running)
     return spec if body == spec.body else dataclasses.replace(spec, body=body)
 
 
-def _running(spec: ResourceSpec, actual: Mapping[str, Any], provider: Any) -> dict[str, Any] | None:
-    """The child that holds what runs (first `running_from` template whose fields Azure filled)."""
+def _running(spec: ResourceSpec, actual: Mapping[str, Any], cache: Any) -> dict[str, Any] | None:
+    """The child that holds what runs (first `running_from` template whose fields Azure filled).
+
+    Read through the cache, so the run's result check can start from it (StateCache.recent_read)."""
     for template in sorted(rules_for(spec.type).running_from):
         values = [at_path(actual, field) for field in _FIELD.findall(template)]
         if not all(isinstance(v, str) and v for v in values):
             continue
         child = _FIELD.sub(lambda m: str(at_path(actual, m.group(1))), template)
-        found = provider.read(f"{spec.id}/{child}", spec.api_version)
+        found = cache.read_child(spec.address, f"{spec.id}/{child}", spec.api_version)
         if found is not None:
             return found
     return None

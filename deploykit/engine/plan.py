@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,9 @@ from deploykit.parallel import each
 from deploykit.report import redact_value
 
 READ_WORKERS = 16
+# A read this run made answers a result check's first look at the resource while it is this young
+# and the run has not written the resource since (a no-op's checks come seconds after its plan).
+RECENT_READ_SECONDS = 60.0
 FAILED_STATES = {"failed", "canceled", "cancelled"}  # ARM spells it Canceled; some providers Cancelled
 TERMINAL_STATES = {"succeeded", *FAILED_STATES}
 _UNREAD = object()
@@ -46,6 +50,8 @@ class StateCache:
         self._actions: dict[tuple[str, str], Any] = {}
         self._values: dict[str, tuple[Any, bool]] = {}  # plug-ins' values outside ARM: (value, seen while applying)
         self._recoverable: dict[str, str | None] = {}  # absent entries: why a soft-deleted one will be recovered
+        self._reads: dict[str, tuple[str, float, Any]] = {}  # lower-case ARM id -> (owner address, when, state)
+        self._written: dict[str, float] = {}  # address -> when this run's apply last set its state
         self._lock = threading.Lock()
 
     def read_all(self, addresses: Iterable[str], workers: int = READ_WORKERS, planned: Iterable[str] = ()) -> None:
@@ -64,7 +70,7 @@ class StateCache:
             return actual
 
         for address, actual in zip(todo, each(read, todo, workers, "read"), strict=True):
-            self.set(address, actual)
+            self._store_read(address, actual)
 
     def read_for_plan(self, specs: Sequence[ResourceSpec], workers: int = READ_WORKERS) -> None:
         """The plan's one round: every spec and every entry a spec refers to, absent specs probed."""
@@ -90,6 +96,28 @@ class StateCache:
         spec = self.specs[address]
         return self.provider.read(spec.id, spec.api_version)
 
+    def _store_read(self, address: str, actual: dict[str, Any] | None) -> None:
+        """The state read from Azure, also kept with its time for recent_read()."""
+        self._put(address, actual, read=True)
+
+    def read_child(self, address: str, resource_id: str, api_version: str) -> dict[str, Any] | None:
+        """A read of something inside the entry (an app's revision), kept for recent_read() until the entry is written."""
+        found = self.provider.read(resource_id, api_version)
+        with self._lock:
+            self._reads[resource_id.lower()] = (address, time.monotonic(), found)
+        return found
+
+    def recent_read(self, resource_id: str, max_age: float = RECENT_READ_SECONDS) -> tuple[bool, dict[str, Any] | None]:
+        """(True, state) when this run read the resource under `max_age` seconds ago and has not
+        written its entry since; else (False, None). Lets a result check skip re-reading what the
+        plan read moments before (a no-op deploy's app health check)."""
+        with self._lock:
+            found = self._reads.get(resource_id.lower())
+            written = self._written.get(found[0], -1.0) if found is not None else -1.0
+        if found is None or written >= found[1] or time.monotonic() - found[1] > max_age:
+            return False, None
+        return True, found[2]
+
     def known(self, resource_id: str) -> tuple[bool, dict[str, Any] | None]:
         """(True, state) when this run has read or applied the resource with this ARM id and the
         state is current; (False, None) otherwise. Lets other planners of the run (deploy's
@@ -105,8 +133,8 @@ class StateCache:
         `applying`: written, or read just before writing, by this run's apply. Only those answer
         references while applying (`recall(..., applying=True)`): a value read while planning may
         have been rotated since (a prompt, a long wait), and a write-only field (the server's
-        password) sent from it would undo the rotation unseen. Verify and the checks use a fresh
-        cache, so they still read what Azure holds.
+        password) sent from it would undo the rotation unseen. Verify uses a fresh cache, so it
+        still reads what Azure holds; a result check reads again what the run wrote (recent_read).
         """
         with self._lock:
             self._values[address] = (value, applying)
@@ -135,17 +163,33 @@ class StateCache:
             found = self._actual.get(address, _UNREAD)
         if found is _UNREAD:
             found = self._read(address)
-            self.set(address, found)
+            self._store_read(address, found)
         return found  # type: ignore[return-value]
 
     def set(self, address: str, actual: dict[str, Any] | None) -> None:
+        """The entry's state now (an apply's result): its earlier reads no longer answer recent_read()."""
+        self._put(address, actual, read=False)
+
+    def _put(self, address: str, actual: dict[str, Any] | None, read: bool) -> None:
+        now = time.monotonic()
         with self._lock:
             self._actual[address] = actual
             self._actions = {k: v for k, v in self._actions.items() if k[0] != address}
+            if read:
+                self._reads[self.specs[address].id.lower()] = (address, now, actual)
+            else:
+                self._written[address] = now
 
     def forget(self, address: str) -> None:
         with self._lock:
             self._actual.pop(address, None)
+            self._written[address] = time.monotonic()
+
+    def writing(self, address: str) -> None:
+        """This run's apply starts on the entry: its earlier reads no longer answer recent_read(),
+        even when the write then fails."""
+        with self._lock:
+            self._written[address] = time.monotonic()
 
     def lookup(self, address: str, path: str) -> Any:
         """A reference's value now; Unresolved when the entry does not exist (yet)."""

@@ -201,8 +201,9 @@ def _type_checks(specs: Sequence[ResourceSpec], cache: StateCache, ctx: RunConte
         return None
 
     def run_checks() -> list[str]:
-        fresh = StateCache(cache.provider, cache.specs)
-        return [p for kind, group in by_type.items() for p in plugin_for(kind).check(group, fresh, ctx)]  # type: ignore[misc]
+        # The run's own cache: a check reads again what the run wrote, and may start from what it
+        # read moments ago (StateCache.recent_read), as a no-op's app health check does.
+        return [p for kind, group in by_type.items() for p in plugin_for(kind).check(group, cache, ctx)]  # type: ignore[misc]
 
     return run_checks
 
@@ -287,6 +288,7 @@ def apply_resource(change: Change, spec: ResourceSpec, cache: StateCache) -> InF
     from deploykit.azure.plugins import plugin_for
 
     plugin = plugin_for(spec.type)
+    cache.writing(spec.address)
     if plugin.apply is not None:
         return _hinted(lambda: plugin.apply(change, spec, cache))
     return _hinted(lambda: generic_apply(change, spec, cache))
