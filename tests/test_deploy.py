@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 
 from deploykit.azure.health import RunReadsFirst
-from deploykit.engine.model import Action
+from deploykit.engine.apply import InFlight
+from deploykit.engine.model import Action, Change
 from deploykit.engine.plan import StateCache, compute_plan
+from deploykit.engine.runner import apply_resource
 from tests.conftest import REPO, run_invoke
 from tests.helpers import plan_for, run, specs_for
 
@@ -158,3 +161,25 @@ def test_a_result_check_starts_from_the_runs_recent_read_until_the_run_writes_th
     assert sandbox.requests_since(mark)["reads"] == 3
     assert cache.recent_read(old.id, max_age=0.0) == (False, None)
     assert cache.recent_read(old.id)[0] is True
+
+
+def test_the_get_that_ends_an_operation_answers_a_check_a_synchronous_put_answer_does_not(sandbox) -> None:
+    """After an apply, a check starts from the GET that ended a long-running operation (a read
+    made after the write); a synchronous PUT's own answer is not a read, so the check reads."""
+    assert run(BETA_STEPS) == 0
+    specs = specs_for(BETA_STEPS)
+    by_address = {s.address: s for s in specs}
+    cache = StateCache(sandbox.provider, by_address)
+    cache.read_for_plan(specs)
+    registry, group = by_address["acr.shared"], by_address["rg.shared"]  # long-running, synchronous
+    for spec in (registry, group):
+        outcome = apply_resource(Change(spec.address, spec.type, spec.id, Action.UPDATE, "test"), spec, cache)
+        while isinstance(outcome, InFlight):
+            time.sleep(outcome.delay)
+            outcome = outcome.check()
+    mark = sandbox.journal_mark()
+    reads = RunReadsFirst(sandbox.provider, cache)
+    assert reads.read(registry.id, registry.api_version) == cache.get(registry.address) is not None
+    assert sandbox.requests_since(mark)["reads"] == 0
+    assert reads.read(group.id, group.api_version) is not None
+    assert sandbox.requests_since(mark)["reads"] == 1

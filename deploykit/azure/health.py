@@ -135,8 +135,8 @@ class RunReadsFirst:
 
     `cache.recent_read` answers when the run read the resource moments ago and has not written
     it since: a no-op deploy's check starts from the app and revision its plan read, instead of
-    reading both again; an app the run changed is read from Azure. Every later poll, and the
-    health endpoints, are live.
+    reading both again; an app the run changed starts from the GET that ended its operation.
+    Every later poll, a revision the run made, and the health endpoints are live.
     """
 
     def __init__(self, provider: ReadsArm, cache: Any) -> None:

@@ -68,6 +68,7 @@ class Operation:
     delay: float
     result: dict[str, Any] | None = None
     done: bool = False
+    read_back: bool = False  # `result` is a GET after the operation ended (not the PUT's own answer)
     _delays: Iterator[float] = field(default_factory=lambda: iter(()))
     _deadline: float = field(default_factory=lambda: time.monotonic() + WAIT_LIMIT_SECONDS)
     _transient: int = 0
@@ -125,7 +126,7 @@ class Operation:
         if state and state not in TERMINAL_STATES:
             self.delay = next(self._delays)
             return False
-        self.result, self.done = actual, True
+        self.result, self.done, self.read_back = actual, True, True
         return True
 
 

@@ -166,9 +166,13 @@ class StateCache:
             self._store_read(address, found)
         return found  # type: ignore[return-value]
 
-    def set(self, address: str, actual: dict[str, Any] | None) -> None:
-        """The entry's state now (an apply's result): its earlier reads no longer answer recent_read()."""
+    def set(self, address: str, actual: dict[str, Any] | None, read_back: bool = False) -> None:
+        """The entry's state now (an apply's result): its earlier reads no longer answer
+        recent_read(). With `read_back` (the GET that ended a long-running operation) this state,
+        read after the write, does."""
         self._put(address, actual, read=False)
+        if read_back:
+            self._put(address, actual, read=True)
 
     def _put(self, address: str, actual: dict[str, Any] | None, read: bool) -> None:
         now = time.monotonic()

@@ -361,7 +361,7 @@ def _put(spec: ResourceSpec, body: Mapping[str, Any], cache: StateCache, if_matc
 
     def check() -> InFlight | None:
         if operation.done or operation.poll():
-            cache.set(spec.address, operation.result)
+            cache.set(spec.address, operation.result, read_back=operation.read_back)
             return None
         return InFlight(check, operation.delay)
 
