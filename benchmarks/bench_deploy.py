@@ -10,6 +10,7 @@ Run: python benchmarks/bench_deploy.py [--latency-ms 50] [--lro-seconds 1.0]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -34,6 +35,7 @@ from deploykit.engine.runner import (  # noqa: E402
     render_steps,
 )
 from deploykit.paths import config_dir  # noqa: E402
+from deploykit.sandbox.pgcluster import warm_template  # noqa: E402
 from deploykit.sandbox.providers import ASYNC_TYPES  # noqa: E402
 from deploykit.sandbox.server import SandboxServer  # noqa: E402
 
@@ -127,35 +129,41 @@ def timeline(entries: list[dict], began: float, wall: float) -> dict[str, float]
     }
 
 
-def fresh_deploys(root: Path, env: dict[str, str], faults: dict, runs: int) -> tuple[list[float], list[dict]]:
+def fresh_deploys(
+    root: Path, env: dict[str, str], faults: dict, runs: int, servers: list[SandboxServer]
+) -> tuple[list[float], list[dict]]:
     """Whole-process fresh deploys, each against a new sandbox in its own folder under `root`.
 
     A new folder each, not a reset of one sandbox: a reset deletes the last run's cluster (about
     1,600 files), and on this project's VM files made in the seconds after many were deleted are
     slow to create (the next server's copy of the template took 0.9-1.5 s instead of 0.1 s), which
-    measured the benchmark's own clean-up. The clusters are removed once every run is measured.
+    measured the benchmark's own clean-up. The sandboxes go into `servers`, removed by the caller
+    once every measurement is done.
     """
-    walls, phases, servers = [], [], []
-    try:
-        for run in range(runs):
-            server = SandboxServer(root / f"fresh-{run}", run_id=f"bench-fresh-{run}")
-            servers.append(server)
-            sandbox_control(server.url, str(server.cert_path), "PUT", "/faults", faults)
-            run_env = {
-                **env,
-                "DEPLOYKIT_SANDBOX_URL": server.url,
-                "DEPLOYKIT_SANDBOX_CA": str(server.cert_path),
-                "DEPLOYKIT_AUDIT_DIR": str(root / f"fresh-{run}-audit"),
-            }
-            began = time.time()
-            walls.append(whole(run_env, "deploy", "--env", "beta", "--yes"))
-            entries = sandbox_control(server.url, str(server.cert_path), "GET", "/journal?since=0")["entries"]
-            phases.append(timeline(entries, began, walls[-1]))
-    finally:
-        for server in servers:
-            sandbox_control(server.url, str(server.cert_path), "POST", "/reset")  # stops and deletes its cluster
-            server.stop()
+    walls, phases = [], []
+    for run in range(runs):
+        server = SandboxServer(root / f"fresh-{run}", run_id=f"bench-fresh-{run}")
+        servers.append(server)
+        sandbox_control(server.url, str(server.cert_path), "PUT", "/faults", faults)
+        run_env = {
+            **env,
+            "DEPLOYKIT_SANDBOX_URL": server.url,
+            "DEPLOYKIT_SANDBOX_CA": str(server.cert_path),
+            "DEPLOYKIT_AUDIT_DIR": str(root / f"fresh-{run}-audit"),
+        }
+        began = time.time()
+        walls.append(whole(run_env, "deploy", "--env", "beta", "--yes"))
+        entries = sandbox_control(server.url, str(server.cert_path), "GET", "/journal?since=0")["entries"]
+        phases.append(timeline(entries, began, walls[-1]))
     return walls, phases
+
+
+def remove(servers: list[SandboxServer]) -> None:
+    """Stop and delete every sandbox's clusters (none left running), even after a failed measurement."""
+    for server in servers:
+        with contextlib.suppress(Exception):
+            sandbox_control(server.url, str(server.cert_path), "POST", "/reset")
+        server.stop()
 
 
 # A machine's memory-backed folder: the sandbox's clusters without this disk's file-creation
@@ -168,7 +176,11 @@ def memory_backed(env: dict[str, str], faults: dict, runs: int) -> tuple[list[fl
     if not (MEMORY_DIR.is_dir() and os.access(MEMORY_DIR, os.W_OK)):
         return None
     with tempfile.TemporaryDirectory(dir=MEMORY_DIR, prefix="deploykit-bench-") as tmp:
-        return fresh_deploys(Path(tmp), env, faults, runs)
+        servers: list[SandboxServer] = []
+        try:
+            return fresh_deploys(Path(tmp), env, faults, runs, servers)
+        finally:
+            remove(servers)
 
 
 def main() -> None:
@@ -187,16 +199,16 @@ def main() -> None:
     # so every command would compile the package afresh; that is not what an operator's machine does.)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE" and not k.startswith("DEPLOYKIT_SANDBOX_")}
     env["PYTHONPATH"] = str(REPO)
-    with tempfile.TemporaryDirectory(dir=REPO / ".sandbox", prefix="bench-") as tmp:
-        # First, before any measurement below deletes a cluster: fresh deploys on this disk, then in memory.
-        fresh_runs, phases = fresh_deploys(Path(tmp), env, faults, args.runs)
+    warm_template()  # made once per machine: not part of any figure below
+    servers: list[SandboxServer] = []  # every sandbox this benchmark starts; removed at the very end
+    with tempfile.TemporaryDirectory(dir=REPO / ".sandbox", prefix="bench-") as tmp, contextlib.ExitStack() as cleanup:
+        cleanup.callback(remove, servers)
+        # First, before any measurement: fresh deploys on this disk, then in memory.
+        fresh_runs, phases = fresh_deploys(Path(tmp), env, faults, args.runs, servers)
         process_wall = statistics.median(fresh_runs)
         memory = memory_backed(env, faults, args.runs)
 
-        # Each measurement below gets a sandbox of its own too, for the same reason; all are
-        # removed at the end.
-        servers: list[SandboxServer] = []
-
+        # Each measurement below gets a sandbox of its own too, for the same reason.
         def fresh_server(name: str) -> SandboxServer:
             server = SandboxServer(Path(tmp) / name, run_id=f"bench-{name}")
             servers.append(server)
@@ -238,21 +250,23 @@ def main() -> None:
 
         # The no-op as a whole process: against this (external) sandbox, then against the default
         # one, started and stopped by the command itself.
-        external = {**env, "DEPLOYKIT_SANDBOX_URL": server.url, "DEPLOYKIT_SANDBOX_CA": str(server.cert_path)}
+        external = {
+            **env,
+            "DEPLOYKIT_SANDBOX_URL": server.url,
+            "DEPLOYKIT_SANDBOX_CA": str(server.cert_path),
+            "DEPLOYKIT_AUDIT_DIR": str(Path(tmp) / "noop-audit"),
+        }
         process_noop = statistics.median(whole(external, "deploy", "--env", "beta", "--yes") for _ in range(3))
-        for each_server in servers:
-            sandbox_control(each_server.url, str(each_server.cert_path), "POST", "/reset")  # stops and deletes its cluster
-            each_server.stop()
         local = {
             **env,
             "DEPLOYKIT_SANDBOX_DIR": str(Path(tmp) / "default-sandbox"),
             "DEPLOYKIT_AUDIT_DIR": str(Path(tmp) / "default-audit"),
         }
-        whole(local, "deploy", "--env", "beta", "--yes")
-        default_noop = statistics.median(whole(local, "deploy", "--env", "beta", "--yes") for _ in range(5))
-        default = SandboxServer(Path(tmp) / "default-sandbox", run_id="bench-cleanup")
-        sandbox_control(default.url, str(default.cert_path), "POST", "/reset")  # its cluster stopped, not orphaned
-        default.stop()
+        try:
+            whole(local, "deploy", "--env", "beta", "--yes")
+            default_noop = statistics.median(whole(local, "deploy", "--env", "beta", "--yes") for _ in range(5))
+        finally:  # its cluster stopped with the others, not orphaned
+            servers.append(SandboxServer(Path(tmp) / "default-sandbox", run_id="bench-cleanup"))
 
     print(
         f"deploy --env beta, sandbox, {args.latency_ms:.0f} ms per request, {lro:.1f} s per long-running operation, "

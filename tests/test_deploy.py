@@ -141,26 +141,31 @@ def test_a_password_rotated_after_the_plan_is_sent_as_the_vault_holds_it_when_ap
 
 def test_a_result_check_starts_from_the_runs_recent_read_until_the_run_writes_the_entry(sandbox) -> None:
     """A check's first look at an entry the run read moments ago costs no request; its next look,
-    an entry the run is writing or has written, and a read older than the limit go to Azure."""
+    and an entry the run wrote, or whose dependency it wrote, or read too long ago, go to Azure."""
     assert run(BETA_STEPS) == 0
     specs = specs_for(BETA_STEPS)
     by_address = {s.address: s for s in specs}
     cache = StateCache(sandbox.provider, by_address)
     cache.read_for_plan(specs)
-    first, applying, applied, old = specs[:4]
+    vault, registry, shared = by_address["kv.shared"], by_address["acr.shared"], by_address["rg.shared"]
+    data, apps = by_address["rg.beta-data"], by_address["rg.beta-apps"]
+    assert shared.address in registry.depends_on and shared.address not in (data.depends_on + apps.depends_on)
     reads = RunReadsFirst(sandbox.provider, cache)
     mark = sandbox.journal_mark()
-    assert reads.read(first.id, first.api_version) == cache.get(first.address) is not None
+    assert reads.read(vault.id, vault.api_version) == cache.get(vault.address) is not None
     assert sandbox.requests_since(mark)["reads"] == 0  # the plan's read answered
-    assert reads.read(first.id, first.api_version)["id"].lower() == first.id.lower()
+    assert reads.read(vault.id, vault.api_version)["id"].lower() == vault.id.lower()
     assert sandbox.requests_since(mark)["reads"] == 1  # a second look is live
-    cache.writing(applying.address)  # the run's apply starts on it (and may fail)
-    cache.set(applied.address, cache.get(applied.address))  # an apply's result
-    assert reads.read(applying.id, applying.api_version) is not None
-    assert reads.read(applied.id, applied.api_version) is not None
-    assert sandbox.requests_since(mark)["reads"] == 3
-    assert cache.recent_read(old.id, max_age=0.0) == (False, None)
-    assert cache.recent_read(old.id)[0] is True
+    child = f"{registry.id}/replications/nowhere"  # a read inside the entry (kept.py's revision)
+    assert cache.read_child(registry.address, child, registry.api_version) is None
+    assert cache.recent_read(child) == (True, None) and cache.recent_read(registry.id)[0] is True
+    assert cache.recent_read(registry.id, max_age=0.0) == (False, None)
+    cache.set(data.address, cache.get(data.address))  # an apply's result
+    cache.writing(shared.address)  # an apply starts on what the registry depends on
+    assert [cache.recent_read(s.id)[0] for s in (data, shared, registry, apps)] == [False, False, False, True]
+    assert cache.recent_read(child) == (False, None)
+    assert reads.read(registry.id, registry.api_version) is not None
+    assert sandbox.requests_since(mark)["reads"] == 3  # the child's read and the registry's
 
 
 def test_the_get_that_ends_an_operation_answers_a_check_a_synchronous_put_answer_does_not(sandbox) -> None:
@@ -172,7 +177,7 @@ def test_the_get_that_ends_an_operation_answers_a_check_a_synchronous_put_answer
     cache = StateCache(sandbox.provider, by_address)
     cache.read_for_plan(specs)
     registry, group = by_address["acr.shared"], by_address["rg.shared"]  # long-running, synchronous
-    for spec in (registry, group):
+    for spec in (group, registry):  # in the graph's order: the registry depends on its group
         outcome = apply_resource(Change(spec.address, spec.type, spec.id, Action.UPDATE, "test"), spec, cache)
         while isinstance(outcome, InFlight):
             time.sleep(outcome.delay)

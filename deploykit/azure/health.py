@@ -5,8 +5,9 @@ keeps serving, so a check of the app's FQDN can pass against the old one (azure-
 So, per app and in parallel: read `latestRevisionName`, poll that revision (backing off) until it
 is Provisioned, Running and Healthy and the app's `latestReadyRevisionName` is that revision;
 stop at once when it Failed. Then, in `http` mode, GET the liveness and readiness paths on the
-*revision's* FQDN over HTTPS, allowing a cold start for apps that scale to zero. An app the run
-did not change starts from the app and revision its plan read moments before (RunReadsFirst).
+*revision's* FQDN over HTTPS, allowing a cold start for apps that scale to zero. The first look
+at an app is the run's own recent read where StateCache.recent_read allows it (RunReadsFirst): a
+no-op's apps and revisions as its plan read them, a deployed app as its operation's last GET.
 
 Works the same against Azure and the sandbox: ARM reads through the provider, HTTPS with
 `requests` (azure-core's own transport).

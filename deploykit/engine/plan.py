@@ -63,14 +63,15 @@ class StateCache:
         probe = set(planned)
         todo = [a for a in dict.fromkeys(addresses) if a in self.specs and plugin_for(self.specs[a].type).arm_state]
 
-        def read(address: str) -> dict[str, Any] | None:
+        def read(address: str) -> tuple[dict[str, Any] | None, float]:
+            sent = time.monotonic()
             actual = self._read(address)
             if actual is None and address in probe:
                 self._probe_recoverable(address)
-            return actual
+            return actual, sent
 
-        for address, actual in zip(todo, each(read, todo, workers, "read"), strict=True):
-            self._store_read(address, actual)
+        for address, (actual, sent) in zip(todo, each(read, todo, workers, "read"), strict=True):
+            self._store_read(address, actual, sent)
 
     def read_for_plan(self, specs: Sequence[ResourceSpec], workers: int = READ_WORKERS) -> None:
         """The plan's one round: every spec and every entry a spec refers to, absent specs probed."""
@@ -96,27 +97,42 @@ class StateCache:
         spec = self.specs[address]
         return self.provider.read(spec.id, spec.api_version)
 
-    def _store_read(self, address: str, actual: dict[str, Any] | None) -> None:
-        """The state read from Azure, also kept with its time for recent_read()."""
-        self._put(address, actual, read=True)
+    def _store_read(self, address: str, actual: dict[str, Any] | None, sent: float) -> None:
+        """The state read from Azure (the request sent at `sent`), also kept for recent_read()."""
+        self._put(address, actual, read_at=sent)
 
     def read_child(self, address: str, resource_id: str, api_version: str) -> dict[str, Any] | None:
         """A read of something inside the entry (an app's revision), kept for recent_read() until the entry is written."""
+        sent = time.monotonic()
         found = self.provider.read(resource_id, api_version)
         with self._lock:
-            self._reads[resource_id.lower()] = (address, time.monotonic(), found)
+            self._reads[resource_id.lower()] = (address, sent, found)
         return found
 
     def recent_read(self, resource_id: str, max_age: float = RECENT_READ_SECONDS) -> tuple[bool, dict[str, Any] | None]:
-        """(True, state) when this run read the resource under `max_age` seconds ago and has not
-        written its entry since; else (False, None). Lets a result check skip re-reading what the
-        plan read moments before (a no-op deploy's app health check)."""
+        """(True, state) when this run read the resource under `max_age` seconds ago and has written
+        neither its entry nor anything the entry depends on since; else (False, None). Lets a
+        result check skip re-reading what the plan read moments before (a no-op deploy's app
+        health check), or the GET that ended the entry's own operation."""
         with self._lock:
             found = self._reads.get(resource_id.lower())
-            written = self._written.get(found[0], -1.0) if found is not None else -1.0
-        if found is None or written >= found[1] or time.monotonic() - found[1] > max_age:
+            if found is None:
+                return False, None
+            written = max((self._written.get(a, -1.0) for a in self._upstream(found[0])), default=-1.0)
+        if written >= found[1] or time.monotonic() - found[1] > max_age:
             return False, None
         return True, found[2]
+
+    def _upstream(self, address: str) -> set[str]:
+        """The entry and everything it depends on, transitively (a new environment restarts its apps)."""
+        seen, todo = {address}, [address]
+        while todo:
+            spec = self.specs.get(todo.pop())
+            for parent in spec.depends_on if spec is not None else ():
+                if parent not in seen:
+                    seen.add(parent)
+                    todo.append(parent)
+        return seen
 
     def known(self, resource_id: str) -> tuple[bool, dict[str, Any] | None]:
         """(True, state) when this run has read or applied the resource with this ARM id and the
@@ -134,7 +150,7 @@ class StateCache:
         references while applying (`recall(..., applying=True)`): a value read while planning may
         have been rotated since (a prompt, a long wait), and a write-only field (the server's
         password) sent from it would undo the rotation unseen. Verify uses a fresh cache, so it
-        still reads what Azure holds; a result check reads again what the run wrote (recent_read).
+        still reads what Azure holds; a result check starts only from reads that recent_read allows.
         """
         with self._lock:
             self._values[address] = (value, applying)
@@ -162,27 +178,28 @@ class StateCache:
         with self._lock:
             found = self._actual.get(address, _UNREAD)
         if found is _UNREAD:
+            sent = time.monotonic()
             found = self._read(address)
-            self._store_read(address, found)
+            self._store_read(address, found, sent)
         return found  # type: ignore[return-value]
 
     def set(self, address: str, actual: dict[str, Any] | None, read_back: bool = False) -> None:
         """The entry's state now (an apply's result): its earlier reads no longer answer
         recent_read(). With `read_back` (the GET that ended a long-running operation) this state,
         read after the write, does."""
-        self._put(address, actual, read=False)
+        self._put(address, actual)
         if read_back:
-            self._put(address, actual, read=True)
+            self._put(address, actual, read_at=time.monotonic())
 
-    def _put(self, address: str, actual: dict[str, Any] | None, read: bool) -> None:
-        now = time.monotonic()
+    def _put(self, address: str, actual: dict[str, Any] | None, read_at: float | None = None) -> None:
+        """Store the entry's state: a read (sent at `read_at`) or, without it, a write made now."""
         with self._lock:
             self._actual[address] = actual
             self._actions = {k: v for k, v in self._actions.items() if k[0] != address}
-            if read:
-                self._reads[self.specs[address].id.lower()] = (address, now, actual)
+            if read_at is not None:
+                self._reads[self.specs[address].id.lower()] = (address, read_at, actual)
             else:
-                self._written[address] = now
+                self._written[address] = time.monotonic()
 
     def forget(self, address: str) -> None:
         with self._lock:

@@ -201,8 +201,8 @@ def _type_checks(specs: Sequence[ResourceSpec], cache: StateCache, ctx: RunConte
         return None
 
     def run_checks() -> list[str]:
-        # The run's own cache: a check reads again what the run wrote, and may start from what it
-        # read moments ago (StateCache.recent_read), as a no-op's app health check does.
+        # The run's own cache: a check may start from a read recent_read allows (a no-op's apps
+        # read moments ago, the GET that ended an app's operation); anything else it reads live.
         return [p for kind, group in by_type.items() for p in plugin_for(kind).check(group, cache, ctx)]  # type: ignore[misc]
 
     return run_checks

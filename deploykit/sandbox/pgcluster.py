@@ -646,6 +646,13 @@ class PgTemplate:
                 shutil.rmtree(leftover, ignore_errors=True)
 
 
+def warm_template() -> bool:
+    """Make the machine's template now if it is missing (a benchmark's first server should not
+    pay for it); False when it cannot be had (clusters are then made with initdb)."""
+    with PgTemplate.held(_run_as()) as template:
+        return template is not None
+
+
 def _exists(pid: int) -> bool:
     """A process that has not exited (a zombie waiting for its parent has)."""
     try:

@@ -30,7 +30,9 @@ class TypePlugin:
     # still reads ARM when it is needed.
     arm_state: bool = True
     # After apply (and on a no-op run): problems with this type's resources that ARM state does
-    # not show (an app whose new revision never became healthy). Gets every spec of the type.
+    # not show (an app whose new revision never became healthy). Gets every spec of the type and
+    # the run's own StateCache: its get() may be of any age; use recent_read() or the provider
+    # for live state.
     check: Callable[[list[ResourceSpec], StateCache, Any], list[str]] | None = None
 
 
