@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from deploykit.runbooks import check_runbooks, invoke_problems, task_flags
-from tests.conftest import REPO, run_invoke
+from tests.conftest import REPO, invoke_path, run_invoke
 
 LIST_PROBE = """
 import sys
@@ -53,3 +55,36 @@ def test_invoke_line_parsing_knows_flags_and_values() -> None:
     assert invoke_problems("invoke step1 --env=prod --yes && invoke step2a", flags) == []
     assert invoke_problems("invoke step2a --env beta", flags)[0].startswith("task step2a has no flag --env")
     assert invoke_problems("invoke stepX", flags) == ["unknown task 'stepX'"]
+
+
+def test_commands_cache_the_packages_bytecode_unless_python_is_told_not_to(tmp_path: Path) -> None:
+    """Invoke turns bytecode writing off for its process (--write-pyc); tasks.py turns it back on
+    for the package, which otherwise compiled from source on every command (0.13 s), except
+    where the user asked Python not to write bytecode."""
+    cached: dict[str, list[str]] = {}
+    for name, asked in (("default", {}), ("told-not-to", {"PYTHONDONTWRITEBYTECODE": "1"})):
+        copy = tmp_path / name
+        shutil.copytree(REPO / "deploykit", copy / "deploykit", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(REPO / "tasks.py", copy / "tasks.py")
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE" and not k.startswith("DEPLOYKIT_")}
+        env |= {
+            **asked,
+            "PYTHONPATH": str(copy),
+            "DEPLOYKIT_ROOT": str(REPO),
+            "DEPLOYKIT_SANDBOX_DIR": str(tmp_path / "sandbox"),
+            "DEPLOYKIT_AUDIT_DIR": str(tmp_path / "audit"),
+        }
+        result = subprocess.run(
+            [invoke_path(), "--search-root", str(copy), "step2a", "--dry-run"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        imported = [f.stem for f in (copy / "deploykit" / "engine").glob("*.py")]
+        cached[name] = sorted(p.name.split(".")[0] for p in (copy / "deploykit" / "engine").glob("__pycache__/*.pyc"))
+        assert not (copy / "__pycache__").exists()  # invoke's reason stands: no tasks.pyc beside tasks.py
+    assert "plan" in cached["default"] and set(cached["default"]) <= set(imported)
+    assert cached["told-not-to"] == []
