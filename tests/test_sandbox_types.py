@@ -499,9 +499,13 @@ def test_a_cluster_whose_folder_was_deleted_is_stopped(tmp_path) -> None:
 
     from deploykit.sandbox import pgcluster
 
+    segments_before = _shared_memory_segments()
     cluster = pgcluster.Cluster.for_server(tmp_path / "state", "psql-orphan")
     cluster.ensure()
     pid = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    # Its dynamic shared memory lives in its own folder (mmap), not in /dev/shm, where a postmaster
+    # stopped at once would leave its segments for good.
+    assert list((cluster.data / "pg_dynshmem").iterdir())
     shutil.rmtree(tmp_path / "state")
     pgcluster._REAPED.clear()  # once per process: this test asks again
     pgcluster.reap_orphans()
@@ -509,6 +513,13 @@ def test_a_cluster_whose_folder_was_deleted_is_stopped(tmp_path) -> None:
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(pid)
+    assert _shared_memory_segments() - segments_before == set()
+
+
+def _shared_memory_segments() -> set[str]:
+    """PostgreSQL's POSIX shared memory segments on this machine (none where there is no /dev/shm)."""
+    shm = Path("/dev/shm")
+    return {p.name for p in shm.glob("PostgreSQL.*")} if shm.is_dir() else set()
 
 
 def _alive(pid: int) -> bool:

@@ -22,6 +22,9 @@ sandbox's own, valid for 127.0.0.1) and a SCRAM password, as on Azure.
   postmaster died). A cluster runs with `fsync = off` and `synchronous_commit = off`: a
   sandbox's data need not survive an OS crash, so no commit or CREATE DATABASE waits for a
   disk flush (where flushes are slow, CREATE DATABASE took up to 140 ms instead of about 70 ms).
+  Its dynamic shared memory is files in its own folder (`dynamic_shared_memory_type = mmap`), not
+  /dev/shm segments, which a postmaster stopped at once (SIGQUIT, an orphan's reaping) leaves
+  behind until the machine restarts.
 - A new cluster is a copy of a machine-wide template (`PgTemplate`), not a fresh initdb: one per
   PostgreSQL binary version under `<cache>/pg-template/<major.minor>/` (`cache_dir()`), made once
   with initdb and what every Azure server has before its admin exists (azure_pg_admin, the
@@ -155,6 +158,9 @@ def _conf(socket_dir: Path) -> str:
         "shared_buffers = 16MB\nmax_connections = 50\n"
         "# A sandbox cluster need not survive an OS crash: no flushes to wait for.\n"
         "fsync = off\nsynchronous_commit = off\n"
+        "# Dynamic shared memory as files in the data folder, not /dev/shm segments: a postmaster\n"
+        "# stopped at once (an orphan whose folder was deleted) then leaves nothing behind.\n"
+        "dynamic_shared_memory_type = mmap\n"
     )
 
 
