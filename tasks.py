@@ -10,13 +10,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from invoke import Collection, Task, task
+
 # Invoke turns bytecode writing off for its whole process (its --write-pyc, so that no tasks.pyc
 # litters a project); then this package compiled from source on every command, 0.13 s each, in
 # any clone only ever run through invoke. Back on before the package loads, unless the user asked
 # Python for it (PYTHONDONTWRITEBYTECODE, -B).
 sys.dont_write_bytecode = bool(sys.flags.dont_write_bytecode)
-
-from invoke import Collection, Task, task  # noqa: E402
 
 from deploykit.cli import exits, install_fast_exit, install_parse_errors  # noqa: E402
 from deploykit.engine.steps import STEPS, Step  # noqa: E402

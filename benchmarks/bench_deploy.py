@@ -142,20 +142,25 @@ def fresh_deploys(
     """
     walls, phases = [], []
     for run in range(runs):
-        server = SandboxServer(root / f"fresh-{run}", run_id=f"bench-fresh-{run}")
-        servers.append(server)
-        sandbox_control(server.url, str(server.cert_path), "PUT", "/faults", faults)
-        run_env = {
-            **env,
-            "DEPLOYKIT_SANDBOX_URL": server.url,
-            "DEPLOYKIT_SANDBOX_CA": str(server.cert_path),
-            "DEPLOYKIT_AUDIT_DIR": str(root / f"fresh-{run}-audit"),
-        }
+        server, where = new_sandbox(root, f"fresh-{run}", faults, servers)
         began = time.time()
-        walls.append(whole(run_env, "deploy", "--env", "beta", "--yes"))
+        walls.append(whole({**env, **where}, "deploy", "--env", "beta", "--yes"))
         entries = sandbox_control(server.url, str(server.cert_path), "GET", "/journal?since=0")["entries"]
         phases.append(timeline(entries, began, walls[-1]))
     return walls, phases
+
+
+def new_sandbox(root: Path, name: str, faults: dict, servers: list[SandboxServer]) -> tuple[SandboxServer, dict[str, str]]:
+    """A sandbox in the new folder `root/name` with `faults`, kept in `servers`, and the variables
+    that point a run at it (its audit log beside it, never the repository's)."""
+    server = SandboxServer(root / name, run_id=f"bench-{name}")
+    servers.append(server)
+    sandbox_control(server.url, str(server.cert_path), "PUT", "/faults", faults)
+    return server, {
+        "DEPLOYKIT_SANDBOX_URL": server.url,
+        "DEPLOYKIT_SANDBOX_CA": str(server.cert_path),
+        "DEPLOYKIT_AUDIT_DIR": str(root / f"{name}-audit"),
+    }
 
 
 def remove(servers: list[SandboxServer]) -> None:
@@ -209,14 +214,10 @@ def main() -> None:
         memory = memory_backed(env, faults, args.runs)
 
         # Each measurement below gets a sandbox of its own too, for the same reason.
-        def fresh_server(name: str) -> SandboxServer:
-            server = SandboxServer(Path(tmp) / name, run_id=f"bench-{name}")
-            servers.append(server)
-            os.environ["DEPLOYKIT_SANDBOX_URL"] = server.url
-            os.environ["DEPLOYKIT_SANDBOX_CA"] = str(server.cert_path)
-            os.environ["DEPLOYKIT_AUDIT_DIR"] = str(Path(tmp) / f"{name}-audit")
-            sandbox_control(server.url, str(server.cert_path), "PUT", "/faults", faults)
-            return server
+        def fresh_server(name: str) -> tuple[SandboxServer, dict[str, str]]:
+            server, where = new_sandbox(Path(tmp), name, faults, servers)
+            os.environ.update(where)  # the in-process runs below find it as a user's command would
+            return server, where
 
         specs = render_steps(load_platform(config_dir(), ["beta"]), STEPS, "beta", SANDBOX_SUBSCRIPTION)
         floor = critical_path(specs, latency, lro)
@@ -225,11 +226,11 @@ def main() -> None:
         fresh_server("engine-sequential")
         sequential = run_engine(workers=1)
 
-        server = fresh_server("engine-parallel")
+        server, _ = fresh_server("engine-parallel")
         parallel = run_engine(workers=APPLY_WORKERS)
         fresh_counts = sandbox_control(server.url, str(server.cert_path), "GET", "/journal?since=0")["counts"]
 
-        server = fresh_server("task")
+        server, task_sandbox = fresh_server("task")
         control = lambda method, path, body=None: sandbox_control(server.url, str(server.cert_path), method, path, body)  # noqa: E731
         devnull = open(os.devnull, "w")  # noqa: SIM115 - the task's console output is not the figure
         stdout, sys.stdout = sys.stdout, devnull
@@ -250,12 +251,7 @@ def main() -> None:
 
         # The no-op as a whole process: against this (external) sandbox, then against the default
         # one, started and stopped by the command itself.
-        external = {
-            **env,
-            "DEPLOYKIT_SANDBOX_URL": server.url,
-            "DEPLOYKIT_SANDBOX_CA": str(server.cert_path),
-            "DEPLOYKIT_AUDIT_DIR": str(Path(tmp) / "noop-audit"),
-        }
+        external = {**env, **task_sandbox}
         process_noop = statistics.median(whole(external, "deploy", "--env", "beta", "--yes") for _ in range(3))
         local = {
             **env,

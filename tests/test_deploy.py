@@ -142,11 +142,7 @@ def test_a_password_rotated_after_the_plan_is_sent_as_the_vault_holds_it_when_ap
 def test_a_result_check_starts_from_the_runs_recent_read_until_the_run_writes_the_entry(sandbox) -> None:
     """A check's first look at an entry the run read moments ago costs no request; its next look,
     and an entry the run wrote, or whose dependency it wrote, or read too long ago, go to Azure."""
-    assert run(BETA_STEPS) == 0
-    specs = specs_for(BETA_STEPS)
-    by_address = {s.address: s for s in specs}
-    cache = StateCache(sandbox.provider, by_address)
-    cache.read_for_plan(specs)
+    cache, by_address = _deployed_and_read(sandbox)
     vault, registry, shared = by_address["kv.shared"], by_address["acr.shared"], by_address["rg.shared"]
     data, apps = by_address["rg.beta-data"], by_address["rg.beta-apps"]
     assert shared.address in registry.depends_on and shared.address not in (data.depends_on + apps.depends_on)
@@ -171,11 +167,7 @@ def test_a_result_check_starts_from_the_runs_recent_read_until_the_run_writes_th
 def test_the_get_that_ends_an_operation_answers_a_check_a_synchronous_put_answer_does_not(sandbox) -> None:
     """After an apply, a check starts from the GET that ended a long-running operation (a read
     made after the write); a synchronous PUT's own answer is not a read, so the check reads."""
-    assert run(BETA_STEPS) == 0
-    specs = specs_for(BETA_STEPS)
-    by_address = {s.address: s for s in specs}
-    cache = StateCache(sandbox.provider, by_address)
-    cache.read_for_plan(specs)
+    cache, by_address = _deployed_and_read(sandbox)
     registry, group = by_address["acr.shared"], by_address["rg.shared"]  # long-running, synchronous
     for spec in (group, registry):  # in the graph's order: the registry depends on its group
         outcome = apply_resource(Change(spec.address, spec.type, spec.id, Action.UPDATE, "test"), spec, cache)
@@ -188,3 +180,13 @@ def test_the_get_that_ends_an_operation_answers_a_check_a_synchronous_put_answer
     assert sandbox.requests_since(mark)["reads"] == 0
     assert reads.read(group.id, group.api_version) is not None
     assert sandbox.requests_since(mark)["reads"] == 1
+
+
+def _deployed_and_read(sandbox) -> tuple[StateCache, dict]:
+    """BETA_STEPS deployed, then read by a plan's cache (as a run holds them before its checks)."""
+    assert run(BETA_STEPS) == 0
+    specs = specs_for(BETA_STEPS)
+    by_address = {s.address: s for s in specs}
+    cache = StateCache(sandbox.provider, by_address)
+    cache.read_for_plan(specs)
+    return cache, by_address

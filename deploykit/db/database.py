@@ -434,11 +434,7 @@ def app_database(env_cfg: EnvConfig, app: str) -> DatabaseConfig | None:
 
 
 def database_urls(
-    ctx: DbContext,
-    vault: Any,
-    conninfo: str,
-    apps: list[str],
-    stored: dict[str, str] | None = None,
+    ctx: DbContext, vault: Any, conninfo: str, apps: list[str], stored: dict[str, str] | None = None
 ) -> dict[str, tuple[Change, Any]]:
     """One `database-url-<app>` secret per app: its own role, its own password, the server's FQDN.
 

@@ -71,7 +71,7 @@ class StateCache:
             return actual, sent
 
         for address, (actual, sent) in zip(todo, each(read, todo, workers, "read"), strict=True):
-            self._store_read(address, actual, sent)
+            self._put(address, actual, read_at=sent)
 
     def read_for_plan(self, specs: Sequence[ResourceSpec], workers: int = READ_WORKERS) -> None:
         """The plan's one round: every spec and every entry a spec refers to, absent specs probed."""
@@ -96,10 +96,6 @@ class StateCache:
     def _read(self, address: str) -> dict[str, Any] | None:
         spec = self.specs[address]
         return self.provider.read(spec.id, spec.api_version)
-
-    def _store_read(self, address: str, actual: dict[str, Any] | None, sent: float) -> None:
-        """The state read from Azure (the request sent at `sent`), also kept for recent_read()."""
-        self._put(address, actual, read_at=sent)
 
     def read_child(self, address: str, resource_id: str, api_version: str) -> dict[str, Any] | None:
         """A read of something inside the entry (an app's revision), kept for recent_read() until the entry is written."""
@@ -180,7 +176,7 @@ class StateCache:
         if found is _UNREAD:
             sent = time.monotonic()
             found = self._read(address)
-            self._store_read(address, found, sent)
+            self._put(address, found, read_at=sent)
         return found  # type: ignore[return-value]
 
     def set(self, address: str, actual: dict[str, Any] | None, read_back: bool = False) -> None:
