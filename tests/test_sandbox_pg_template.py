@@ -9,12 +9,15 @@ do not change it; the tests of half-built, unwritable and concurrently built cac
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +28,7 @@ import pytest
 from deploykit.azure.operations import begin_put
 from deploykit.azure.target import SANDBOX_SUBSCRIPTION
 from deploykit.engine.model import ResourceSpec
+from deploykit.sandbox.ids import ArmError
 from deploykit.sandbox.pgcluster import (
     ADMIN_GROUP,
     AZURE_DATABASES,
@@ -159,6 +163,87 @@ def test_a_copy_has_the_gate_and_azure_databases_before_its_admin(cache: Path, c
     made_by_admin = over_tls(cluster, tmp_path / "tls", "Base-pass-1", dbname="made_by_admin")
     with made_by_admin as conn, pytest.raises(psycopg.errors.RaiseException, match="is not allow-listed"):
         conn.execute("CREATE EXTENSION hstore")  # the gate came from template1
+
+
+def _blocked_on(lock: Path, waiters: int) -> None:
+    """Wait until `waiters` flock requests are queued behind the holder of `lock` (Linux's /proc/locks)."""
+    inode = lock.stat().st_ino
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        queued = [line for line in Path("/proc/locks").read_text().splitlines() if "->" in line and f":{inode} " in line]
+        if len(queued) >= waiters:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{waiters} waiter(s) never queued on {lock}")
+
+
+def _postmasters_of(cluster: Cluster) -> list[int]:
+    """Live postgres processes whose command line names this cluster's data folder."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            if stat != "Z" and str(cluster.data).encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+    return found
+
+
+def _in_thread(work: Callable[[], None]) -> tuple[threading.Thread, list[BaseException | None]]:
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            work()
+            outcome.append(None)
+        except BaseException as exc:  # the test inspects what the thread raised
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_preparation_that_waited_on_a_deleted_cluster_makes_nothing(cache: Path, clusters: MakeCluster) -> None:
+    """A server deleted while its preparation waited on the cluster's flock: no cluster, no folder, no postmaster.
+
+    The test plays the deleting process: it holds the flock, removes the folder (lock file
+    included), and lets go. The waiter then holds the flock of a file that is gone.
+    """
+    cluster = clusters("raced")
+    cluster.home.mkdir(parents=True)  # as the server's PUT makes it
+    lock = cluster.home / "lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    preparing, outcome = _in_thread(lambda: cluster.ensure(make_home=False))
+    try:
+        _blocked_on(lock, 1)
+        shutil.rmtree(cluster.home)
+    finally:
+        os.close(fd)
+    preparing.join(30)
+    assert isinstance(outcome[0], ArmError) and "was removed (server deleted)" in str(outcome[0])
+    assert not cluster.home.exists() and _postmasters_of(cluster) == []
+
+
+def test_destroy_and_a_waiting_preparation_leave_nothing_running(cache: Path, clusters: MakeCluster) -> None:
+    """Destroy and a preparation queued on the flock together: whichever goes first, nothing is left."""
+    cluster = clusters("contended")
+    cluster.home.mkdir(parents=True)
+    lock = cluster.home / "lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        preparing, prepared = _in_thread(lambda: cluster.ensure(make_home=False))
+        _blocked_on(lock, 1)
+        destroying, destroyed = _in_thread(cluster.destroy)
+        _blocked_on(lock, 2)
+    finally:
+        os.close(fd)
+    preparing.join(30)
+    destroying.join(30)
+    assert destroyed == [None]
+    assert prepared[0] is None or isinstance(prepared[0], ArmError), prepared  # made then destroyed, or refused
+    assert not cluster.home.exists() and _postmasters_of(cluster) == []
 
 
 def test_a_server_put_through_the_sdk_gets_a_copy(cache: Path, tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ sandbox's own, valid for 127.0.0.1) and a SCRAM password, as on Azure.
 - `<state dir>/postgres-servers/<server>/` holds the cluster: `data/` (PGDATA, the embedded
   binaries of the `pgserver` package), `superuser` (the sandbox's own superuser password, 0600),
   `port` (the endpoint's last port), `lock` (an flock: two processes never start or stop one
-  cluster at once). Beside, not under, `<state dir>/postgres/`: that is `postgres.start_embedded`'s
+  cluster at once; deleting holds it across the stop and the removal, and a waiter that then
+  holds the flock of a removed lock file looks again instead of making a cluster in a folder
+  that is gone). Beside, not under, `<state dir>/postgres/`: that is `postgres.start_embedded`'s
   own PGDATA, and a cluster folder inside it would stop its initdb.
 - The embedded binaries are built without OpenSSL, so the cluster itself listens on a Unix
   socket only (under /tmp: socket paths are short) and the endpoint is a TLS front in the sandbox
@@ -263,16 +265,43 @@ class Cluster:
     @contextmanager
     def _locked(self, make_home: bool = True) -> Iterator[None]:
         """The cluster's flock; without make_home, an ArmError when its folder is gone (the server was deleted)."""
-        if make_home:
-            self.home.mkdir(parents=True, exist_ok=True)
-        elif not self.home.is_dir():
-            raise ArmError(500, "InternalServerError", f"The sandbox PostgreSQL folder {self.home} was removed (server deleted).")
-        fd = os.open(self.home / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self._lock_fd(make_home)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
+
+    def _lock_fd(self, make_home: bool) -> int:
+        """An fd holding the flock of the lock file that is still at its path.
+
+        `destroy` removes the folder, lock file included, while holding the flock. A waiter that
+        opened the file before then gets the flock of a removed file: it must not go on making a
+        cluster in a folder that is gone (or being made again), so it looks again. With
+        make_home it makes the folder and locks the new file; without, the server was deleted.
+        """
+        lock = self.home / "lock"
+        while True:
+            if make_home:
+                self.home.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+            except FileNotFoundError:
+                if make_home:
+                    continue
+                raise self._removed() from None
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                held, current = os.fstat(fd), os.stat(lock)
+                if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+            if not make_home:
+                raise self._removed()
+
+    def _removed(self) -> ArmError:
+        return ArmError(500, "InternalServerError", f"The sandbox PostgreSQL folder {self.home} was removed (server deleted).")
 
     def exists(self) -> bool:
         return (self.data / "PG_VERSION").exists()
@@ -320,9 +349,15 @@ class Cluster:
         self._ensure(create=True, make_home=make_home)
 
     def _ensure(self, create: bool, make_home: bool = True) -> bool:
-        """ensure(); without `create`, False instead of making a cluster that is missing or half-made."""
+        """ensure(); without `create`, False instead of making a cluster that is missing, half-made or deleted."""
         reap_orphans()
-        with self._locked(make_home):
+        try:
+            fd = self._lock_fd(make_home and create)
+        except ArmError:
+            if create:
+                raise
+            return False
+        try:
             user = _run_as()
             if not self.exists() or self._half_made():
                 if not create:
@@ -330,6 +365,8 @@ class Cluster:
                 self._init(user)
             if not self._running():
                 self._start(user)
+        finally:
+            os.close(fd)
         return True
 
     def _init(self, user: str | None) -> None:
@@ -416,18 +453,25 @@ class Cluster:
         self._pg("pg_ctl", ["-w", "-t", "30", "-s", "-l", str(self.data / "log"), "start"], user)
 
     def stop(self) -> None:
-        with self._locked():
-            if self._running():
-                user = _run_as()
-                if user is not None:
-                    _traversable(self.home.parent)
-                with suppress(ArmError):
-                    self._pg("pg_ctl", ["-w", "-s", "-m", "fast", "stop"], user)
+        with suppress(ArmError), self._locked(make_home=False):  # a deleted cluster has nothing to stop
+            self._stop_postmaster()
+
+    def _stop_postmaster(self) -> None:
+        """A clean, fast stop of the running postmaster (under the flock)."""
+        if self._running():
+            user = _run_as()
+            if user is not None:
+                _traversable(self.home.parent)
+            with suppress(ArmError):
+                self._pg("pg_ctl", ["-w", "-s", "-m", "fast", "stop"], user)
 
     def destroy(self) -> None:
+        """Stop and remove the cluster in one hold of its flock: nobody starts it between the two."""
         close_front(self.home)
-        self.stop()
-        shutil.rmtree(self.home, ignore_errors=True)
+        with suppress(ArmError), self._locked(make_home=False):  # already gone: nothing to stop
+            self._stop_postmaster()
+            self._kill_postmaster()  # one a killed process left starting, never ready
+            shutil.rmtree(self.home, ignore_errors=True)
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
     def _pg(self, command: str, args: list[str], user: str | None) -> str:
