@@ -51,6 +51,11 @@ BackingHook = Callable[[Path, ParsedId, "dict[str, Any]", "dict[str, Any]", bool
 # A child Azure always has, though nobody created it (every server parameter of a PostgreSQL
 # server): the body a GET answers for this name, or None when the name is unknown.
 ImpliedHook = Callable[[str], "dict[str, Any] | None"]
+# A child kept elsewhere in the store (a vault's secrets live in its data plane, vaultsecrets.py):
+# ARM reads are views of it, and its PUT (a before_put that writes there and returns the view's
+# body) stores no record. Given the store's data, the parent's record and a name (None: every
+# child), the bodies a GET or a list answers, keyed by name as first written; absent: no key.
+ViewHook = Callable[[State, "dict[str, Any]", "str | None"], "dict[str, dict[str, Any]]"]
 
 PROVISIONING_STATE = "properties.provisioningState"
 # Sandbox-private data kept in a stored body (generated keys, a creation time, a cluster folder):
@@ -83,6 +88,7 @@ class ArmType:
     # After a PUT stored the body: the real service behind it; returns the backing work (BackingHook)
     after_put: BackingHook | None = None
     implied: ImpliedHook | None = None
+    view: ViewHook | None = None
     created_status: int = 201  # a PUT that creates answers this; 200 where the provider does (keyValues)
     # Every stored version gets a new opaque top-level `etag` (read-only), answered in the body
     # and as the ETag header of a GET; a PUT or DELETE with If-Match must name the current one.

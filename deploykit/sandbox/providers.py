@@ -3,7 +3,7 @@
 The store and the HTTP front are generic: they look a type up with `spec_for` and follow its
 `ArmType`. Where behaviour is more than data (Key Vault soft delete and recover, a resource
 group's fixed location), the entry names a small hook defined here, or the entries come from a
-module per service (rbac.py, cache.py, appconfig.py, pgtypes.py, apps.py). Types not in the table
+module per service (rbac.py, cache.py, appconfig.py, pgtypes.py, apps.py, vaultsecrets.py). Types not in the table
 are emulated generically: synchronous PUT, a provisioningState, the type as the path spells it.
 
 Shapes follow the real examples copied to tests/data/arm-examples (file named beside each entry;
@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from deploykit.sandbox import appconfig, apps, cache, netrules, network, pgtypes, rbac, registry
+from deploykit.sandbox import appconfig, apps, cache, netrules, network, pgtypes, rbac, registry, vaultsecrets
 from deploykit.sandbox.armtype import PRIVATE, PROVISIONING_STATE, ArmType, State, now_iso
 from deploykit.sandbox.bodies import deep_merge, stored_body
 from deploykit.sandbox.ids import ArmError, ParsedId
@@ -178,8 +178,7 @@ TYPES: tuple[ArmType, ...] = (
         after_delete=_vault_after_delete,
         computed=_vault_computed,
     ),
-    # key-vault-secret/createSecret.json: the value is never returned (azure-facts.md 3.4)
-    ArmType("Microsoft.KeyVault/vaults/secrets", write_only=("properties.value",)),
+    vaultsecrets.SECRET,  # a view of the vault's data plane: sandbox/vaultsecrets.py
     # container-registry/RegistryCreate.json, RegistryGet.json; azure-facts.md 3.5. ETags: see ETAG_NOTE.
     ArmType(
         "Microsoft.ContainerRegistry/registries",

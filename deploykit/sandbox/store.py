@@ -35,7 +35,7 @@ from typing import IO, Any
 from deploykit import locks
 from deploykit.errors import UserError
 from deploykit.paths import display
-from deploykit.sandbox import pgcluster, pgtypes, providers, rbac
+from deploykit.sandbox import pgcluster, pgtypes, providers, rbac, vaultsecrets
 from deploykit.sandbox.armtype import PRIVATE, BackingWork
 from deploykit.sandbox.ids import ArmError, ParsedId, parse_id
 
@@ -539,7 +539,7 @@ class SandboxState:
         """The stored record; for a child Azure always has (a server parameter), its implied one."""
         parsed = parse_id(rid)
         with self._reading():
-            record = self._data["resources"].get(parsed.key)
+            record = self._record(parsed)
             if record is None:
                 spec = providers.spec_for(parsed.type)
                 container = (parsed.container or "").lower()
@@ -548,6 +548,19 @@ class SandboxState:
                     self._raise_not_found(parsed)
                 return {"id": parsed.id, "type": spec.name, "body": implied}
             return json_copy(record)
+
+    def _record(self, parsed: ParsedId) -> dict[str, Any] | None:
+        """The stored record, or for a type kept elsewhere (ArmType.view) the view's; None when absent."""
+        spec = providers.spec_for(parsed.type)
+        if spec.view is None:
+            return self._data["resources"].get(parsed.key)
+        parent = self._data["resources"].get((parsed.container or "").lower())
+        found = spec.view(self._data, parent, parsed.name) if parent is not None else {}
+        return next((self._viewed(spec, parent, name, body) for name, body in found.items()), None)
+
+    @staticmethod
+    def _viewed(spec: providers.ArmType, parent: dict[str, Any], name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return json_copy({"id": f"{parent['id']}/{spec.name.rsplit('/', 1)[-1]}/{name}", "type": spec.name, "body": body})
 
     def put_resource(
         self,
@@ -602,7 +615,7 @@ class SandboxState:
             self._require_container(parsed)
             self._check_locks(parsed, "write", readonly_only=True)
             resources = self._data["resources"]
-            existing = resources.get(parsed.key)
+            existing = self._record(parsed)
             _check_if_match(spec, if_match, existing)
             replacement = spec.before_put(self._data, parsed, existing, request) if spec.before_put else None
             if replacement is not None:
@@ -617,7 +630,8 @@ class SandboxState:
             if work is not None and not spec.long_running:
                 work()  # nothing to wait for: the answer comes after the work, as before
             record = {"id": existing["id"] if existing else parsed.id, "type": spec.name, "body": body}
-            resources[parsed.key] = record
+            if spec.view is None:  # a view's before_put wrote where it is kept
+                resources[parsed.key] = record
             op_id = None
             if spec.long_running:
                 seconds = lro_seconds(spec.name, created) if callable(lro_seconds) else lro_seconds
@@ -712,8 +726,12 @@ class SandboxState:
         parent = parse_id(parent_id)
         prefix = f"{parent.key}/{child_type.lower()}/"
         with self._reading():
-            if parent.key not in self._data["resources"]:
+            record = self._data["resources"].get(parent.key)
+            if record is None:
                 self._raise_not_found(parent)
+            child = providers.spec_for(f"{record['type']}/{child_type}")
+            if child.view is not None:
+                return [self._viewed(child, record, name, body) for name, body in child.view(self._data, record, None).items()]
             return [
                 json_copy(record)
                 for key, record in self._data["resources"].items()
@@ -897,15 +915,7 @@ class SandboxState:
     def set_secret(self, vault: str, name: str, value: str, content_type: str | None, tags: dict | None) -> dict[str, Any]:
         with self._writing():
             versions = self._data["secrets"].setdefault(vault.lower(), {}).setdefault(name.lower(), [])
-            now = int(time.time())
-            entry = {
-                "name": name,
-                "version": pysecrets.token_hex(16),
-                "value": value,
-                "contentType": content_type,
-                "tags": tags or {},
-                "attributes": {"enabled": True, "created": now, "updated": now, "recoveryLevel": "Recoverable+Purgeable"},
-            }
+            entry = vaultsecrets.new_version(versions[0]["name"] if versions else name, value, content_type, tags)
             versions.append(entry)
             self._touch("secrets", vault.lower())
             return json_copy(entry)
