@@ -165,16 +165,22 @@ def test_a_copy_has_the_gate_and_azure_databases_before_its_admin(cache: Path, c
         conn.execute("CREATE EXTENSION hstore")  # the gate came from template1
 
 
-def _blocked_on(lock: Path, waiters: int) -> None:
-    """Wait until `waiters` flock requests are queued behind the holder of `lock` (Linux's /proc/locks)."""
-    inode = lock.stat().st_ino
+def _wait_for_lock(inode: int, held: int, queued: int) -> None:
+    """Wait until Linux's /proc/locks shows `held` flocks and `queued` waiters on the lock file `inode`."""
     deadline = time.monotonic() + 10
+    lines: list[str] = []
     while time.monotonic() < deadline:
-        queued = [line for line in Path("/proc/locks").read_text().splitlines() if "->" in line and f":{inode} " in line]
-        if len(queued) >= waiters:
+        lines = [line for line in Path("/proc/locks").read_text().splitlines() if f":{inode} " in line]
+        waiting = sum("->" in line for line in lines)
+        if (len(lines) - waiting, waiting) == (held, queued):
             return
-        time.sleep(0.01)
-    raise AssertionError(f"{waiters} waiter(s) never queued on {lock}")
+        time.sleep(0.005)
+    raise AssertionError(f"the lock file {inode} never had {held} holder(s) and {queued} waiter(s): {lines}")
+
+
+def _blocked_on(lock: Path, waiters: int) -> None:
+    """Wait until `waiters` flock requests are queued behind the one holder of `lock`."""
+    _wait_for_lock(lock.stat().st_ino, held=1, queued=waiters)
 
 
 def _postmasters_of(cluster: Cluster) -> list[int]:
@@ -225,25 +231,25 @@ def test_a_preparation_that_waited_on_a_deleted_cluster_makes_nothing(cache: Pat
     assert not cluster.home.exists() and _postmasters_of(cluster) == []
 
 
-def test_destroy_and_a_waiting_preparation_leave_nothing_running(cache: Path, clusters: MakeCluster) -> None:
-    """Destroy and a preparation queued on the flock together: whichever goes first, nothing is left."""
+def test_a_preparation_queued_behind_destroy_makes_nothing(cache: Path, clusters: MakeCluster) -> None:
+    """Destroy holds the flock while it stops the running cluster and takes its folder away.
+
+    A preparation that queued on the same lock file meanwhile then finds the server deleted: it
+    starts nothing in a folder that is gone or half-removed.
+    """
     cluster = clusters("contended")
-    cluster.home.mkdir(parents=True)
-    lock = cluster.home / "lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    try:
-        preparing, prepared = _in_thread(lambda: cluster.ensure(make_home=False))
-        _blocked_on(lock, 1)
-        destroying, destroyed = _in_thread(cluster.destroy)
-        _blocked_on(lock, 2)
-    finally:
-        os.close(fd)
-    preparing.join(30)
+    cluster.ensure()
+    inode = (cluster.home / "lock").stat().st_ino
+    destroying, destroyed = _in_thread(cluster.destroy)
+    _wait_for_lock(inode, held=1, queued=0)  # destroy holds it (pg_ctl's stop takes a tenth of a second or more)
+    preparing, prepared = _in_thread(lambda: cluster.ensure(make_home=False))
+    _wait_for_lock(inode, held=1, queued=1)
     destroying.join(30)
+    preparing.join(30)
     assert destroyed == [None]
-    assert prepared[0] is None or isinstance(prepared[0], ArmError), prepared  # made then destroyed, or refused
+    assert isinstance(prepared[0], ArmError) and "was removed (server deleted)" in str(prepared[0]), prepared
     assert not cluster.home.exists() and _postmasters_of(cluster) == []
+    assert [p.name for p in cluster.home.parent.iterdir()] == []  # the folder renamed aside is gone too
 
 
 def test_a_server_put_through_the_sdk_gets_a_copy(cache: Path, tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ sandbox's own, valid for 127.0.0.1) and a SCRAM password, as on Azure.
 - `<state dir>/postgres-servers/<server>/` holds the cluster: `data/` (PGDATA, the embedded
   binaries of the `pgserver` package), `superuser` (the sandbox's own superuser password, 0600),
   `port` (the endpoint's last port), `lock` (an flock: two processes never start or stop one
-  cluster at once; deleting holds it across the stop and the removal, and a waiter that then
-  holds the flock of a removed lock file looks again instead of making a cluster in a folder
-  that is gone). Beside, not under, `<state dir>/postgres/`: that is `postgres.start_embedded`'s
+  cluster at once; deleting holds it across the stop and the folder's rename aside, and a
+  waiter that then holds the flock of a lock file no longer at its path looks again instead of
+  making a cluster in a folder that is gone). Beside, not under, `<state dir>/postgres/`: that is `postgres.start_embedded`'s
   own PGDATA, and a cluster folder inside it would stop its initdb.
 - The embedded binaries are built without OpenSSL, so the cluster itself listens on a Unix
   socket only (under /tmp: socket paths are short) and the endpoint is a TLS front in the sandbox
@@ -289,13 +289,16 @@ class Cluster:
                 if make_home:
                     continue
                 raise self._removed() from None
-            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
                 held, current = os.fstat(fd), os.stat(lock)
                 if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
                     return fd
             except FileNotFoundError:
                 pass
+            except BaseException:  # an interrupt while waiting: the fd is not the caller's to close
+                os.close(fd)
+                raise
             os.close(fd)
             if not make_home:
                 raise self._removed()
@@ -466,12 +469,28 @@ class Cluster:
                 self._pg("pg_ctl", ["-w", "-s", "-m", "fast", "stop"], user)
 
     def destroy(self) -> None:
-        """Stop and remove the cluster in one hold of its flock: nobody starts it between the two."""
+        """Stop the cluster and take its folder away in one hold of its flock: nobody starts it between the two.
+
+        The folder is renamed aside (one step), then removed after the flock is let go. Removing it
+        in place would unlink the lock file long before the ~1,600 files of `data`, and a caller
+        arriving meanwhile would make a new lock file, lock it at once and find a half-removed
+        cluster. A rename leaves it nothing at the path: no cluster (make_home=False), or a new
+        empty folder (make_home=True). A process killed before the removal leaves the renamed
+        folder (a dot name no server has), which remove_all deletes.
+        """
         close_front(self.home)
+        removed: Path | None = None
         with suppress(ArmError), self._locked(make_home=False):  # already gone: nothing to stop
             self._stop_postmaster()
             self._kill_postmaster()  # one a killed process left starting, never ready
-            shutil.rmtree(self.home, ignore_errors=True)
+            removed = self.home.with_name(f".{self.home.name}.deleted-{os.getpid()}-{secrets.token_hex(4)}")
+            try:
+                self.home.rename(removed)
+            except OSError:
+                shutil.rmtree(self.home, ignore_errors=True)
+                removed = None
+        if removed is not None:
+            shutil.rmtree(removed, ignore_errors=True)
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
     def _pg(self, command: str, args: list[str], user: str | None) -> str:
