@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 
 from deploykit.azure.target import SANDBOX_SUBSCRIPTION
 from deploykit.engine.model import ResourceSpec
@@ -110,3 +111,50 @@ def test_an_arm_put_without_a_value_is_refused_and_changes_nothing(box: Sandbox)
     assert caught.value.status == 400 and "properties.value is required" in caught.value.message
     assert box.provider.read(f"{VAULT}/secrets/no-value", API) is None
     assert "no-value" not in {s.name for s in box.provider.secret_client(_vault_uri(box)).list_properties_of_secrets()}
+
+
+def test_a_data_plane_secret_is_a_scope_for_a_lock(box: Sandbox) -> None:
+    """An extension resource at a secret's id (here a management lock) needs the secret, wherever it was written."""
+    box.provider.secret_client(_vault_uri(box)).set_secret("locked-scope", "locked-Gg7")
+    lock_id = f"{VAULT}/secrets/locked-scope/providers/Microsoft.Authorization/locks/keep"
+    lock = ResourceSpec("l", "Microsoft.Authorization/locks", "2020-05-01", lock_id, {}, "t")
+    made = box.provider.put(lock, {"properties": {"level": "CanNotDelete", "notes": "test"}})
+    assert made is not None and made["properties"]["level"] == "CanNotDelete"
+    box.provider.delete(lock_id, "2020-05-01")
+    missing = ResourceSpec(
+        "l",
+        "Microsoft.Authorization/locks",
+        "2020-05-01",
+        f"{VAULT}/secrets/none/providers/Microsoft.Authorization/locks/keep",
+        {},
+        "t",
+    )
+    with pytest.raises(AzureOperationError) as caught:
+        box.provider.put(missing, {"properties": {"level": "CanNotDelete"}})
+    assert caught.value.status == 404 and caught.value.code == "ParentResourceNotFound"
+
+
+def test_arm_has_no_delete_for_a_secret(box: Sandbox) -> None:
+    """Secrets_* has no Delete: the ARM DELETE is refused and the secret is still served by both planes."""
+    _arm_put(box, "kept", {"properties": {"value": "kept-Hh8"}})
+    with pytest.raises(AzureOperationError) as caught:
+        box.provider.delete(f"{VAULT}/secrets/kept", API)
+    assert caught.value.status == 405
+    assert box.provider.read(f"{VAULT}/secrets/kept", API) is not None
+    assert box.provider.secret_client(_vault_uri(box)).get_secret("kept").value == "kept-Hh8"
+
+
+def test_a_disabled_secret_is_shown_but_its_value_is_refused(box: Sandbox) -> None:
+    """attributes.enabled false (through ARM or the data plane): listed and shown, but a get answers 403 SecretDisabled."""
+    shown = _arm_put(box, "switched-off", {"properties": {"value": "off-Ii9", "attributes": {"enabled": False}}})
+    assert shown["properties"]["attributes"]["enabled"] is False
+    client = box.provider.secret_client(_vault_uri(box))
+    client.set_secret("plane-off", "off-Jj0", enabled=False)
+    for name in ("switched-off", "plane-off"):
+        with pytest.raises(HttpResponseError) as caught:
+            client.get_secret(name)
+        assert caught.value.status_code == 403
+        assert caught.value.error.code == "Forbidden" and "not allowed on a disabled secret" in caught.value.error.message
+        assert "off-" not in str(caught.value)
+    listed = {p.name: p.enabled for p in client.list_properties_of_secrets()}
+    assert listed["switched-off"] is False and listed["plane-off"] is False

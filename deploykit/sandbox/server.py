@@ -907,11 +907,18 @@ class VaultHandler(_Handler):
                 body = self._body()
                 if not isinstance(body.get("value"), str):
                     raise ArmError(400, "BadParameter", "Property 'value' is required.")
-                entry = state.set_secret(vault, parts[1], body["value"], body.get("contentType"), body.get("tags"))
+                attributes = body.get("attributes") if isinstance(body.get("attributes"), dict) else {}
+                enabled = attributes.get("enabled") is not False
+                entry = state.set_secret(vault, parts[1], body["value"], body.get("contentType"), body.get("tags"), enabled)
                 self._send(200, self._bundle(base, entry))
                 return 200
             if self.command == "GET":
                 entry = state.get_secret(vault, parts[1], parts[2] if len(parts) == 3 else None)
+                if entry["attributes"].get("enabled") is False:
+                    # As Key Vault answers (azure-sdk-for-js#24756, ansible-collections/azure#1989)
+                    error = {"code": "Forbidden", "message": "Operation get is not allowed on a disabled secret."}
+                    self._send(403, {"error": {**error, "innererror": {"code": "SecretDisabled"}}})
+                    return 403
                 self._send(200, self._bundle(base, entry))
                 return 200
         raise ArmError(400, "BadParameter", f"{self.command} {path} is not supported by the sandbox vault.")

@@ -85,6 +85,20 @@ def _if_match_holds(if_match: str, record: dict[str, Any] | None) -> bool:
     return "*" in wanted or (isinstance(current, str) and current in wanted)
 
 
+def _refuse_view(parsed: ParsedId, operation: str) -> None:
+    """A type kept elsewhere (ArmType.view) is written only where it is kept.
+
+    ARM has no DELETE for a vault's secret (Secrets: CreateOrUpdate, Update, Get, List); the
+    answer's code and text are the generic ones for a method a route lacks (UNVERIFIED for
+    Key Vault). The sandbox's own drift and fixture helpers name the data plane instead.
+    """
+    if providers.spec_for(parsed.type).view is None:
+        return
+    if operation == "DELETE":
+        raise ArmError(405, "MethodNotAllowed", "The requested resource does not support http method 'DELETE'.")
+    raise ArmError(400, "BadRequest", f"{parsed.type} is kept in its parent's data plane: {operation} it there, not in ARM.")
+
+
 def _check_if_match(spec: providers.ArmType, if_match: str | None, record: dict[str, Any] | None) -> None:
     """Refuse a conditional write whose If-Match does not hold (types with etags only; others ignore it)."""
     if if_match is None or not spec.etag or _if_match_holds(if_match, record):
@@ -668,6 +682,7 @@ class SandboxState:
     def delete_resource(self, rid: str, if_match: str | None = None) -> None:
         """Delete a resource and everything below it; If-Match as for put_resource (412 when it does not hold)."""
         parsed = parse_id(rid)
+        _refuse_view(parsed, "DELETE")
         with self._writing():
             self._settle()
             _check_if_match(providers.spec_for(parsed.type), if_match, self._data["resources"].get(parsed.key))
@@ -692,6 +707,7 @@ class SandboxState:
 
     def mutate(self, rid: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Change stored fields directly (drift, as if someone used the portal): dotted path -> value."""
+        _refuse_view(parse_id(rid), "mutate")
         with self._writing():
             record = self._data["resources"].get(rid.lower())
             if record is None:
@@ -710,6 +726,7 @@ class SandboxState:
     def seed(self, rid: str, body: dict[str, Any]) -> None:
         """Store a body as-is (test fixtures such as an existing gateway); no checks, no defaults."""
         parsed = parse_id(rid)
+        _refuse_view(parsed, "seed")
         with self._writing():
             spec = providers.spec_for(parsed.type)
             stored = json_copy(body)
@@ -824,7 +841,11 @@ class SandboxState:
     def _require_container(self, parsed: ParsedId) -> None:
         if not parsed.is_group and parsed.group_key is not None and parsed.group_key not in self._data["resources"]:
             raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{parsed.resource_group}' could not be found.")
-        if parsed.container and parsed.container.lower() not in self._data["resources"]:
+        if (
+            parsed.container
+            and parsed.container.lower() not in self._data["resources"]
+            and self._record(parse_id(parsed.container)) is None  # a view's child (a vault's secret) is a scope too
+        ):
             raise ArmError(
                 404,
                 "ParentResourceNotFound",
@@ -912,10 +933,12 @@ class SandboxState:
                     return enabled, str(r["body"].get("location", ""))
             return True, ""
 
-    def set_secret(self, vault: str, name: str, value: str, content_type: str | None, tags: dict | None) -> dict[str, Any]:
+    def set_secret(
+        self, vault: str, name: str, value: str, content_type: str | None, tags: dict | None, enabled: bool = True
+    ) -> dict[str, Any]:
         with self._writing():
             versions = self._data["secrets"].setdefault(vault.lower(), {}).setdefault(name.lower(), [])
-            entry = vaultsecrets.new_version(versions[0]["name"] if versions else name, value, content_type, tags)
+            entry = vaultsecrets.new_version(versions[0]["name"] if versions else name, value, content_type, tags, enabled)
             versions.append(entry)
             self._touch("secrets", vault.lower())
             return json_copy(entry)
