@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,6 +97,7 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox
     try:
         yield box
     finally:
+        server.state.reset()  # the PostgreSQL clusters of servers the test made: stopped and deleted
         server.stop()
 
 
@@ -150,7 +153,28 @@ def pg_server() -> Iterator[str]:
     try:
         yield start_embedded((folder / "pg").resolve())
     finally:
+        stop_postmaster(folder / "pg")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def stop_postmaster(data: Path) -> None:
+    """Stop the postmaster of a data folder (fast shutdown) before the folder is deleted.
+
+    pgserver's own stop runs at exit and looks for its bookkeeping inside the folder, so once the
+    folder is gone the server would run on, serving a deleted folder, until the machine restarts.
+    """
+    try:
+        pid = int((data / "postmaster.pid").read_text().split("\n", 1)[0])
+        os.kill(pid, signal.SIGINT)
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return
+        time.sleep(0.02)
 
 
 @pytest.fixture()

@@ -13,10 +13,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from deploykit.sandbox import pgcluster
 from deploykit.sandbox.server import SandboxServer
 from tests.conftest import REPO, Sandbox, run_invoke
 from tests.helpers import spec, specs_for
@@ -51,12 +53,16 @@ def finish(processes: list[subprocess.Popen[str]]) -> list[tuple[int, str, str]]
 
 
 @pytest.fixture()
-def default_sandbox_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The default sandbox (each run starts its own in-process server) on one shared state folder."""
+def default_sandbox_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The default sandbox (each run starts its own in-process server) on one shared state folder.
+
+    The runs' PostgreSQL clusters outlive them, as an operator's do; they are stopped and deleted after the test.
+    """
     monkeypatch.delenv("DEPLOYKIT_SANDBOX_URL", raising=False)
     monkeypatch.delenv("DEPLOYKIT_SANDBOX_CA", raising=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEPLOYKIT_SANDBOX_")}
-    return {**env, "DEPLOYKIT_SANDBOX_DIR": str(tmp_path / "sandbox"), "DEPLOYKIT_AUDIT_DIR": str(tmp_path / "audit")}
+    yield {**env, "DEPLOYKIT_SANDBOX_DIR": str(tmp_path / "sandbox"), "DEPLOYKIT_AUDIT_DIR": str(tmp_path / "audit")}
+    pgcluster.remove_all(tmp_path / "sandbox")
 
 
 def test_concurrent_runs_keep_everything(default_sandbox_env: dict[str, str], tmp_path: Path) -> None:
