@@ -38,6 +38,15 @@ def under_root(relative: str | Path) -> Path:
     return path if path.is_absolute() else project_root() / path
 
 
+def given_path(value: str | Path) -> Path:
+    """A path typed on the command line: relative to the folder the command runs in, as a shell reads it.
+
+    Config files name paths relative to the project root (`under_root`); a flag's value is the
+    user's own, and a command can be run from any folder of the project.
+    """
+    return Path(value).expanduser().absolute()
+
+
 def config_dir() -> Path:
     return project_root() / "config"
 

@@ -234,3 +234,13 @@ def test_baseline_adopts_a_database_migrated_by_another_tool(created: str, tmp_p
     rows = query(created, "SELECT version, applied_by FROM deploykit_migrations ORDER BY version")
     assert rows[0][0] == 1 and rows[0][1].startswith("baseline by ")
     assert [r[0] for r in rows] == [1, 2, 10]
+
+
+def test_a_relative_dir_is_read_from_the_folder_the_command_runs_in(created: str, tmp_path: Path) -> None:
+    """`--dir ../core` typed in a subfolder means the shell's ../core, not one beside the repository."""
+    write(tmp_path / "core", BASIC)
+    (tmp_path / "sub").mkdir()
+    args = ("db.migrate", "--env", "beta", "--admin-dsn", created, "--db", DB, "--dir", "../core", "--dry-run")
+    result = run_invoke(*args, cwd=tmp_path / "sub")
+    assert result.returncode == 0, result.stderr
+    assert all(name in result.stdout for name in BASIC), result.stdout

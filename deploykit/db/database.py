@@ -30,7 +30,7 @@ from deploykit.engine.runner import load_for
 from deploykit.engine.steps import run_first
 from deploykit.errors import ApplyError, UserError
 from deploykit.parallel import each
-from deploykit.paths import under_root
+from deploykit.paths import given_path, under_root
 from deploykit.report import Reporter, redact_value
 
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -611,4 +611,4 @@ def require_allowed_extensions(ctx: DbContext, dbs: list[DatabaseConfig]) -> Non
 
 
 def migrations_dir(ctx: DbContext, db: DatabaseConfig) -> Path:
-    return under_root(ctx.req.dir) if ctx.req.dir else under_root(ctx.env_cfg.migrations_root) / db.migrations_folder
+    return given_path(ctx.req.dir) if ctx.req.dir else under_root(ctx.env_cfg.migrations_root) / db.migrations_folder

@@ -31,7 +31,7 @@ from deploykit.engine.model import Action, Change, Plan, ResourceSpec
 from deploykit.engine.runner import load_for
 from deploykit.errors import AzureOperationError, UserError
 from deploykit.locks import exclusive, lock_path
-from deploykit.paths import certs_dir, config_dir, template_dir, under_root
+from deploykit.paths import certs_dir, config_dir, given_path, template_dir
 from deploykit.report import Reporter, redact_value
 from deploykit.vpn import pki
 from deploykit.vpn.gateway_lists import REVOKED, ROOTS, certificate_lists
@@ -87,7 +87,7 @@ def vpn_context(run_ctx: RunContext) -> VpnContext:
     if env_cfg.vpn is None:
         with_vpn = [e for e in available_envs(config_dir()) if e != req.env]
         raise UserError(f"config/{req.env}.yaml: vpn: not configured; point-to-site VPN is set up for: {', '.join(with_vpn)}")
-    store = pki.CertStore(under_root(req.certs_dir) if req.certs_dir else certs_dir() / (req.env or ""))
+    store = pki.CertStore(given_path(req.certs_dir) if req.certs_dir else certs_dir() / (req.env or ""))
     if not req.dry_run:
         run_ctx.stack.enter_context(
             exclusive(lock_path("certs", store.root_dir), f"certificate store {store.root_dir}", run_ctx.reporter.info)
