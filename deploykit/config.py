@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -959,7 +960,7 @@ def _load_file(path: Path, model: type[BaseModel]) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise UserError(f"{shown}: {describe_validation_error(exc, model)}") from None
+        raise UserError(f"{shown}: {describe_validation_error(exc, model, path.read_text(errors='replace'))}") from None
 
 
 def _yaml_kind(data: Any) -> str:
@@ -968,9 +969,55 @@ def _yaml_kind(data: Any) -> str:
     )
 
 
-def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
-    """One line for the first problem: `field.path: what is wrong; what is allowed`."""
-    err = exc.errors(include_url=False)[0]
+# What a field of a basic type allows, by pydantic's error type (what the user must write instead).
+_ALLOWED_BY_TYPE = {
+    "int_parsing": "a whole number, e.g. 32",
+    "int_type": "a whole number, e.g. 32",
+    "int_from_float": "a whole number, e.g. 32",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "text",
+    "dict_type": "a mapping (key: value lines)",
+    "list_type": "a list ([a, b] or '- ' lines)",
+}
+# Bounds: pydantic's error type -> (the ctx key with the limit, how the limit reads).
+_BOUNDS = {
+    "less_than_equal": ("le", "at most {}"),
+    "less_than": ("lt", "less than {}"),
+    "greater_than_equal": ("ge", "at least {}"),
+    "greater_than": ("gt", "more than {}"),
+    "string_too_short": ("min_length", "at least {} characters"),
+    "string_too_long": ("max_length", "at most {} characters"),
+    "too_short": ("min_length", "at least {} items"),
+    "too_long": ("max_length", "at most {} items"),
+}
+
+
+def _first_error(exc: ValidationError) -> dict[str, Any]:
+    """The error to report: an unknown key before a missing one (a typo'd key causes both)."""
+    errors = exc.errors(include_url=False)
+    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+    if unknown and errors[0]["type"] == "missing":
+        return unknown[0]
+    return errors[0]
+
+
+def _as_written(text: str | None, key: Any) -> str | None:
+    """How `key: value` is written in the file, when exactly one line sets that key (a number YAML read)."""
+    if not text or not isinstance(key, str):
+        return None
+    found = re.findall(rf"^\s*-?\s*{re.escape(key)}:\s*([^\s#]+)\s*(?:#.*)?$", text, flags=re.MULTILINE)
+    return found[0] if len(found) == 1 else None
+
+
+def describe_validation_error(exc: ValidationError, model: type[BaseModel], text: str | None = None) -> str:
+    """One line for the first problem: `field.path: what is wrong; what is allowed`.
+
+    `text` is the file as written: a value YAML read as a number is quoted back as the user typed it.
+    """
+    err = _first_error(exc)
     loc = err["loc"]
     problem = (err.get("ctx") or {}).get("error")
     if isinstance(problem, FieldProblem):
@@ -985,7 +1032,9 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> s
     path = _dotted(loc) or "(top level)"
     if kind == "extra_forbidden":
         allowed = _fields_at(model, loc[:-1])
-        return f"{path}: unknown field; allowed: {', '.join(allowed)}"
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return f"{path}: unknown field{hint}; allowed: {', '.join(allowed)}"
     if kind == "missing":
         return f"{path}: missing required field"
     msg = re.sub(r"^Value error, ", "", err["msg"])
@@ -996,6 +1045,15 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> s
         msg = f"{given!r} is not allowed; allowed: {err['ctx']['expected']}"
         if isinstance(given, int | float) and f"'{given}'" in err["ctx"]["expected"]:
             msg += f' (quote it: "{given}")'
+    elif kind == "string_type" and isinstance(err.get("input"), int | float) and not isinstance(err["input"], bool):
+        written = _as_written(text, loc[-1] if loc else None) or str(err["input"])
+        read = "" if written == str(err["input"]) else f" ({err['input']!r})"
+        msg = f'{written} is a number to YAML{read}; allowed: text: quote it: "{written}"'
+    elif kind in _ALLOWED_BY_TYPE:
+        msg = f"{err.get('input')!r} is not allowed; allowed: {_ALLOWED_BY_TYPE[kind]}"
+    elif kind in _BOUNDS and _BOUNDS[kind][0] in (err.get("ctx") or {}):
+        key, phrase = _BOUNDS[kind]
+        msg = f"{err.get('input')!r} is out of range; allowed: {phrase.format(err['ctx'][key])}"
     elif "input" in err and kind not in {"value_error", "assertion_error"}:
         msg = f"{msg} (got {err['input']!r})"
     return f"{path}: {msg}"

@@ -554,6 +554,38 @@ CASES = [
         "owner",
         "allowed: 0-256 characters",
     ),
+    # ---- a typo'd key, a value of the wrong kind, out of range, a number YAML read -----------------
+    Case(
+        "misspelt key names the typo, not the field it hides",
+        (replace(BETA, "  sku_name: Standard_B1ms\n", "  sku_nmae: Standard_B1ms\n"),),
+        BETA,
+        "postgres.sku_nmae",
+        "unknown field (did you mean sku_name?)",
+        also=("allowed: name, sku_name",),
+    ),
+    Case(
+        "a size with its unit",
+        (replace(BETA, "  storage_gb: 32\n", "  storage_gb: 32GB\n"),),
+        BETA,
+        "postgres.storage_gb",
+        "allowed: a whole number",
+        also=("'32GB'",),
+    ),
+    Case(
+        "retention above Azure's maximum",
+        (set_value(BETA, ["postgres", "backup_retention_days"], 70),),
+        BETA,
+        "postgres.backup_retention_days",
+        "allowed: at most 35",
+    ),
+    Case(
+        "an unquoted tag YAML reads as a number",
+        (replace(BETA, 'image_tag: "2026.11.1"\n', "image_tag: 2026.10\n"),),
+        BETA,
+        "image_tag",
+        'quote it: "2026.10"',
+        also=("(2026.1)",),
+    ),
     # ---- other things Azure would refuse ---------------------------------------------------------
     Case(
         "postgres sku of another tier",
