@@ -63,10 +63,14 @@ def _help(*flags: str, **overrides: str) -> dict[str, str]:
 
 
 def _task(name: str, help: dict[str, str]) -> Any:
-    """@task with our conventions: no automatic short flags, our exit statuses."""
+    """@task with our conventions: no automatic short flags, our exit statuses.
+
+    `name` is what an operator types (`vpn.client`): it names the task in errors and --json.
+    Invoke gets its last part; the collection the task joins (below) adds the rest.
+    """
 
     def decorate(func: Any) -> Task:
-        return task(name=name, help=help, auto_shortflags=False)(exits(name)(func))
+        return task(name=name.rsplit(".", 1)[-1], help=help, auto_shortflags=False)(exits(name)(func))
 
     return decorate
 
@@ -187,7 +191,7 @@ def drift(c, env=None, target="sandbox", json=False):
 
 
 # ---- secrets ---------------------------------------------------------------------------------
-@_task("set", _help("name", "file", *COMMON, env="whose vault: shared (default), beta or prod"))
+@_task("secrets.set", _help("name", "file", *COMMON, env="whose vault: shared (default), beta or prod"))
 def secrets_set(c, name, file=None, env="shared", target="sandbox", dry_run=False, json=False, yes=False):
     """Store a provider secret in a vault (stdin or --file).
 
@@ -199,7 +203,7 @@ def secrets_set(c, name, file=None, env="shared", target="sandbox", dry_run=Fals
 
 
 # ---- the sandbox -------------------------------------------------------------------------------
-@_task("reset", _help("dry-run", "json", "yes"))
+@_task("sandbox.reset", _help("dry-run", "json", "yes"))
 def sandbox_reset(c, dry_run=False, json=False, yes=False):
     """Empty the local sandbox (resources, secrets, journal).
 
@@ -210,7 +214,7 @@ def sandbox_reset(c, dry_run=False, json=False, yes=False):
     return reset(_options("sandbox.reset", None, "sandbox", dry_run, json, yes))
 
 
-@_task("status", _help("json"))
+@_task("sandbox.status", _help("json"))
 def sandbox_status(c, json=False):
     """Show what the local sandbox holds and the last run.
 
@@ -221,7 +225,7 @@ def sandbox_status(c, json=False):
     return status(as_json=json)
 
 
-@_task("check", {})
+@_task("runbooks.check", {})
 def runbooks_check(c):
     """Check every task has a runbook and runbooks are valid.
 
@@ -241,7 +245,7 @@ def _vpn(action: str, task_name: str, env: str | None, target: str, dry_run: boo
 
 
 @_task(
-    "root",
+    "vpn.root",
     _help(
         *VPN_COMMON,
         rotate="issue a new root; the old one stays trusted until retired",
@@ -287,7 +291,7 @@ def vpn_root(
     )
 
 
-@_task("client", _help(*VPN_COMMON, name=HELP["client"], legacy="PKCS#12 with 3DES/SHA-1 for older macOS, iOS, Windows"))
+@_task("vpn.client", _help(*VPN_COMMON, name=HELP["client"], legacy="PKCS#12 with 3DES/SHA-1 for older macOS, iOS, Windows"))
 def vpn_client(c, name, env=None, certs_dir=None, legacy=False, target="sandbox", dry_run=False, json=False, yes=False):
     """Issue or renew a VPN client certificate and .pfx.
 
@@ -296,7 +300,7 @@ def vpn_client(c, name, env=None, certs_dir=None, legacy=False, target="sandbox"
     return _vpn("client", "vpn.client", env, target, dry_run, json, yes, name=name, certs_dir=certs_dir, legacy=legacy)
 
 
-@_task("revoke", _help(*VPN_COMMON, name=HELP["client"]))
+@_task("vpn.revoke", _help(*VPN_COMMON, name=HELP["client"]))
 def vpn_revoke(c, name, env=None, certs_dir=None, target="sandbox", dry_run=False, json=False, yes=False):
     """Revoke a client certificate (locally and on the gateway).
 
@@ -305,7 +309,7 @@ def vpn_revoke(c, name, env=None, certs_dir=None, target="sandbox", dry_run=Fals
     return _vpn("revoke", "vpn.revoke", env, target, dry_run, json, yes, name=name, certs_dir=certs_dir)
 
 
-@_task("list", _help("env", "certs-dir", "json"))
+@_task("vpn.list", _help("env", "certs-dir", "json"))
 def vpn_list(c, env=None, certs_dir=None, json=False):
     """List client certificates with their status.
 
@@ -315,7 +319,7 @@ def vpn_list(c, env=None, certs_dir=None, json=False):
 
 
 @_task(
-    "profile",
+    "vpn.profile",
     _help(*VPN_COMMON, name=HELP["client"], **{"gateway-address": "the gateway's public address, when it cannot be read"}),
 )
 def vpn_profile(c, name, env=None, certs_dir=None, gateway_address=None, target="sandbox", dry_run=False, json=False, yes=False):
@@ -349,7 +353,7 @@ def _db(
     return getattr(importlib.import_module(f"deploykit.db.{module}"), action)(request)
 
 
-@_task("create", _help("env", "admin-dsn", "db", *COMMON))
+@_task("db.create", _help("env", "admin-dsn", "db", *COMMON))
 def db_create(c, env=None, admin_dsn=None, db=None, target="sandbox", dry_run=False, json=False, yes=False):
     """Create databases and least-privilege app roles.
 
@@ -359,7 +363,7 @@ def db_create(c, env=None, admin_dsn=None, db=None, target="sandbox", dry_run=Fa
 
 
 @_task(
-    "migrate",
+    "db.migrate",
     _help(
         "env",
         "admin-dsn",
@@ -413,7 +417,7 @@ def db_migrate(
     )
 
 
-@_task("status", _help("env", "admin-dsn", "db", "dir", "target", "json"))
+@_task("db.status", _help("env", "admin-dsn", "db", "dir", "target", "json"))
 def db_status(c, env=None, admin_dsn=None, db=None, dir=None, target="sandbox", json=False):
     """Show applied and pending migrations and drift.
 
@@ -433,7 +437,7 @@ def _whitelist(
     return getattr(commands, action)(request)
 
 
-@_task("add", _help("env", "ip", "ttl", "services", "reason", *COMMON))
+@_task("whitelist.add", _help("env", "ip", "ttl", "services", "reason", *COMMON))
 def whitelist_add(
     c, env=None, ip=None, ttl=None, services=None, reason=None, target="sandbox", dry_run=False, json=False, yes=False
 ):
@@ -444,7 +448,7 @@ def whitelist_add(
     return _whitelist("add", "whitelist.add", env, target, dry_run, json, yes, ip=ip, ttl=ttl, services=services, reason=reason)
 
 
-@_task("list", _help("env", "target", "json"))
+@_task("whitelist.list", _help("env", "target", "json"))
 def whitelist_list(c, env=None, target="sandbox", json=False):
     """Every operator rule: owner, address, expiry, time left; manual rules apart.
 
@@ -453,7 +457,7 @@ def whitelist_list(c, env=None, target="sandbox", json=False):
     return _whitelist("list_rules", "whitelist.list", env, target, True, json, False)
 
 
-@_task("remove", _help("env", "ip", "services", "all-mine", *COMMON))
+@_task("whitelist.remove", _help("env", "ip", "services", "all-mine", *COMMON))
 def whitelist_remove(c, env=None, ip=None, services=None, all_mine=False, target="sandbox", dry_run=False, json=False, yes=False):
     """Close your own rules: one address, or all of them.
 
@@ -462,7 +466,7 @@ def whitelist_remove(c, env=None, ip=None, services=None, all_mine=False, target
     return _whitelist("remove", "whitelist.remove", env, target, dry_run, json, yes, ip=ip, services=services, all_mine=all_mine)
 
 
-@_task("prune", _help("env", *COMMON))
+@_task("whitelist.prune", _help("env", *COMMON))
 def whitelist_prune(c, env=None, target="sandbox", dry_run=False, json=False, yes=False):
     """Remove every expired operator rule (safe to schedule: exit 0 when nothing expired).
 
@@ -490,7 +494,7 @@ def release(c, env=None, app=None, tag=None, target="sandbox", dry_run=False, js
     return _release("release", "release", _require_env(env), target, dry_run, json, yes, app=app, tag=_tag(tag))
 
 
-@_task("rollback", _help("env", "app", "revision", *COMMON))
+@_task("release.rollback", _help("env", "app", "revision", *COMMON))
 def release_rollback(c, env=None, app=None, revision=None, target="sandbox", dry_run=False, json=False, yes=False):
     """Return an app's traffic to its previous healthy revision (or the one named), then verify it.
 
@@ -499,7 +503,7 @@ def release_rollback(c, env=None, app=None, revision=None, target="sandbox", dry
     return _release("rollback", "release.rollback", _require_env(env), target, dry_run, json, yes, app=app, revision=revision)
 
 
-@_task("status", _help("env", "target", "json"))
+@_task("release.status", _help("env", "target", "json"))
 def release_status(c, env=None, target="sandbox", json=False):
     """Per app: serving revision, image and digest, health, replicas, traffic, who released it and when.
 
@@ -508,7 +512,7 @@ def release_status(c, env=None, target="sandbox", json=False):
     return _release("status", "release.status", _require_env(env), target, True, json, False)
 
 
-@_task("promote", _help("app", "tag", "force", *COMMON, all="every app in config/prod.yaml"))
+@_task("release.promote", _help("app", "tag", "force", *COMMON, all="every app in config/prod.yaml"))
 def release_promote(c, app=None, tag=None, all=False, force=False, target="sandbox", dry_run=False, json=False, yes=False):
     """Copy beta's image to prod's tag in the shared registry, by digest (importImage, never rebuilt).
 
@@ -531,7 +535,7 @@ def cost_estimate(c, env=None, json=False):
     return estimate(_require_env(env), as_json=json)
 
 
-@_task("refresh", _help("region", "dry-run", "json", "yes"))
+@_task("cost.refresh", _help("region", "dry-run", "json", "yes"))
 def cost_refresh(c, region=None, dry_run=False, json=False, yes=False):
     """Rebuild the price table from the Azure Retail Prices API for the configured region.
 

@@ -168,7 +168,10 @@ def _translating(method: Callable[..., None]) -> Callable[..., None]:
         try:
             method(self)
         except ParseError as exc:
-            raise Exit(redact(f"error: {describe(exc, self)}"), code=EXIT_USAGE) from None
+            message = redact(f"error: {describe(exc, self)}")
+            if "--json" in _argv(self):  # --json promises one JSON object, also when the command line is wrong
+                emit_error_json(_parse_error_task(exc), message, EXIT_USAGE)
+            raise Exit(message, code=EXIT_USAGE) from None
         except BrokenPipeError:
             # `invoke --list | head`: the reader left; say nothing more (stdout is gone).
             _quiet_stdout()
@@ -187,11 +190,34 @@ def describe(exc: ParseError, program: Any) -> str:
     context = getattr(exc, "context", None)
     if word.startswith("-") and context is not None and getattr(context, "name", None):
         flags = sorted(f for f in context.flags if f.startswith("--") and f != "--help")
-        hint = _closest(word, flags)
+        if word.split("=", 1)[0] == "--env":
+            hint = f"{context.name} is the same for every environment and takes no --env; "
+        else:
+            hint = _closest(word, flags)
         return f"{context.name}: unknown flag {word!r}; {hint}allowed: {', '.join(flags)}"
+    for arg in _argv(program):  # `--dry-run=yes`: Invoke reads a switch's value as the next task's name
+        flag, _, value = arg.partition("=")
+        if flag.startswith("--") and value == word:
+            return f"{flag} is a switch and takes no value: write {flag} alone, without ={word}"
     names = sorted(program.collection.task_names) if program.collection is not None else []
     hint = _closest(word, names)
     return f"unknown task {word!r}; {hint}`invoke --list` shows every task"
+
+
+def _argv(program: Any) -> list[str]:
+    """The command line's words after the program name."""
+    argv = getattr(program, "argv", None) or sys.argv
+    return [str(a) for a in argv[1:]]
+
+
+def _parse_error_task(exc: ParseError) -> str | None:
+    """The task a parse error is about, when Invoke says (a flag's task, a missing argument's task)."""
+    context = getattr(exc, "context", None)
+    name = getattr(context, "name", None)
+    if name:
+        return str(name)
+    missing = re.match(r"'([^']+)' did not receive", str(exc))
+    return missing.group(1) if missing else None
 
 
 def _closest(word: str, choices: list[str]) -> str:

@@ -60,6 +60,8 @@ CASES = [
         "",
         "--gateway-address: ",
     ),
+    ("shared-step-no-env", ["step2b", "--env", "beta"], "", "step2b is the same for every environment and takes no --env"),
+    ("switch-with-value", ["deploy", "--env", "beta", "--dry-run=yes"], "", "--dry-run is a switch and takes no value"),
     ("unknown-secret", ["secrets.set", "--name", "nope"], "", "--name: 'nope' is not a provider secret"),
     ("secret-file-missing", ["secrets.set", "--name", "github-token", "--file", "{tmp}/missing"], "", "--file: cannot read"),
     ("secret-file-not-utf8", ["secrets.set", "--name", "github-token", "--file", "{tmp}/latin1"], "", "is not UTF-8"),

@@ -29,7 +29,7 @@ CASES = [
     ),
     ("unknown key", "beta.yaml", ["redis", "tls_everywhere"], True, "redis.tls_everywhere", "unknown field; allowed:"),
     ("missing field", "beta.yaml", ["postgres", "sku_name"], None, "postgres.sku_name", "missing required field"),
-    ("wrong type", "beta.yaml", ["postgres", "storage_gb"], "lots", "postgres.storage_gb", "valid integer"),
+    ("wrong type", "beta.yaml", ["postgres", "storage_gb"], "lots", "postgres.storage_gb", "allowed: a whole number"),
 ]
 
 
@@ -97,3 +97,35 @@ def test_a_profiled_command_still_writes_its_profile(tmp_path) -> None:
     # cProfile's runner swallows the script's SystemExit, so the status is its own, not ours.
     assert result.stderr.strip().splitlines() == ["error: --env: 'nope' is not an environment; allowed: beta, prod"]
     assert out.is_file() and out.stat().st_size > 0, result
+
+
+def test_a_json_error_names_the_task_as_typed(sandbox) -> None:
+    """Every task with --env and --json: a bad --env prints one JSON object whose task is the name typed (vpn.list, not list)."""
+    import json
+
+    import tasks
+
+    checked = 0
+    for name in tasks.ns.task_names:
+        arguments = tasks.ns[name].get_arguments()
+        if not {"env", "json"} <= {arg.name for arg in arguments}:
+            continue
+        required = [word for arg in arguments if arg.positional for word in (f"--{arg.name}", "x")]
+        result = run_invoke(name, *required, "--env", "nope", "--json", env=sandbox.env())
+        assert result.returncode == 2, (name, result.stderr)
+        document = json.loads(result.stdout)
+        typed = name.split(".")[0] if name.split(".")[0] == name.split(".")[-1] else name  # release.release is `release`
+        assert document["task"] == typed and document["exit_status"] == 2, document
+        checked += "." in typed
+    assert checked, "no task of a collection (vpn.list, db.status, ...) was checked"
+
+
+def test_a_json_run_with_a_wrong_command_line_still_prints_one_json_object(sandbox) -> None:
+    """Invoke's own parse errors (a missing argument, an unknown flag) also keep --json's promise."""
+    import json
+
+    for args, task in ((["secrets.set", "--json"], "secrets.set"), (["step2b", "--env", "beta", "--json"], "step2b")):
+        result = run_invoke(*args, env=sandbox.env())
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        document = json.loads(result.stdout)
+        assert document["task"] == task and document["error"] == result.stderr.strip(), document
