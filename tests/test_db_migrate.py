@@ -244,3 +244,40 @@ def test_a_relative_dir_is_read_from_the_folder_the_command_runs_in(created: str
     result = run_invoke(*args, cwd=tmp_path / "sub")
     assert result.returncode == 0, result.stderr
     assert all(name in result.stdout for name in BASIC), result.stdout
+
+
+def _project(tmp_path: Path) -> Path:
+    """A project of its own (config and playbooks copied): its migrations/ folder is the test's."""
+    for folder in ("config", "playbooks"):
+        shutil.copytree(REPO / folder, tmp_path / folder)
+    return tmp_path
+
+
+def _beta_databases() -> list[str]:
+    from deploykit.config import load_platform
+    from deploykit.paths import config_dir
+
+    return [d.name for d in load_platform(config_dir(), ["beta"]).envs["beta"].databases]
+
+
+def test_with_no_migrations_folder_nothing_is_called_applied(created: str, tmp_path: Path) -> None:
+    """No database has a folder: both tasks say there is nothing to migrate, and name each database once."""
+    project = _project(tmp_path)
+    for task in ("db.migrate", "db.status"):
+        result = run_invoke(task, "--env", "beta", "--admin-dsn", created, cwd=project)
+        assert result.returncode == 0, result.stderr
+        assert "Nothing to migrate: no database has a migrations folder." in result.stdout
+        assert "every migration is applied" not in result.stdout
+        for name in _beta_databases():
+            assert result.stdout.count(f"{name}: no folder") == 1, (task, name, result.stdout)
+
+
+def test_a_run_that_applies_names_each_folderless_database_once(created: str, tmp_path: Path) -> None:
+    """Verify reads the folders again after applying; the notes about missing folders are not repeated."""
+    project = _project(tmp_path)
+    write(project / "migrations" / "core", BASIC)
+    result = run_invoke("db.migrate", "--env", "beta", "--admin-dsn", created, cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "Apply finished: 0 created, 1 updated" in result.stdout, result.stdout
+    for name in _beta_databases():
+        assert result.stdout.count(f"{name}: no folder") == (name != DB), (name, result.stdout)

@@ -67,7 +67,9 @@ def collect(ctx: DbContext) -> list[DbWork]:
         if not folder.exists():
             if req.db:
                 raise UserError(f"--dir: {folder} does not exist")
-            ctx.notes.append(f"{db.name}: no folder {folder}; nothing to migrate")
+            note = f"{db.name}: no folder {folder}; nothing to migrate"
+            if note not in ctx.notes:  # collect runs again in verify: one note per database
+                ctx.notes.append(note)
             continue
         work.append(DbWork(db, folder, mig.discover(folder)))
     return work
@@ -141,6 +143,9 @@ def _plan(work: list[DbWork], baseline: int | None = None) -> Plan:
     return Plan(tuple(changes))
 
 
+NOTHING_TO_MIGRATE = "Nothing to migrate: no database has a migrations folder."
+
+
 def migrate(req: DbRequest) -> int:
     return run(req, _plan_migrate)
 
@@ -178,7 +183,7 @@ def migrate_work(ctx: DbContext) -> Work:
         appliers,
         workers=MIGRATE_WORKERS,
         verify=verify,
-        no_changes="No changes: every migration is applied.",
+        no_changes="No changes: every migration is applied." if work else NOTHING_TO_MIGRATE,
     )
 
 
@@ -285,7 +290,10 @@ def status(req: DbRequest) -> int:
                 f"{last['name']} at {last['at'][:19]} by {last['by']}" if last else "-",
                 drift or "none",
             )
-        ctx.reporter.console.print(table)
+        if rows:
+            ctx.reporter.console.print(table)
         for note in ctx.notes:
             ctx.reporter.info(note)
+        if not rows:
+            ctx.reporter.info(NOTHING_TO_MIGRATE)
         return 0
