@@ -55,6 +55,7 @@ HELP = {
 }
 COMMON = ("target", "dry-run", "json", "yes")
 VPN_COMMON = ("env", "certs-dir", *COMMON)
+VPN_ENV_HELP = "environment with a VPN gateway (a vpn: section in config/<env>.yaml): prod"
 
 
 def _help(*flags: str, **overrides: str) -> dict[str, str]:
@@ -248,6 +249,7 @@ def _vpn(action: str, task_name: str, env: str | None, target: str, dry_run: boo
     "vpn.root",
     _help(
         *VPN_COMMON,
+        env=VPN_ENV_HELP,
         rotate="issue a new root; the old one stays trusted until retired",
         retire="remove a previous root (by serial) from the trusted list",
         **{
@@ -291,7 +293,10 @@ def vpn_root(
     )
 
 
-@_task("vpn.client", _help(*VPN_COMMON, name=HELP["client"], legacy="PKCS#12 with 3DES/SHA-1 for older macOS, iOS, Windows"))
+@_task(
+    "vpn.client",
+    _help(*VPN_COMMON, env=VPN_ENV_HELP, name=HELP["client"], legacy="PKCS#12 with 3DES/SHA-1 for older macOS, iOS, Windows"),
+)
 def vpn_client(c, name, env=None, certs_dir=None, legacy=False, target="sandbox", dry_run=False, json=False, yes=False):
     """Issue or renew a VPN client certificate and .pfx.
 
@@ -300,7 +305,7 @@ def vpn_client(c, name, env=None, certs_dir=None, legacy=False, target="sandbox"
     return _vpn("client", "vpn.client", env, target, dry_run, json, yes, name=name, certs_dir=certs_dir, legacy=legacy)
 
 
-@_task("vpn.revoke", _help(*VPN_COMMON, name=HELP["client"]))
+@_task("vpn.revoke", _help(*VPN_COMMON, env=VPN_ENV_HELP, name=HELP["client"]))
 def vpn_revoke(c, name, env=None, certs_dir=None, target="sandbox", dry_run=False, json=False, yes=False):
     """Revoke a client certificate (locally and on the gateway).
 
@@ -309,7 +314,7 @@ def vpn_revoke(c, name, env=None, certs_dir=None, target="sandbox", dry_run=Fals
     return _vpn("revoke", "vpn.revoke", env, target, dry_run, json, yes, name=name, certs_dir=certs_dir)
 
 
-@_task("vpn.list", _help("env", "certs-dir", "json"))
+@_task("vpn.list", _help("env", "certs-dir", "json", env=VPN_ENV_HELP))
 def vpn_list(c, env=None, certs_dir=None, json=False):
     """List client certificates with their status.
 
@@ -320,7 +325,12 @@ def vpn_list(c, env=None, certs_dir=None, json=False):
 
 @_task(
     "vpn.profile",
-    _help(*VPN_COMMON, name=HELP["client"], **{"gateway-address": "the gateway's public address, when it cannot be read"}),
+    _help(
+        *VPN_COMMON,
+        env=VPN_ENV_HELP,
+        name=HELP["client"],
+        **{"gateway-address": "the gateway's public address, when it cannot be read"},
+    ),
 )
 def vpn_profile(c, name, env=None, certs_dir=None, gateway_address=None, target="sandbox", dry_run=False, json=False, yes=False):
     """Render OpenVPN/strongSwan profiles and fetch the package.
