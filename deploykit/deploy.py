@@ -102,7 +102,7 @@ def _migrate_work(db: Any, databases_ready: bool) -> Work:
 
 def _deferred(ctx: RunContext, address: str, kind: str, target: str, reason: str, make: Any) -> Work:
     change = Change(address, kind, target, Action.CREATE, reason)
-    return Work(address, Plan((change,)), {address: lambda: apply_deferred(ctx, make)})
+    return Work(address, Plan((change,)), {address: lambda: apply_deferred(ctx, address, make)})
 
 
 __all__: Sequence[str] = ["APP_TYPE", "db_inputs", "deploy", "plan_deploy"]

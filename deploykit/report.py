@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
@@ -175,8 +175,13 @@ def emit_error_json(task: str, message: str, exit_status: int) -> None:
         write_json({"task": task, "error": message, "exit_status": exit_status})
 
 
-def recap_line(outcomes: Iterable[Any], not_converged: int, seconds: float) -> str:
-    """Terraform's closing line: what was done, what failed, how long it took."""
+def recap_line(outcomes: Iterable[Any], not_converged: int, seconds: float, inside: Mapping[str, int] | None = None) -> str:
+    """Terraform's closing line: what was done, what failed, how long it took.
+
+    The counts are the plan's changes. A change that applied others inside it (`inside`: deploy's
+    db.create, planned as one change before the server exists) says how many, so the recap
+    matches both the plan and the `ok` lines printed.
+    """
     counts: dict[str, int] = {}
     failed = 0
     for outcome in outcomes:
@@ -192,7 +197,8 @@ def recap_line(outcomes: Iterable[Any], not_converged: int, seconds: float) -> s
     order = ["created", "recovered", "updated", "deleted", "waited for", "accepted"]
     parts = [f"{counts.get(v, 0)} {v}" for v in order if counts.get(v) or v in ("created", "updated")]
     parts.append(f"{failed + not_converged} failed")
-    return f"Apply finished: {', '.join(parts)} in {seconds:.1f} s."
+    within = "; ".join(f"{address} counts as one: {n} changes inside it" for address, n in (inside or {}).items() if n)
+    return f"Apply finished: {', '.join(parts)} in {seconds:.1f} s." + (f" ({within})" if within else "")
 
 
 def summary_line(summary: dict[str, int]) -> str:

@@ -190,3 +190,19 @@ def _deployed_and_read(sandbox) -> tuple[StateCache, dict]:
     cache = StateCache(sandbox.provider, by_address)
     cache.read_for_plan(specs)
     return cache, by_address
+
+
+def test_the_recap_matches_the_plan_and_the_ok_lines(sandbox) -> None:
+    """db.create is one planned change on a fresh environment; the recap says how many it applied inside."""
+    import re
+
+    result = run_invoke("deploy", "--env", "beta", "--yes", env=sandbox.env())
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    planned = int(re.search(r"^(\d+) create,", next(line for line in lines if " create, " in line)).group(1))
+    recap = next(line for line in lines if line.startswith("Apply finished:"))
+    created = int(re.search(r"(\d+) created", recap).group(1))
+    inside = int(re.search(r"db\.create counts as one: (\d+) changes inside it", recap).group(1))
+    oks = [line for line in lines if line.startswith("  ok ")]
+    assert created == planned and inside > 0
+    assert len(oks) == created + inside, (recap, len(oks))

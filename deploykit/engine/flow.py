@@ -87,6 +87,9 @@ class RunContext:
     # What a step planner read and applied this run (its StateCache): deploy's db.create reads
     # the vault, the server and its allow-list from here instead of asking ARM again.
     state: Any = None
+    # Changes applied inside one planned change (deploy's db.create, planned once the server
+    # exists), by that change's address: the recap says how many, beside the plan's count.
+    inside: dict[str, int] = field(default_factory=dict)
     _target_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def target(self) -> OpenTarget:
@@ -156,7 +159,7 @@ def run(options: RunOptions, planner: Planner) -> int:
             _stop_checks(ctx, checks, wait=STOPPED_CHECKS_WAIT_SECONDS)
         problems = _run_checks(ctx, work, checks) if checks is not None and not leftover else []
         _flush_notes(ctx)
-        reporter.info(recap_line(execution.outcomes, len(leftover), time.monotonic() - started))
+        reporter.info(recap_line(execution.outcomes, len(leftover), time.monotonic() - started, ctx.inside))
         _report_not_waited(reporter, execution)
         if execution.interrupted:
             never = [c.address for c in execution.not_started]
@@ -357,9 +360,10 @@ def _interrupts(signals: list[int], stop: threading.Event):
             signal.signal(sig, old)
 
 
-def apply_deferred(ctx: RunContext, make_work: Callable[[], Work]) -> dict[str, Any]:
+def apply_deferred(ctx: RunContext, address: str, make_work: Callable[[], Work]) -> dict[str, Any]:
     """The applier of a change that can only be planned once earlier changes exist (db.create
     inside deploy, before the server is there): plan it now, apply it, audit each change.
+    How many it applied is kept in `ctx.inside` for the recap.
     """
     from deploykit.errors import ApplyError
 
@@ -375,6 +379,7 @@ def apply_deferred(ctx: RunContext, make_work: Callable[[], Work]) -> dict[str, 
         pending, work.appliers, work.depends_on, work.workers, on_done, threading.Event(), in_flight_limit=in_flight_limit()
     )
     failed = [o for o in execution.outcomes if not o.ok]
+    ctx.inside[address] = len(execution.outcomes) - len(failed)
     if failed:
         raise ApplyError(f"{len(failed)} of {len(pending)} failed; first: {failed[0].change.address}: {_error_text(failed[0])}")
     return {"applied": [c.address for c in pending] or "nothing: already in place"}
