@@ -52,7 +52,7 @@ def plan_deploy(ctx: RunContext) -> Work:
     for change in steps.plan.changes:
         if change.type.lower() == APP_TYPE:
             extra[change.address] = tuple(db_addresses)
-    title = steps.title.replace("Plan for deploy (", "Plan for deploy (db.create, db.migrate, ", 1)
+    title = steps.title.replace(" (", " (db.create, db.migrate, ", 1)  # `Plan for deploy (` or `Plan for plan (`
     work = merge(title, [steps, create, migrate], extra)
     work.no_changes = "No changes: every step, database and migration matches the desired state."
     return work

@@ -25,7 +25,7 @@ def plan_drift(ctx: RunContext) -> Work:
     from deploykit.deploy import plan_deploy
 
     work = plan_deploy(ctx)
-    work.title = work.title.replace("Plan for deploy", "Drift check", 1)
+    work.title = work.title.replace(f"Plan for {ctx.options.task}", "Drift check", 1)
     work.no_changes = "No drift: Azure matches every step, database and migration, and nothing undeclared was found."
     if work.plan.state_read:
         work.findings = {"orphans": orphans(ctx, work)}

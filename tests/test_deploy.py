@@ -206,3 +206,16 @@ def test_the_recap_matches_the_plan_and_the_ok_lines(sandbox) -> None:
     oks = [line for line in lines if line.startswith("  ok ")]
     assert created == planned and inside > 0
     assert len(oks) == created + inside, (recap, len(oks))
+
+
+def test_plan_and_drift_titles_name_what_they_cover(sandbox) -> None:
+    """plan and drift cover what deploy covers (its databases and migrations too), and their titles say so."""
+    titles = {}
+    for task in ("deploy", "plan", "drift"):
+        args = (task, "--env", "beta", "--dry-run") if task == "deploy" else (task, "--env", "beta")
+        result = run_invoke(*args, env=sandbox.env())
+        assert result.returncode in (0, 3), result.stderr
+        titles[task] = result.stdout.splitlines()[0]
+    covered = titles["deploy"].removeprefix("Plan for deploy ")
+    assert covered.startswith("(db.create, db.migrate, step1,"), titles
+    assert titles["plan"] == f"Plan for plan {covered}" and titles["drift"] == f"Drift check {covered}", titles
