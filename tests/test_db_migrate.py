@@ -281,3 +281,21 @@ def test_a_run_that_applies_names_each_folderless_database_once(created: str, tm
     assert "Apply finished: 0 created, 1 updated" in result.stdout, result.stdout
     for name in _beta_databases():
         assert result.stdout.count(f"{name}: no folder") == (name != DB), (name, result.stdout)
+
+
+def test_baseline_and_repair_plans_name_the_files_they_only_record(created: str, tmp_path: Path) -> None:
+    """A dry run says which files run and which are only recorded (--baseline) or re-recorded (--repair)."""
+    folder = write(tmp_path / "core", BASIC)
+    names = sorted(BASIC)
+
+    def planned(*extra: str) -> dict:
+        args = ("db.migrate", "--env", "beta", "--admin-dsn", created, "--db", DB, "--dir", str(folder), "--dry-run", "--json")
+        result = run_invoke(*args, *extra)
+        assert result.returncode == 0, result.stderr
+        [change] = json.loads(result.stdout)["changes"]
+        return {key: value["new"] for key, value in change["diff"].items()}
+
+    assert planned("--baseline", "2") == {"pending": names[2:], "recorded without running (--baseline)": names[:2]}
+    assert migrate(created, folder) == 0
+    (folder / names[1]).write_text("CREATE TABLE presets (id bigserial PRIMARY KEY);\n")
+    assert planned("--repair") == {"pending": [], "checksum re-recorded (--repair)": [names[1]]}

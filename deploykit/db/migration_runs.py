@@ -127,7 +127,15 @@ def _plan(work: list[DbWork], baseline: int | None = None) -> Plan:
                 reason += f"; re-record {len(cmp.changed)} checksum(s) (--repair)"
             if cmp.unfinished:
                 reason += f"; record {len(cmp.unfinished)} unfinished no-transaction file(s) as applied (--repair)"
-            diff = {"pending": {"old": None, "new": [m.name for m in cmp.pending]}}
+            # What the run will do, each part under its own key (the plan table shows them all):
+            # `pending` is what runs; files only recorded (--baseline, --repair) are named apart.
+            parts = {
+                "pending": run,
+                "recorded without running (--baseline)": adopted,
+                "checksum re-recorded (--repair)": [m.name for m, _ in cmp.changed],
+                "recorded as applied (--repair)": [m.name for m, _ in cmp.unfinished],
+            }
+            diff = {key: {"old": None, "new": names} for key, names in parts.items() if names or key == "pending"}
             changes.append(Change(address, "postgresql/migrations", str(item.folder), Action.UPDATE, reason, diff))
         else:
             last = cmp.applied[-1].name if cmp.applied else "none"
