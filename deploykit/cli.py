@@ -169,7 +169,7 @@ def _translating(method: Callable[..., None]) -> Callable[..., None]:
             method(self)
         except ParseError as exc:
             message = redact(f"error: {describe(exc, self)}")
-            if "--json" in _argv(self):  # --json promises one JSON object, also when the command line is wrong
+            if _wants_json(_argv(self)):  # --json promises one JSON object, also when the command line is wrong
                 emit_error_json(_parse_error_task(exc), message, EXIT_USAGE)
             raise Exit(message, code=EXIT_USAGE) from None
         except BrokenPipeError:
@@ -190,14 +190,12 @@ def describe(exc: ParseError, program: Any) -> str:
     context = getattr(exc, "context", None)
     if word.startswith("-") and context is not None and getattr(context, "name", None):
         flags = sorted(f for f in context.flags if f.startswith("--") and f != "--help")
-        if word.split("=", 1)[0] == "--env":
-            hint = f"{context.name} is the same for every environment and takes no --env; "
-        else:
-            hint = _closest(word, flags)
+        hint = f"{context.name} takes no --env; " if word.split("=", 1)[0] == "--env" else _closest(word, flags)
         return f"{context.name}: unknown flag {word!r}; {hint}allowed: {', '.join(flags)}"
+    switches = _switches(program)
     for arg in _argv(program):  # `--dry-run=yes`: Invoke reads a switch's value as the next task's name
         flag, _, value = arg.partition("=")
-        if flag.startswith("--") and value == word:
+        if flag in switches and value == word:
             return f"{flag} is a switch and takes no value: write {flag} alone, without ={word}"
     names = sorted(program.collection.task_names) if program.collection is not None else []
     hint = _closest(word, names)
@@ -210,8 +208,39 @@ def _argv(program: Any) -> list[str]:
     return [str(a) for a in argv[1:]]
 
 
+def _wants_json(argv: list[str]) -> bool:
+    """--json (or --json=...) before a `--` (what follows it is the task's own, not ours)."""
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg == "--json" or arg.startswith("--json="):
+            return True
+    return False
+
+
+def _switches(program: Any) -> set[str]:
+    """Every task's true/false flags (`--dry-run`, `--yes`, ...), as typed."""
+    collection = getattr(program, "collection", None)
+    if collection is None:
+        return set()
+    return {
+        f"--{name}"
+        for task in collection.task_names
+        for argument in collection[task].get_arguments()
+        if argument.kind is bool
+        for name in argument.names
+        if len(name) > 1
+    }
+
+
 def _parse_error_task(exc: ParseError) -> str | None:
-    """The task a parse error is about, when Invoke says (a flag's task, a missing argument's task)."""
+    """The task a parse error is about, when Invoke says (a flag's task, a missing argument's task).
+
+    None for an unknown task: the error is about the command line, not the task before the word.
+    """
+    unknown = re.match(r"No idea what '(.*)' is!", str(exc))
+    if unknown and not unknown.group(1).startswith("-"):
+        return None
     context = getattr(exc, "context", None)
     name = getattr(context, "name", None)
     if name:

@@ -124,7 +124,13 @@ def test_a_json_run_with_a_wrong_command_line_still_prints_one_json_object(sandb
     """Invoke's own parse errors (a missing argument, an unknown flag) also keep --json's promise."""
     import json
 
-    for args, task in ((["secrets.set", "--json"], "secrets.set"), (["step2b", "--env", "beta", "--json"], "step2b")):
+    cases = (
+        (["secrets.set", "--json"], "secrets.set"),
+        (["step2b", "--env", "beta", "--json"], "step2b"),
+        (["deploy", "--json=yes"], None),  # the switch given a value: Invoke took `yes` for a task
+        (["deploy", "--json", "bogus"], None),  # an unknown task is nobody's error
+    )
+    for args, task in cases:
         result = run_invoke(*args, env=sandbox.env())
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         document = json.loads(result.stdout)
