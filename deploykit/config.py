@@ -1004,12 +1004,26 @@ def _first_error(exc: ValidationError) -> dict[str, Any]:
     return errors[0]
 
 
-def _as_written(text: str | None, key: Any) -> str | None:
-    """How `key: value` is written in the file, when exactly one line sets that key (a number YAML read)."""
-    if not text or not isinstance(key, str):
+def _as_written(text: str | None, loc: tuple[Any, ...]) -> str | None:
+    """The scalar at `loc` as the file writes it (`2026.10`, where YAML read the number 2026.1).
+
+    Found by walking the composed YAML nodes along the error's path, so a flow mapping, another
+    key of the same name or an alias cannot point at the wrong line. None when it cannot be found.
+    """
+    if not text:
         return None
-    found = re.findall(rf"^\s*-?\s*{re.escape(key)}:\s*([^\s#]+)\s*(?:#.*)?$", text, flags=re.MULTILINE)
-    return found[0] if len(found) == 1 else None
+    try:
+        node = yaml.compose(text, Loader=UniqueKeyLoader)
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                node = next(value for key, value in node.value if key.value == str(part))
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                node = node.value[part]
+            else:
+                return None
+    except (yaml.YAMLError, StopIteration, IndexError):
+        return None
+    return node.value if isinstance(node, yaml.ScalarNode) else None
 
 
 def describe_validation_error(exc: ValidationError, model: type[BaseModel], text: str | None = None) -> str:
@@ -1046,9 +1060,9 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel], text
         if isinstance(given, int | float) and f"'{given}'" in err["ctx"]["expected"]:
             msg += f' (quote it: "{given}")'
     elif kind == "string_type" and isinstance(err.get("input"), int | float) and not isinstance(err["input"], bool):
-        written = _as_written(text, loc[-1] if loc else None) or str(err["input"])
+        written = _as_written(text, tuple(loc)) or str(err["input"])
         read = "" if written == str(err["input"]) else f" ({err['input']!r})"
-        msg = f'{written} is a number to YAML{read}; allowed: text: quote it: "{written}"'
+        msg = f'{written} is read as a number{read}; allowed: text: quote it: "{written}"'
     elif kind in _ALLOWED_BY_TYPE:
         msg = f"{err.get('input')!r} is not allowed; allowed: {_ALLOWED_BY_TYPE[kind]}"
     elif kind in _BOUNDS and _BOUNDS[kind][0] in (err.get("ctx") or {}):

@@ -97,8 +97,10 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox
     try:
         yield box
     finally:
-        server.state.reset()  # the PostgreSQL clusters of servers the test made: stopped and deleted
-        server.stop()
+        try:
+            server.state.reset()  # the PostgreSQL clusters of servers the test made: stopped and deleted
+        finally:
+            server.stop()
 
 
 @pytest.fixture(autouse=True)

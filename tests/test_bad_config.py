@@ -88,6 +88,14 @@ BETA, PROD, SHARED = "config/beta.yaml", "config/prod.yaml", "config/shared.yaml
 STEP1, STEP2A, STEP2B = "playbooks/step1.yaml.j2", "playbooks/step2a.yaml.j2", "playbooks/step2b.yaml.j2"
 LONG = "x" * 513
 
+
+def _app_index(root: Path, name: str) -> int:
+    """Where an app is in the edited beta.yaml's apps list."""
+    import yaml
+
+    return [app["name"] for app in yaml.safe_load((root / BETA).read_text())["apps"]].index(name)
+
+
 CASES = [
     # ---- files: duplicate keys, encoding, shape, syntax ------------------------------------------
     Case(
@@ -583,6 +591,14 @@ CASES = [
         (replace(BETA, 'image_tag: "2026.11.1"\n', "image_tag: 2026.10\n"),),
         BETA,
         "image_tag",
+        'quote it: "2026.10"',
+        also=("(2026.1)",),
+    ),
+    Case(
+        "a number where text is needed, inside a flow mapping",
+        (replace(BETA, "image: trading/card-api, purpose", "image: 2026.10, purpose"),),
+        BETA,
+        lambda root: f"apps[{_app_index(root, 'card-api')}].image",
         'quote it: "2026.10"',
         also=("(2026.1)",),
     ),

@@ -135,7 +135,8 @@ def _plan(work: list[DbWork], baseline: int | None = None) -> Plan:
                 "checksum re-recorded (--repair)": [m.name for m, _ in cmp.changed],
                 "recorded as applied (--repair)": [m.name for m, _ in cmp.unfinished],
             }
-            diff = {key: {"old": None, "new": names} for key, names in parts.items() if names or key == "pending"}
+            shown = {key: names for key, names in parts.items() if names} or {"pending": run}
+            diff = {key: {"old": None, "new": names} for key, names in shown.items()}
             changes.append(Change(address, "postgresql/migrations", str(item.folder), Action.UPDATE, reason, diff))
         else:
             last = cmp.applied[-1].name if cmp.applied else "none"
