@@ -63,6 +63,11 @@ def _help(*flags: str, **overrides: str) -> dict[str, str]:
     return {**{flag: HELP[flag] for flag in flags}, **overrides}
 
 
+def _vpn_help(*flags: str, **overrides: str) -> dict[str, str]:
+    """_help for a vpn.* task (VPN_COMMON unless `flags`), --env naming the environments with a VPN."""
+    return _help(*(flags or VPN_COMMON), env=VPN_ENV_HELP, **overrides)
+
+
 def _task(name: str, help: dict[str, str]) -> Any:
     """@task with our conventions: no automatic short flags, our exit statuses.
 
@@ -247,9 +252,7 @@ def _vpn(action: str, task_name: str, env: str | None, target: str, dry_run: boo
 
 @_task(
     "vpn.root",
-    _help(
-        *VPN_COMMON,
-        env=VPN_ENV_HELP,
+    _vpn_help(
         rotate="issue a new root; the old one stays trusted until retired",
         retire="remove a previous root (by serial) from the trusted list",
         **{
@@ -295,7 +298,7 @@ def vpn_root(
 
 @_task(
     "vpn.client",
-    _help(*VPN_COMMON, env=VPN_ENV_HELP, name=HELP["client"], legacy="PKCS#12 with 3DES/SHA-1 for older macOS, iOS, Windows"),
+    _vpn_help(name=HELP["client"], legacy="PKCS#12 with 3DES/SHA-1 for older macOS, iOS, Windows"),
 )
 def vpn_client(c, name, env=None, certs_dir=None, legacy=False, target="sandbox", dry_run=False, json=False, yes=False):
     """Issue or renew a VPN client certificate and .pfx.
@@ -305,7 +308,7 @@ def vpn_client(c, name, env=None, certs_dir=None, legacy=False, target="sandbox"
     return _vpn("client", "vpn.client", env, target, dry_run, json, yes, name=name, certs_dir=certs_dir, legacy=legacy)
 
 
-@_task("vpn.revoke", _help(*VPN_COMMON, env=VPN_ENV_HELP, name=HELP["client"]))
+@_task("vpn.revoke", _vpn_help(name=HELP["client"]))
 def vpn_revoke(c, name, env=None, certs_dir=None, target="sandbox", dry_run=False, json=False, yes=False):
     """Revoke a client certificate (locally and on the gateway).
 
@@ -314,7 +317,7 @@ def vpn_revoke(c, name, env=None, certs_dir=None, target="sandbox", dry_run=Fals
     return _vpn("revoke", "vpn.revoke", env, target, dry_run, json, yes, name=name, certs_dir=certs_dir)
 
 
-@_task("vpn.list", _help("env", "certs-dir", "json", env=VPN_ENV_HELP))
+@_task("vpn.list", _vpn_help("env", "certs-dir", "json"))
 def vpn_list(c, env=None, certs_dir=None, json=False):
     """List client certificates with their status.
 
@@ -325,12 +328,7 @@ def vpn_list(c, env=None, certs_dir=None, json=False):
 
 @_task(
     "vpn.profile",
-    _help(
-        *VPN_COMMON,
-        env=VPN_ENV_HELP,
-        name=HELP["client"],
-        **{"gateway-address": "the gateway's public address, when it cannot be read"},
-    ),
+    _vpn_help(name=HELP["client"], **{"gateway-address": "the gateway's public address, when it cannot be read"}),
 )
 def vpn_profile(c, name, env=None, certs_dir=None, gateway_address=None, target="sandbox", dry_run=False, json=False, yes=False):
     """Render OpenVPN/strongSwan profiles and fetch the package.

@@ -180,10 +180,13 @@ def _translating(method: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
+_UNKNOWN_WORD = re.compile(r"No idea what '(.*)' is!")  # Invoke's message for an unknown task or flag
+
+
 def describe(exc: ParseError, program: Any) -> str:
     """Invoke's message, with what is allowed and the closest match."""
     message = str(exc)
-    unknown = re.match(r"No idea what '(.*)' is!", message)
+    unknown = _UNKNOWN_WORD.match(message)
     if not unknown:
         return message
     word = unknown.group(1)
@@ -238,7 +241,7 @@ def _parse_error_task(exc: ParseError) -> str | None:
 
     None for an unknown task: the error is about the command line, not the task before the word.
     """
-    unknown = re.match(r"No idea what '(.*)' is!", str(exc))
+    unknown = _UNKNOWN_WORD.match(str(exc))
     if unknown and not unknown.group(1).startswith("-"):
         return None
     context = getattr(exc, "context", None)

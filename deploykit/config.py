@@ -952,7 +952,8 @@ def _display(path: Path) -> str:
 
 def _load_file(path: Path, model: type[BaseModel]) -> Any:
     shown = _display(path)
-    data = parse_yaml(read_text_file(path, shown), shown)
+    text = read_text_file(path, shown)
+    data = parse_yaml(text, shown)
     if data is None:
         raise UserError(f"{shown}: the file is empty; allowed: a mapping of settings (key: value lines)")
     if not isinstance(data, Mapping):
@@ -960,7 +961,7 @@ def _load_file(path: Path, model: type[BaseModel]) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise UserError(f"{shown}: {describe_validation_error(exc, model, path.read_text(errors='replace'))}") from None
+        raise UserError(f"{shown}: {describe_validation_error(exc, model, text)}") from None
 
 
 def _yaml_kind(data: Any) -> str:

@@ -67,9 +67,7 @@ def collect(ctx: DbContext) -> list[DbWork]:
         if not folder.exists():
             if req.db:
                 raise UserError(f"--dir: {folder} does not exist")
-            note = f"{db.name}: no folder {folder}; nothing to migrate"
-            if note not in ctx.notes:  # collect runs again in verify: one note per database
-                ctx.notes.append(note)
+            ctx.run.note(f"{db.name}: no folder {folder}; nothing to migrate")
             continue
         work.append(DbWork(db, folder, mig.discover(folder)))
     return work

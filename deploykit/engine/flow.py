@@ -106,7 +106,10 @@ class RunContext:
         return self.target().provider
 
     def note(self, message: str) -> None:
-        self.notes.append(message)
+        """A line for the end of the run; one already waiting is not added again (a planner may
+        run twice in a run: verify plans again)."""
+        if message not in self.notes:
+            self.notes.append(message)
 
 
 Planner = Callable[[RunContext], Work]
