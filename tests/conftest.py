@@ -220,12 +220,12 @@ def project_world(prefix: str, run_id: str) -> Iterator[dict]:
     Made outside pytest's 0700 temporary root: as root, the sandbox's PostgreSQL runs as another user.
     """
     from deploykit.sandbox.store import remove_state
+    from tests.helpers import copy_project  # helpers imports this module: not at the top
 
     root = Path(tempfile.mkdtemp(prefix=prefix))
     root.chmod(0o755)
     project = root / "project"
-    for folder in ("config", "playbooks"):
-        shutil.copytree(REPO / folder, project / folder)
+    copy_project(project)
     server = SandboxServer(root / "sandbox", run_id=run_id)
     box = Sandbox(server)
     env = {**box.env(), "DEPLOYKIT_AUDIT_DIR": str(root / "audit"), "DEPLOYKIT_ROOT": str(project)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from deploykit.azure.target import SANDBOX_SUBSCRIPTION
@@ -42,3 +43,15 @@ def set_yaml_value(target: Path, path: list[str], value: object) -> None:
     else:
         node[path[-1]] = value
     target.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def copy_project(target: Path, *extra: str) -> Path:
+    """A project of its own at `target`: the repository's config/ and playbooks/ (and `extra` folders) copied.
+
+    Run from there, the CLI takes it as the project root (the nearest folder with config/shared.yaml).
+    """
+    from tests.conftest import REPO
+
+    for folder in ("config", "playbooks", *extra):
+        shutil.copytree(REPO / folder, target / folder)
+    return target

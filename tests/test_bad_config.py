@@ -7,7 +7,6 @@ Raw text edits make what yaml.safe_dump cannot: duplicate keys, bytes that are n
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from deploykit.sandbox.server import SandboxServer
-from tests.conftest import REPO, Sandbox, run_invoke
-from tests.helpers import set_yaml_value
+from tests.conftest import Sandbox, run_invoke
+from tests.helpers import copy_project, set_yaml_value
 
 PLAN_BETA = ("plan", "--env", "beta")
 DEPLOY_BETA = ("deploy", "--env", "beta", "--yes")
@@ -739,9 +738,7 @@ def test_the_table_is_large_and_distinct() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_exits_2_with_one_line(shared_sandbox: Sandbox, tmp_path: Path, case: Case) -> None:
-    workdir = tmp_path / "project"
-    shutil.copytree(REPO / "config", workdir / "config")
-    shutil.copytree(REPO / "playbooks", workdir / "playbooks")
+    workdir = copy_project(tmp_path / "project")
     for edit in case.edits:
         edit(workdir)
     where = _expected_where(case, workdir)
@@ -767,9 +764,7 @@ def test_bad_input_exits_2_with_one_line(shared_sandbox: Sandbox, tmp_path: Path
 
 def test_the_unedited_copy_plans_cleanly(shared_sandbox: Sandbox, tmp_path: Path) -> None:
     """The harness itself: an untouched copy passes every check, for beta and prod."""
-    workdir = tmp_path / "project"
-    shutil.copytree(REPO / "config", workdir / "config")
-    shutil.copytree(REPO / "playbooks", workdir / "playbooks")
+    workdir = copy_project(tmp_path / "project")
     env = {k: v for k, v in shared_sandbox.env().items() if k not in REDIRECTS}
     for command in (PLAN_BETA, PLAN_PROD):
         result = run_invoke(*command, cwd=workdir, env=env)

@@ -7,12 +7,12 @@ answered, an unreachable sandbox, and prod without --env.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_invoke
+from tests.conftest import run_invoke
+from tests.helpers import copy_project
 
 WRITES = {"PUT", "POST", "PATCH", "DELETE"}
 
@@ -110,8 +110,7 @@ def test_table_is_large_enough() -> None:
 
 
 def test_dependency_cycle_is_refused_before_anything_is_sent(sandbox, tmp_path: Path, audit_dir: Path) -> None:
-    shutil.copytree(REPO / "config", tmp_path / "config")
-    shutil.copytree(REPO / "playbooks", tmp_path / "playbooks")
+    copy_project(tmp_path)
     # The registry (step2b) waits for the shared group; make the group wait for the registry.
     step1 = tmp_path / "playbooks" / "step1.yaml.j2"
     step1.write_text(

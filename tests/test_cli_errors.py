@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, run_invoke
-from tests.helpers import set_yaml_value
+from tests.helpers import copy_project, set_yaml_value
 
 CASES = [
     (
@@ -34,8 +33,7 @@ CASES = [
 
 
 def _broken_copy(tmp_path: Path, file: str, path: list[str], value: object) -> Path:
-    shutil.copytree(REPO / "config", tmp_path / "config")
-    shutil.copytree(REPO / "playbooks", tmp_path / "playbooks")
+    copy_project(tmp_path)
     set_yaml_value(tmp_path / "config" / file, path, value)
     return tmp_path
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from deploykit.cost.pricing import load_pricing
 from deploykit.cost.table import PriceTable, dollars, load_table, tiered_cost, unit_size
 from deploykit.engine.model import ResourceSpec
 from tests.conftest import REPO, run_invoke
-from tests.helpers import set_yaml_value, specs_for
+from tests.helpers import copy_project, set_yaml_value, specs_for
 
 PAGE_SIZE = 3
 _CLAUSE = re.compile(r"(\w+) eq '((?:[^']|'')*)'")
@@ -33,10 +32,7 @@ _CLAUSE = re.compile(r"(\w+) eq '((?:[^']|'')*)'")
 
 def project(tmp_path: Path) -> Path:
     """A copy of the project's data (config, playbooks, price tables) that a test may change."""
-    root = tmp_path / "project"
-    for folder in ("config", "playbooks", "data"):
-        shutil.copytree(REPO / folder, root / folder)
-    return root
+    return copy_project(tmp_path / "project", "data")
 
 
 def cli(root: Path | None, *args: str, prices_url: str | None = None):

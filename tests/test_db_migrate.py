@@ -14,6 +14,7 @@ from psycopg.conninfo import make_conninfo
 from deploykit.db import database, migration_runs
 from deploykit.db.database import DbRequest
 from tests.conftest import REPO, run_invoke
+from tests.helpers import copy_project
 
 DB = "sigmatiq_core"
 
@@ -246,13 +247,6 @@ def test_a_relative_dir_is_read_from_the_folder_the_command_runs_in(created: str
     assert all(name in result.stdout for name in BASIC), result.stdout
 
 
-def _project(tmp_path: Path) -> Path:
-    """A project of its own (config and playbooks copied): its migrations/ folder is the test's."""
-    for folder in ("config", "playbooks"):
-        shutil.copytree(REPO / folder, tmp_path / folder)
-    return tmp_path
-
-
 def _beta_databases() -> list[str]:
     from deploykit.config import load_platform
     from deploykit.paths import config_dir
@@ -262,7 +256,7 @@ def _beta_databases() -> list[str]:
 
 def test_with_no_migrations_folder_nothing_is_called_applied(created: str, tmp_path: Path) -> None:
     """No database has a folder: both tasks say there is nothing to migrate, and name each database once."""
-    project = _project(tmp_path)
+    project = copy_project(tmp_path)  # its migrations/ folder is the test's
     for task in ("db.migrate", "db.status"):
         result = run_invoke(task, "--env", "beta", "--admin-dsn", created, cwd=project)
         assert result.returncode == 0, result.stderr
@@ -274,7 +268,7 @@ def test_with_no_migrations_folder_nothing_is_called_applied(created: str, tmp_p
 
 def test_a_run_that_applies_names_each_folderless_database_once(created: str, tmp_path: Path) -> None:
     """Verify reads the folders again after applying; the notes about missing folders are not repeated."""
-    project = _project(tmp_path)
+    project = copy_project(tmp_path)  # its migrations/ folder is the test's
     write(project / "migrations" / "core", BASIC)
     result = run_invoke("db.migrate", "--env", "beta", "--admin-dsn", created, cwd=project)
     assert result.returncode == 0, result.stderr
